@@ -1,0 +1,1 @@
+//! The admin HTTP endpoint: health, readiness, metrics, config and cluster dumps.

@@ -1,0 +1,1 @@
+//! The immutable snapshot built from config that workers read.

@@ -1,0 +1,1 @@
+//! One request's journey: header fix-ups, the filter chain, the upstream exchange, local replies.

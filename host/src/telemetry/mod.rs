@@ -1,0 +1,1 @@
+//! Metrics registry, host metrics and log setup.

@@ -1,0 +1,1 @@
+//! Clusters, endpoints, subsets, load balancers, DNS and connection pools.
