@@ -61,11 +61,7 @@ impl fmt::Display for ConfigErrors {
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: Some(path.display().to_string()),
-        errors: vec![ConfigError {
-            path: String::new(),
-            line: None,
-            message: format!("cannot read file: {e}"),
-        }],
+        errors: vec![ConfigError { path: String::new(), line: None, message: format!("cannot read file: {e}") }],
     })?;
     parse_str(&text).map_err(|mut e| {
         e.file = Some(path.display().to_string());
@@ -80,18 +76,9 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
     let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
         let path = clean_path(&err.path().to_string());
         let inner = err.into_inner();
-        let line = inner
-            .location()
-            .map(|l| l.line())
-            .or_else(|| lines.line_of(&path));
-        ConfigErrors {
-            file: None,
-            errors: vec![ConfigError {
-                path,
-                line,
-                message: strip_location(&inner.to_string()),
-            }],
-        }
+        let line = inner.location().map(|l| l.line()).or_else(|| lines.line_of(&path));
+        let message = strip_path(&path, &strip_location(&inner.to_string())).to_string();
+        ConfigErrors { file: None, errors: vec![ConfigError { path, line, message }] }
     })?;
     let errors = super::validate(&config, &lines);
     if errors.is_empty() {
@@ -108,6 +95,22 @@ fn clean_path(p: &str) -> String {
     } else {
         p.to_string()
     }
+}
+
+/// serde_yaml_ng starts its message with its own path, which is `path` or an ancestor
+/// of it (an unknown field is reported at its struct); we print the path ourselves.
+fn strip_path<'m>(path: &str, msg: &'m str) -> &'m str {
+    let mut p = path;
+    while !p.is_empty() {
+        if let Some(rest) = msg.strip_prefix(p).and_then(|r| r.strip_prefix(": ")) {
+            return rest;
+        }
+        p = match p.rfind(['.', '[']) {
+            Some(i) => &p[..i],
+            None => "",
+        };
+    }
+    msg
 }
 
 /// serde_yaml_ng appends " at line L column C"; we print the line ourselves.

@@ -3,8 +3,11 @@
 //! → `Generation::build`. Nothing at runtime reads `Config` again.
 
 mod duration;
-mod load;
 mod lines;
+mod load;
+mod schema;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -13,7 +16,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::Millis;
+pub use lines::LineIndex;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use schema::json_schema;
 pub use validate::validate;
 
 /// The whole configuration file.
@@ -314,8 +319,10 @@ pub struct HashSettings {
     /// Ring entries (ring hash) or table size (maglev, rounded up to a prime).
     #[serde(default = "defaults::hash_table_size")]
     pub table_size: u32,
-    /// Where the key comes from when no filter set `wasmesh.upstream.hash_key`.
-    #[serde(default)]
+    /// Where the key comes from when no filter set `wasmesh.upstream.hash_key`:
+    /// `source_ip`, or a one-entry map such as `{ header: x-user }`.
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
+    #[schemars(with = "HashKey")]
     pub key: HashKey,
 }
 
@@ -385,9 +392,7 @@ pub struct Subset {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self {
-            address: defaults::admin_address(),
-        }
+        Self { address: defaults::admin_address() }
     }
 }
 
@@ -411,29 +416,19 @@ impl Default for HttpSettings {
 
 impl Default for FilterLimits {
     fn default() -> Self {
-        Self {
-            memory_mb: defaults::memory_mb(),
-            callback_deadline: defaults::callback_deadline(),
-        }
+        Self { memory_mb: defaults::memory_mb(), callback_deadline: defaults::callback_deadline() }
     }
 }
 
 impl Default for HashSettings {
     fn default() -> Self {
-        Self {
-            algorithm: HashAlgorithm::default(),
-            table_size: defaults::hash_table_size(),
-            key: HashKey::default(),
-        }
+        Self { algorithm: HashAlgorithm::default(), table_size: defaults::hash_table_size(), key: HashKey::default() }
     }
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
-            idle_timeout: defaults::pool_idle_timeout(),
-        }
+        Self { max_idle_per_endpoint: defaults::max_idle_per_endpoint(), idle_timeout: defaults::pool_idle_timeout() }
     }
 }
 

@@ -1,0 +1,1 @@
+//! Unit tests of loading, line indexing and validation.
