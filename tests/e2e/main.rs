@@ -1,1 +1,7 @@
+//! End-to-end tests: one binary, one file per behaviour.
 
+mod balancing;
+mod basics;
+mod failures;
+mod limits;
+mod streaming;
