@@ -13,6 +13,8 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default)]
 pub struct LineIndex {
     lines: HashMap<String, usize>,
+    /// Line of the second occurrence of a key written twice in one mapping.
+    duplicates: HashMap<String, usize>,
 }
 
 /// Builds the index from parser events, keeping a stack of open containers.
@@ -20,6 +22,7 @@ pub struct LineIndex {
 struct Walker {
     stack: Vec<Frame>,
     lines: HashMap<String, usize>,
+    duplicates: HashMap<String, usize>,
 }
 
 /// One open mapping or sequence and where the walk is inside it.
@@ -45,7 +48,10 @@ impl LineIndex {
         let mut parser = Parser::new_from_str(text);
         // A scan error only stops the walk; what was seen before it stays indexed.
         let _ = parser.load(&mut walker, false);
-        Self { lines: walker.lines }
+        Self {
+            lines: walker.lines,
+            duplicates: walker.duplicates,
+        }
     }
 
     /// The line of `path`, or of its nearest indexed ancestor; `None` for the root or
@@ -61,6 +67,11 @@ impl LineIndex {
             }
             p = parent_of(p);
         }
+    }
+
+    /// The line where the key at `path` is written a second time, if it is.
+    pub fn duplicate_line_of(&self, path: &str) -> Option<usize> {
+        self.duplicates.get(path).copied()
     }
 
     /// Number of indexed paths.
@@ -109,7 +120,11 @@ impl Walker {
                     // This node is a key: remember it; its value comes next.
                     let k = scalar_key.unwrap_or("?").to_string();
                     let full = join_key(path, &k);
-                    self.lines.entry(full).or_insert(line);
+                    if self.lines.contains_key(&full) {
+                        self.duplicates.entry(full).or_insert(line);
+                    } else {
+                        self.lines.insert(full, line);
+                    }
                     *key = Some(k);
                     return None;
                 }

@@ -76,9 +76,19 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
     let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
         let path = clean_path(&err.path().to_string());
         let inner = err.into_inner();
-        let line = inner.location().map(|l| l.line()).or_else(|| lines.line_of(&path));
-        let message = strip_path(&path, &strip_location(&inner.to_string())).to_string();
-        ConfigErrors { file: None, errors: vec![ConfigError { path, line, message }] }
+        let yaml_line = inner.location().map(|l| l.line());
+        let line = yaml_line.or_else(|| lines.line_of(&path));
+        let full = inner.to_string();
+        let message = strip_path(&path, &strip_location(&full, line)).to_string();
+        let error = match duplicate_field(&message) {
+            // serde reports a duplicate at its struct; point at the second key instead.
+            Some(field) => {
+                let path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+                ConfigError { line: lines.duplicate_line_of(&path).or(line), path, message }
+            }
+            None => ConfigError { path, line, message },
+        };
+        ConfigErrors { file: None, errors: vec![error] }
     })?;
     let errors = super::validate(&config, &lines);
     if errors.is_empty() {
@@ -113,10 +123,46 @@ fn strip_path<'m>(path: &str, msg: &'m str) -> &'m str {
     msg
 }
 
-/// serde_yaml_ng appends " at line L column C"; we print the line ourselves.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// The field of serde's "duplicate field `name`" message.
+fn duplicate_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("duplicate field `")?.split('`').next()
+}
+
+/// serde_yaml_ng writes " at line L column C" after the problem (and libyaml may add a
+/// context with its own mark); we print the line ourselves, so drop the marks on `line`
+/// and keep any other (e.g. "while parsing a flow mapping at line 3 column 3").
+fn strip_location(msg: &str, line: Option<usize>) -> String {
+    const AT: &str = " at line ";
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(AT) {
+        let after = &rest[i + AT.len()..];
+        let (mark_line, mark_len) = parse_mark(after);
+        out.push_str(&rest[..i]);
+        match mark_line {
+            Some(l) if Some(l) == line => {}
+            _ => out.push_str(&rest[i..i + AT.len() + mark_len]),
+        }
+        rest = &after[mark_len..];
     }
+    out.push_str(rest);
+    out
+}
+
+/// Parses `L column C` at the start of `s`: the line and the length of the mark text
+/// (0 and `None` when `s` does not start with a mark).
+fn parse_mark(s: &str) -> (Option<usize>, usize) {
+    let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
+    let n = digits(s);
+    let Ok(line) = s[..n].parse::<usize>() else {
+        return (None, 0);
+    };
+    let Some(col) = s[n..].strip_prefix(" column ") else {
+        return (None, 0);
+    };
+    let m = digits(col);
+    if m == 0 {
+        return (None, 0);
+    }
+    (Some(line), n + " column ".len() + m)
 }

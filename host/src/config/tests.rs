@@ -156,9 +156,20 @@ fn missing_field_names_the_struct_and_line() {
 }
 
 #[test]
-fn yaml_syntax_error_has_a_line() {
-    let e = err("workers: 2\nlisteners: [\n  { name: a\n");
-    assert!(e.ends_with("(line 4)") || e.ends_with("(line 3)"), "{e}");
+fn yaml_syntax_error_has_a_line_and_keeps_its_context() {
+    assert_eq!(
+        err("workers: 2\nlisteners: [\n  { name: a\n"),
+        "listeners[0].?: did not find expected ',' or '}', while parsing a flow mapping at \
+         line 3 column 3 (line 4)"
+    );
+}
+
+#[test]
+fn duplicate_key_points_at_the_second_one() {
+    let text = format!("{BASE}workers: 1\nworkers: 2\n");
+    assert_eq!(err(&text), "workers: duplicate field `workers` (line 13)");
+    let text = BASE.replace("    default_cluster: web\n", "    default_cluster: web\n    name: again\n");
+    assert_eq!(err(&text), "listeners[0].name: duplicate field `name` (line 5)");
 }
 
 #[test]
