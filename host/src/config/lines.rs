@@ -3,6 +3,7 @@
 //! Paths use serde_path_to_error's notation: mapping keys joined by `.`, sequence
 //! indices as `[i]` with no dot before them, the root as the empty string.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
@@ -48,10 +49,7 @@ impl LineIndex {
         let mut parser = Parser::new_from_str(text);
         // A scan error only stops the walk; what was seen before it stays indexed.
         let _ = parser.load(&mut walker, false);
-        Self {
-            lines: walker.lines,
-            duplicates: walker.duplicates,
-        }
+        Self { lines: walker.lines, duplicates: walker.duplicates }
     }
 
     /// The line of `path`, or of its nearest indexed ancestor; `None` for the root or
@@ -120,10 +118,14 @@ impl Walker {
                     // This node is a key: remember it; its value comes next.
                     let k = scalar_key.unwrap_or("?").to_string();
                     let full = join_key(path, &k);
-                    if self.lines.contains_key(&full) {
-                        self.duplicates.entry(full).or_insert(line);
-                    } else {
-                        self.lines.insert(full, line);
+                    match self.lines.entry(full) {
+                        Entry::Occupied(first) => {
+                            let full = first.key().clone();
+                            self.duplicates.entry(full).or_insert(line);
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(line);
+                        }
                     }
                     *key = Some(k);
                     return None;
