@@ -334,7 +334,7 @@ fn labels(l: &BTreeMap<String, String>) -> String {
     l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `"a", "b"` or `(none)`.
+/// `"a", "b"`, or a note that there are none.
 fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<String> = names.map(|n| format!("\"{n}\"")).collect();
     if v.is_empty() {
