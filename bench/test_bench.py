@@ -1,0 +1,82 @@
+"""Unit tests of the harness's parsers and summary maths (no load, no servers).
+
+Run: python3 bench/test_bench.py   (the real end-to-end check is `cargo xtask bench --smoke`).
+"""
+
+import importlib.util
+import sys
+import unittest
+from pathlib import Path
+
+# Load bench/bench.py by path: from the repo root, `import bench` would find the folder.
+_spec = importlib.util.spec_from_file_location("bench_harness", Path(__file__).resolve().parent / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_harness"] = bench  # dataclasses look their module up here
+_spec.loader.exec_module(bench)
+
+H2LOAD_OUT = """starting benchmark...
+finished in 2.00s, 66835.50 req/s, 10.52MB/s
+requests: 133671 total, 133735 started, 133671 done, 133670 succeeded, 1 failed, 0 errored, 0 timeout
+status codes: 133660 2xx, 0 3xx, 10 4xx, 1 5xx
+traffic: 10.52MB (11030000) total
+"""
+
+WRK_OUT = """Running 2s test @ http://127.0.0.1:1/small
+WRKJSON {"requests":261010,"duration_us":2000000,"bytes":64208460,"err_connect":0,"err_read":2,"err_write":0,"err_status":3,"err_timeout":1,"p50_us":278,"p90_us":556,"p99_us":1964,"max_us":5000}
+"""
+
+OPENLOOP_OUT = (
+    '{"requests":15000,"ok_2xx":14990,"non_2xx":10,"errors":1,"missed":2,"corrected":1,"bytes":1,'
+    '"rate_target":5000,"conns":32,"duration_s":3.000,"rate_achieved":5000.0,"mean_us":87.6,'
+    '"p50_us":72.6,"p90_us":98.8,"p99_us":437.0,"p999_us":1633.5,"max_us":6706.7}\n'
+)
+
+
+class Parsers(unittest.TestCase):
+    def test_h2load_counts_failures_and_non_2xx(self):
+        r = bench.parse_h2load(H2LOAD_OUT)
+        self.assertEqual(r["requests"], 133671)
+        self.assertAlmostEqual(r["rps"], 66835.5)
+        self.assertEqual(r["non_2xx"], 11)
+        self.assertEqual(r["errors"], 1)
+
+    def test_h2load_rejects_garbage(self):
+        with self.assertRaises(ValueError):
+            bench.parse_h2load("connect failed")
+
+    def test_wrk(self):
+        r = bench.parse_wrk(WRK_OUT)
+        self.assertEqual(r["requests"], 261010)
+        self.assertAlmostEqual(r["rps"], 130505.0)
+        self.assertEqual(r["non_2xx"], 3)
+        self.assertEqual(r["errors"], 3)
+        self.assertEqual(r["p99_us"], 1964)
+
+    def test_wrk_without_report_line(self):
+        with self.assertRaises(ValueError):
+            bench.parse_wrk("unable to connect")
+
+    def test_openloop_missed_counts_as_error(self):
+        r = bench.parse_openloop(OPENLOOP_OUT)
+        self.assertEqual(r["errors"], 3)
+        self.assertEqual(r["non_2xx"], 10)
+        self.assertEqual(r["p999_us"], 1633.5)
+
+
+class Summary(unittest.TestCase):
+    def test_median_ignores_missing_values(self):
+        self.assertEqual(bench.med([3, None, 1, 2]), (2, 1, 3))
+        self.assertIsNone(bench.med([None]))
+
+    def test_ratio_and_added_latency(self):
+        self.assertEqual(bench.ratio((30.0, 1, 1), (60.0, 1, 1)), "0.50")
+        self.assertEqual(bench.ratio((30.0, 1, 1), None), "–")
+        self.assertEqual(bench.diff_ms((250.0, 0, 0), (50.0, 0, 0)), "+0.200")
+
+    def test_small_body_is_100_bytes(self):
+        self.assertEqual(len(bench.SMALL_BODY), 100)
+        self.assertNotIn(b'"', bench.SMALL_BODY)
+
+
+if __name__ == "__main__":
+    unittest.main()
