@@ -101,6 +101,20 @@ pub mod props {
     pub const PER_TRY_TIMEOUT_MS: &str = "wasmesh.upstream.per_try_timeout_ms";
     /// Bytes of request body to keep for a retry.
     pub const BUFFER_FOR_RETRY: &str = "wasmesh.request.buffer_for_retry";
+    /// Write-only: adds one Envoy response flag (`UO`, `FI`, `URX`…) to this request.
+    pub const RESPONSE_FLAG: &str = "wasmesh.response.flag";
+    /// Read-only: the response flags so far, Envoy short codes joined by `,`.
+    pub const RESPONSE_FLAGS: &str = "wasmesh.response.flags";
+    /// Read-only: attempts so far (1 for the first), 8-byte LE u64.
+    pub const REQUEST_ATTEMPT_COUNT: &str = "upstream.request_attempt_count";
+    /// Read-only: `ip:port` of the endpoint that served this attempt.
+    pub const UPSTREAM_ADDRESS: &str = "upstream.address";
+
+    /// The read-only per-cluster load property `wasmesh.cluster.<cluster>.<stat>`
+    /// (`stat` is `active_requests`, `healthy_endpoints` or `endpoints`).
+    pub fn cluster_stat(cluster: &str, stat: &str) -> String {
+        format!("wasmesh.cluster.{cluster}.{stat}")
+    }
 }
 
 /// Sets a property (a dotted name, e.g. [`props::UPSTREAM_CLUSTER`]).
@@ -167,6 +181,127 @@ pub mod ext {
     /// Writes one line to the host's access-log sink.
     pub fn access_log(line: &str) -> Result<(), Status> {
         proxy_wasm::hostcalls::call_foreign_function("wasmesh.access_log", Some(line.as_bytes())).map(|_| ())
+    }
+}
+
+/// This stream's wasmesh extras: pausing, response flags, typed property reads.
+pub mod stream {
+    use super::{get_property, props, set_property, Status};
+
+    /// Resumes this stream after `ms` (return `Action::Pause` from the same callback;
+    /// request- or response-headers phase). The worker is never blocked.
+    pub fn resume_after(ms: u32) -> Result<(), Status> {
+        proxy_wasm::hostcalls::call_foreign_function("wasmesh.resume_after", Some(&ms.to_le_bytes())).map(|_| ())
+    }
+
+    /// Adds the Envoy response flag `flag` (`UO`, `FI`, `DI`, `URX`…) to this request.
+    pub fn add_response_flag(flag: &str) -> Result<(), Status> {
+        set_property(props::RESPONSE_FLAG, flag.as_bytes())
+    }
+
+    /// The response flags so far as short codes (`["UF", "URX"]`); empty when none.
+    pub fn response_flags() -> Result<Vec<String>, Status> {
+        Ok(get_property(props::RESPONSE_FLAGS)?.map(|b| split_flags(&String::from_utf8_lossy(&b))).unwrap_or_default())
+    }
+
+    /// Reads a property holding an 8-byte little-endian u64 (Envoy's encoding of
+    /// numbers such as `upstream.request_attempt_count`); `None` if absent or malformed.
+    pub fn get_u64_le_property(name: &str) -> Result<Option<u64>, Status> {
+        Ok(get_property(name)?.and_then(|b| decode_u64_le(&b)))
+    }
+
+    /// Reads a property holding a decimal number (`wasmesh.cluster.<name>.*`);
+    /// `None` if absent or not a number.
+    pub fn get_decimal_property(name: &str) -> Result<Option<u64>, Status> {
+        Ok(get_property(name)?.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()))
+    }
+
+    /// Splits `UF,URX` into its codes (empty input → no codes).
+    pub fn split_flags(s: &str) -> Vec<String> {
+        s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_string).collect()
+    }
+
+    /// Decodes Envoy's 8-byte LE u64 property encoding.
+    pub fn decode_u64_le(b: &[u8]) -> Option<u64> {
+        <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn decodes_property_encodings() {
+            assert_eq!(decode_u64_le(&3u64.to_le_bytes()), Some(3));
+            assert_eq!(decode_u64_le(b"3"), None);
+            assert_eq!(split_flags("UF, URX"), vec!["UF".to_string(), "URX".to_string()]);
+            assert!(split_flags("").is_empty());
+        }
+    }
+}
+
+/// Shared data (process-wide, all workers) with compare-and-swap updates.
+pub mod shared {
+    use proxy_wasm::types::Status;
+
+    /// Read-modify-writes `key` with CAS, retrying at most `max_attempts` times on a
+    /// conflict. `f` gets the current value (`None` if unset) and returns the value to
+    /// store (`None` = store nothing) and a result. Gives `Err(Status::CasMismatch)` when
+    /// every attempt lost the race. A key that does not exist yet is created without a
+    /// CAS check (the ABI has no "create if absent"), so two first writers may race once.
+    pub fn update<T>(
+        key: &str,
+        max_attempts: u32,
+        mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+    ) -> Result<T, Status> {
+        for _ in 0..max_attempts.max(1) {
+            let (value, cas) = proxy_wasm::hostcalls::get_shared_data(key)?;
+            let (new, out) = f(value.as_deref());
+            let Some(new) = new else { return Ok(out) };
+            match proxy_wasm::hostcalls::set_shared_data(key, Some(&new), cas) {
+                Ok(()) => return Ok(out),
+                Err(Status::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Status::CasMismatch)
+    }
+
+    /// Adds `delta` to the u64 counter (8-byte LE) at `key`, saturating at 0 and
+    /// `u64::MAX`; returns the new value.
+    pub fn add(key: &str, delta: i64, max_attempts: u32) -> Result<u64, Status> {
+        update(key, max_attempts, |cur| {
+            let next = apply_delta(decode(cur), delta);
+            (Some(next.to_le_bytes().to_vec()), next)
+        })
+    }
+
+    /// Reads the u64 counter (8-byte LE) at `key` (0 when unset).
+    pub fn get_u64(key: &str) -> Result<u64, Status> {
+        Ok(decode(proxy_wasm::hostcalls::get_shared_data(key)?.0.as_deref()))
+    }
+
+    fn decode(b: Option<&[u8]>) -> u64 {
+        b.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes).unwrap_or(0)
+    }
+
+    /// `cur + delta`, saturating at 0 and `u64::MAX`.
+    pub fn apply_delta(cur: u64, delta: i64) -> u64 {
+        if delta >= 0 {
+            cur.saturating_add(delta.unsigned_abs())
+        } else {
+            cur.saturating_sub(delta.unsigned_abs())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn deltas_saturate() {
+            assert_eq!(super::apply_delta(0, -1), 0);
+            assert_eq!(super::apply_delta(2, -1), 1);
+            assert_eq!(super::apply_delta(u64::MAX, 5), u64::MAX);
+        }
     }
 }
 
@@ -253,7 +388,10 @@ pub mod metrics {
         #[test]
         fn labelled_names_escape_values() {
             assert_eq!(labelled_name("hits", &[]), "hits");
-            assert_eq!(labelled_name("hits", &[("route", "a\"b"), ("code", "200")]), r#"hits{route="a\"b",code="200"}"#);
+            assert_eq!(
+                labelled_name("hits", &[("route", "a\"b"), ("code", "200")]),
+                r#"hits{route="a\"b",code="200"}"#
+            );
         }
     }
 }
