@@ -72,7 +72,11 @@ fn ensure_wasm_target() -> Result<()> {
     }
 }
 
-/// Builds every Wasm filter workspace (release, wasm32-wasip1) into `target/filters`.
+/// Filters written with non-Rust SDKs: (directory, npm build script output).
+const NPM_FILTERS: &[&str] = &["examples/assemblyscript-add-header"];
+
+/// Builds every Wasm filter workspace (release, wasm32-wasip1) into `target/filters`,
+/// and the AssemblyScript example with npm.
 fn build_filters() -> Result<()> {
     ensure_wasm_target()?;
     for ws in WASM_WORKSPACES {
@@ -81,6 +85,13 @@ fn build_filters() -> Result<()> {
             continue;
         }
         run(cargo().args(["build", "--release", "--target", WASM_TARGET, "--target-dir", "target/filters", "--manifest-path"]).arg(&manifest))?;
+    }
+    std::fs::create_dir_all("target/filters/assemblyscript")?;
+    for dir in NPM_FILTERS {
+        if !Path::new(dir).join("node_modules").exists() {
+            run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))?;
+        }
+        run(Command::new("npm").args(["run", "--silent", "build"]).current_dir(dir))?;
     }
     Ok(())
 }
