@@ -4,4 +4,5 @@ mod balancing;
 mod basics;
 mod failures;
 mod limits;
+mod reload;
 mod streaming;

@@ -25,7 +25,21 @@ impl TestProxy {
             Ok(c) => c,
             Err(e) => panic!("test config does not parse: {e}\n---\n{yaml}"),
         };
-        let opts = StartOptions { workers, base_dir: repo_root(), cache_dir: None };
+        let opts = StartOptions { workers, base_dir: repo_root(), cache_dir: None, config_path: None };
+        match Proxy::start(config, opts) {
+            Ok(proxy) => TestProxy { proxy: Some(proxy) },
+            Err(e) => panic!("proxy does not start: {e}"),
+        }
+    }
+
+    /// Starts from a config file that the proxy watches and reloads.
+    pub fn start_file(path: &std::path::Path, workers: usize) -> TestProxy {
+        let config = match wasmesh::config::load_file(path) {
+            Ok(c) => c,
+            Err(e) => panic!("test config does not parse: {e}"),
+        };
+        let base_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        let opts = StartOptions { workers, base_dir, cache_dir: None, config_path: Some(path.to_path_buf()) };
         match Proxy::start(config, opts) {
             Ok(proxy) => TestProxy { proxy: Some(proxy) },
             Err(e) => panic!("proxy does not start: {e}"),
@@ -78,6 +92,24 @@ pub fn wasm_module(name: &str) -> PathBuf {
     let path = repo_root().join("target/filters/wasm32-wasip1/release").join(format!("{name}.wasm"));
     assert!(path.exists(), "{} is missing: run `cargo xtask filters` first", path.display());
     path
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("wasmesh-test-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes `text` to `path` the way editors and config tools do: a temp file renamed
+/// over the target (atomic for readers).
+pub fn write_atomic(path: &std::path::Path, text: &[u8]) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
 }
 
 /// YAML for one cluster named `name` with `lb` over `endpoints` (`(addr, labels)`).
