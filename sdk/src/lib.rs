@@ -74,6 +74,35 @@ pub mod config {
         serde_json::from_slice(bytes).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
+    /// Parses a protobuf-JSON / Istio duration (`"25ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"`,
+    /// `"0.025s"`, `"100us"`) into whole milliseconds (rounded up, so `"100us"` is 1 ms).
+    /// The error says what was expected.
+    pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        if num.is_empty() {
+            return Err(format!("duration {s:?} is not a number followed by a unit"));
+        }
+        let nanos_per_unit: f64 = match unit {
+            "h" => 3_600e9,
+            "m" => 60e9,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            "" => return Err(format!("duration {s:?} has no unit (use e.g. \"25ms\", \"2s\", \"1m\")")),
+            _ => return Err(format!("duration {s:?} has unknown unit {unit:?} (expected h, m, s, ms, us or ns)")),
+        };
+        let value: f64 = num.parse().map_err(|_| format!("duration {s:?} is not a number followed by a unit"))?;
+        let ms = (value * nanos_per_unit / 1e6).ceil();
+        if !ms.is_finite() || ms > 1e15 {
+            return Err(format!("duration {s:?} is too large"));
+        }
+        // The value is finite, non-negative (no sign accepted) and below 1e15: exact in u64.
+        Ok(ms as u64)
+    }
+
     /// Reads and parses the plugin configuration inside `on_configure`. An empty
     /// configuration parses as `T::default()`.
     pub fn from_plugin_configuration<T: DeserializeOwned + Default>() -> Result<T, ConfigError> {
@@ -401,6 +430,22 @@ mod tests {
     #[derive(serde::Deserialize, Default, Debug, PartialEq)]
     struct Cfg {
         name: String,
+    }
+
+    #[test]
+    fn durations_parse_like_istio() {
+        use super::config::parse_duration_ms as d;
+        assert_eq!(d("25ms"), Ok(25));
+        assert_eq!(d("2s"), Ok(2000));
+        assert_eq!(d("1.5s"), Ok(1500));
+        assert_eq!(d("0.025s"), Ok(25));
+        assert_eq!(d("1m"), Ok(60_000));
+        assert_eq!(d("100us"), Ok(1));
+        assert_eq!(d("0s"), Ok(0));
+        assert!(d("25").err().unwrap_or_default().contains("no unit"));
+        assert!(d("2 days").err().unwrap_or_default().contains("unknown unit"));
+        assert!(d("-1s").err().unwrap_or_default().contains("not a number"));
+        assert!(d("1.2.3s").err().unwrap_or_default().contains("not a number"));
     }
 
     #[test]
