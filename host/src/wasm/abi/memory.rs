@@ -1,0 +1,130 @@
+//! Guest linear memory: every read from and write into the guest goes through here.
+//! Bounds are checked before anything is allocated on the host; an out-of-bounds pointer
+//! is a trap (`GuestFault`), never a host panic. No `unsafe`: wasmtime's `Memory::data`
+//! gives a checked slice.
+
+use wasmtime::{Caller, Extern, Memory};
+
+use crate::wasm::state::HostState;
+
+/// A guest broke the memory contract (bad pointer, missing memory or allocator). Raised as
+/// a trap so the plugin fails under its policy.
+#[derive(Debug, thiserror::Error)]
+#[error("guest memory fault: {0}")]
+pub struct GuestFault(pub String);
+
+type Res<T> = wasmtime::Result<T>;
+
+fn fault<T>(msg: impl Into<String>) -> Res<T> {
+    Err(wasmtime::Error::new(GuestFault(msg.into())))
+}
+
+/// The guest's exported memory (cached in the state after the first lookup).
+pub fn memory(caller: &mut Caller<'_, HostState>) -> Res<Memory> {
+    if let Some(m) = caller.data().memory {
+        return Ok(m);
+    }
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => {
+            caller.data_mut().memory = Some(m);
+            Ok(m)
+        }
+        _ => fault("module exports no memory"),
+    }
+}
+
+fn range(mem_len: usize, ptr: u32, len: u32) -> Option<std::ops::Range<usize>> {
+    let start = ptr as usize;
+    let end = start.checked_add(len as usize)?;
+    (end <= mem_len).then_some(start..end)
+}
+
+/// Copies `len` bytes at `ptr` out of the guest.
+pub fn read(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Res<Vec<u8>> {
+    let mem = memory(caller)?;
+    let data = mem.data(&*caller);
+    match range(data.len(), ptr, len) {
+        Some(r) => Ok(data[r].to_vec()),
+        None => fault(format!("read of {len} bytes at {ptr:#x} is out of bounds")),
+    }
+}
+
+/// Reads a UTF-8 string (invalid UTF-8 is replaced, never a panic).
+pub fn read_string(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Res<String> {
+    let bytes = read(caller, ptr, len)?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Writes `bytes` at `ptr`.
+pub fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) -> Res<()> {
+    let mem = memory(caller)?;
+    let data = mem.data_mut(&mut *caller);
+    match range(data.len(), ptr, bytes.len() as u32) {
+        Some(r) if bytes.len() <= u32::MAX as usize => {
+            data[r].copy_from_slice(bytes);
+            Ok(())
+        }
+        _ => fault(format!("write of {} bytes at {ptr:#x} is out of bounds", bytes.len())),
+    }
+}
+
+/// Writes a little-endian u32 at `ptr`.
+pub fn write_u32(caller: &mut Caller<'_, HostState>, ptr: u32, v: u32) -> Res<()> {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+/// Writes a little-endian u64 at `ptr`.
+pub fn write_u64(caller: &mut Caller<'_, HostState>, ptr: u32, v: u64) -> Res<()> {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+/// Allocates exactly `data.len()` bytes inside the guest (its allocator may grow memory),
+/// copies `data` in, and writes `(ptr, len)` to the two out-pointers. Empty data is
+/// returned as `(0, 0)` without calling the allocator.
+pub fn return_bytes(caller: &mut Caller<'_, HostState>, data: &[u8], ret_ptr: u32, ret_len: u32) -> Res<()> {
+    // Check the out-pointers first, so a bad pointer does not leak a guest allocation.
+    {
+        let mem = memory(caller)?;
+        let len = mem.data_size(&*caller);
+        if range(len, ret_ptr, 4).is_none() || range(len, ret_len, 4).is_none() {
+            return fault("return pointer out of bounds");
+        }
+    }
+    if data.is_empty() {
+        write_u32(caller, ret_ptr, 0)?;
+        return write_u32(caller, ret_len, 0);
+    }
+    let Ok(len) = u32::try_from(data.len()) else {
+        return fault("value larger than 4 GiB");
+    };
+    let ptr = allocate(caller, len)?;
+    write(caller, ptr, data)?;
+    write_u32(caller, ret_ptr, ptr)?;
+    write_u32(caller, ret_len, len)
+}
+
+/// Calls the guest allocator (`proxy_on_memory_allocate`, else `malloc`).
+pub fn allocate(caller: &mut Caller<'_, HostState>, len: u32) -> Res<u32> {
+    let Some(alloc) = caller.data().allocator.clone() else {
+        return fault("module exports neither proxy_on_memory_allocate nor malloc");
+    };
+    let ptr = alloc.call(&mut *caller, len)?;
+    let mem = memory(caller)?;
+    if ptr == 0 || range(mem.data_size(&*caller), ptr, len).is_none() {
+        return fault(format!("allocator returned {ptr:#x} for {len} bytes"));
+    }
+    Ok(ptr)
+}
+
+/// Writes guest-visible data at a host-chosen place (used by WASI, which passes buffers
+/// the guest already owns): checks bounds of the whole region first.
+pub fn check(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Res<()> {
+    let mem = memory(caller)?;
+    match range(mem.data_size(&*caller), ptr, len) {
+        Some(_) => Ok(()),
+        None => fault(format!("region of {len} bytes at {ptr:#x} is out of bounds")),
+    }
+}

@@ -1,0 +1,30 @@
+//! Imports: proxy_get_property, proxy_set_property (resolution in `wasm::properties`).
+
+use bytes::Bytes;
+use wasmtime::Linker;
+
+use super::status::Status;
+use super::{memory, C, R};
+use crate::wasm::properties;
+use crate::wasm::state::HostState;
+
+pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap("env", "proxy_get_property", |mut c: C<'_>, ptr: u32, len: u32, ret_ptr: u32, ret_len: u32| -> R {
+        let path = memory::read(&mut c, ptr, len)?;
+        match properties::get(c.data(), &path) {
+            Ok(Some(v)) => {
+                memory::return_bytes(&mut c, &v, ret_ptr, ret_len)?;
+                Ok(Status::Ok.raw())
+            }
+            Ok(None) => Ok(Status::NotFound.raw()),
+            Err(s) => Ok(s.raw()),
+        }
+    })?;
+    l.func_wrap("env", "proxy_set_property", |mut c: C<'_>, ptr: u32, len: u32, vptr: u32, vlen: u32| -> R {
+        let path = memory::read(&mut c, ptr, len)?;
+        let value = memory::read(&mut c, vptr, vlen)?;
+        properties::set(c.data(), &path, Bytes::from(value));
+        Ok(Status::Ok.raw())
+    })?;
+    Ok(())
+}

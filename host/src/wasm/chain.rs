@@ -1,0 +1,621 @@
+//! Per worker (`!Send`): the VM pool keyed by (module sha256, vm_id) with rebuild
+//! backoff, the chains built from `ChainSpec`s, and `HttpStream`, which runs one request
+//! through the chain with Envoy's semantics (pause on headers stops, pause on a body
+//! buffers, deferred continue/close/local reply, failure policy per filter).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::plugin::{ChainSpec, Plugin};
+use super::runtime::WasmRuntime;
+use super::state::StreamShared;
+use super::types::{BodyVerdict, HostServices, LocalReply, StreamInfo, UpstreamInfo, Verdict};
+use super::vm::{backoff, HttpCb, Vm, VmKey};
+use crate::config::FailurePolicy;
+
+/// A VM that lived this long before breaking resets the consecutive-failure count.
+const HEALTHY_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The wasm state of one worker.
+pub struct WorkerWasm {
+    rt: Arc<WasmRuntime>,
+    pool: Rc<RefCell<VmPool>>,
+    chains: Vec<(Weak<ChainSpec>, Rc<WorkerChain>)>,
+}
+
+/// A listener's chain on one worker.
+pub struct WorkerChain {
+    pool: Rc<RefCell<VmPool>>,
+    plugins: Vec<Arc<Plugin>>,
+}
+
+struct VmPool {
+    rt: Arc<WasmRuntime>,
+    host: Rc<dyn HostServices>,
+    slots: HashMap<VmKey, VmSlot>,
+}
+
+#[derive(Default)]
+struct VmSlot {
+    vm: Option<Rc<Vm>>,
+    plugins: Vec<Arc<Plugin>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// One request's run through a chain. Call the phases in order; `finish` (or drop) runs
+/// `on_done`, `on_log`, `on_delete` in every filter.
+pub struct HttpStream {
+    filters: Vec<Slot>,
+    shared: Option<Rc<RefCell<StreamShared>>>,
+    upstream: UpstreamInfo,
+    finished: bool,
+    hold: [Option<usize>; 2],
+    tail: [Option<BytesMut>; 2],
+}
+
+struct Slot {
+    plugin: Arc<Plugin>,
+    vm: Option<Rc<Vm>>,
+    ctx: u32,
+    skipped: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Request = 0,
+    Response = 1,
+}
+
+enum Step {
+    Continue,
+    Paused,
+    Reply(LocalReply),
+}
+
+// === impl WorkerWasm ===
+
+impl WorkerWasm {
+    /// The wasm state of a worker; `host` is the proxy's services on this worker.
+    pub fn new(rt: Arc<WasmRuntime>, host: Rc<dyn HostServices>) -> Self {
+        let pool = Rc::new(RefCell::new(VmPool { rt: rt.clone(), host, slots: HashMap::new() }));
+        WorkerWasm { rt, pool, chains: Vec::new() }
+    }
+
+    /// The worker chain for `spec`, cached per `Arc<ChainSpec>` pointer. VMs are keyed by
+    /// (module sha256, vm_id), created on first use and shared by chains.
+    pub fn chain(&mut self, spec: &Arc<ChainSpec>) -> Rc<WorkerChain> {
+        if let Some((_, c)) = self.chains.iter().find(|(w, _)| w.upgrade().is_some_and(|s| Arc::ptr_eq(&s, spec))) {
+            return c.clone();
+        }
+        self.prune();
+        let chain = Rc::new(WorkerChain { pool: self.pool.clone(), plugins: spec.plugins.clone() });
+        // Build the VMs and root contexts now, not on the first request.
+        for p in &spec.plugins {
+            let vm = self.pool.borrow_mut().vm_for(p);
+            if let Some(vm) = vm {
+                if let Err((why, _)) = vm.root_of(p) {
+                    tracing::error!(plugin = %p.name, error = %why, "plugin failed to configure");
+                }
+            }
+        }
+        self.chains.push((Arc::downgrade(spec), chain.clone()));
+        chain
+    }
+
+    /// Forgets chains whose spec is gone and VMs no live chain uses.
+    fn prune(&mut self) {
+        self.chains.retain(|(w, _)| w.strong_count() > 0);
+        let live: Vec<*const Plugin> =
+            self.chains.iter().flat_map(|(_, c)| c.plugins.iter().map(Arc::as_ptr)).collect();
+        let mut pool = self.pool.borrow_mut();
+        for slot in pool.slots.values_mut() {
+            slot.plugins.retain(|p| live.contains(&Arc::as_ptr(p)));
+        }
+        pool.slots.retain(|_, s| !s.plugins.is_empty());
+    }
+
+    /// The runtime this worker uses.
+    pub fn runtime(&self) -> &Arc<WasmRuntime> {
+        &self.rt
+    }
+}
+
+// === impl VmPool ===
+
+impl VmPool {
+    /// The healthy VM for `plugin`, rebuilding a broken one once its backoff has passed.
+    fn vm_for(&mut self, plugin: &Arc<Plugin>) -> Option<Rc<Vm>> {
+        let key = (plugin.sha256, plugin.vm_id.clone());
+        let slot = self.slots.entry(key).or_default();
+        if !slot.plugins.iter().any(|p| Arc::ptr_eq(p, plugin)) {
+            slot.plugins.push(plugin.clone());
+        }
+        if let Some(vm) = &slot.vm {
+            if !vm.is_broken() {
+                return Some(vm.clone());
+            }
+            let (created, broken_at) = vm.lifetime();
+            let broken_at = broken_at.unwrap_or_else(Instant::now);
+            if broken_at.duration_since(created) > HEALTHY_LIFETIME {
+                slot.failures = 0;
+            }
+            slot.failures += 1;
+            slot.retry_at = Some(broken_at + backoff(slot.failures));
+            slot.vm = None;
+        }
+        if slot.retry_at.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        match Vm::new(&self.rt, Some(self.host.clone()), &slot.plugins) {
+            Ok(vm) => {
+                self.rt.metrics.vm_starts.with_label_values(&[&plugin.name, "ok"]).inc();
+                slot.retry_at = None;
+                slot.vm = Some(vm.clone());
+                Some(vm)
+            }
+            Err((why, kind)) => {
+                tracing::error!(plugin = %plugin.name, kind, error = %why, "wasm VM failed to start");
+                self.rt.metrics.vm_starts.with_label_values(&[&plugin.name, "failed"]).inc();
+                self.rt.metrics.failures.with_label_values(&[&plugin.name, kind]).inc();
+                slot.failures += 1;
+                slot.retry_at = Some(Instant::now() + backoff(slot.failures));
+                None
+            }
+        }
+    }
+}
+
+// === impl WorkerChain ===
+
+impl WorkerChain {
+    /// True when the chain has no filter.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// Starts a stream: one HTTP context per filter. Cheap for an empty chain (no
+    /// allocation beyond the returned struct).
+    pub fn stream(self: &Rc<Self>, info: StreamInfo) -> HttpStream {
+        let mut stream = HttpStream {
+            filters: Vec::new(),
+            shared: None,
+            upstream: UpstreamInfo::default(),
+            finished: false,
+            hold: [None, None],
+            tail: [None, None],
+        };
+        if self.plugins.is_empty() {
+            stream.finished = true;
+            return stream;
+        }
+        let shared = Rc::new(RefCell::new(StreamShared::new(info)));
+        stream.filters.reserve_exact(self.plugins.len());
+        for p in &self.plugins {
+            let vm = self.pool.borrow_mut().vm_for(p);
+            let (vm, ctx) = match vm.map(|vm| (vm.create_http(p, &shared), vm)) {
+                Some((Ok(ctx), vm)) => (Some(vm), ctx),
+                Some((Err(f), _)) => {
+                    tracing::debug!(plugin = %p.name, kind = f.kind, "no context for the stream");
+                    (None, 0)
+                }
+                None => {
+                    let rt = &self.pool.borrow().rt;
+                    rt.metrics.failures.with_label_values(&[&p.name, "unavailable"]).inc();
+                    (None, 0)
+                }
+            };
+            stream.filters.push(Slot { plugin: p.clone(), vm, ctx, skipped: false });
+        }
+        stream.shared = Some(shared);
+        stream
+    }
+}
+
+// === impl HttpStream ===
+
+impl HttpStream {
+    /// Runs `on_request_headers` in chain order on `head` (pseudo-headers map onto it).
+    pub async fn request_headers(&mut self, head: &mut http::request::Parts, end_of_stream: bool) -> Verdict {
+        let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        let n = head.headers.len() as u32 + 4;
+        let _lend = Lend::request(&shared, head);
+        self.headers_phase(Dir::Request, HttpCb::RequestHeaders(n, end_of_stream)).await
+    }
+
+    /// Runs `on_response_headers` in reverse chain order on `head`.
+    pub async fn response_headers(&mut self, head: &mut http::response::Parts, end_of_stream: bool) -> Verdict {
+        let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        shared.borrow_mut().upstream = self.upstream.clone();
+        let n = head.headers.len() as u32 + 1;
+        let _lend = Lend::response(&shared, head);
+        self.headers_phase(Dir::Response, HttpCb::ResponseHeaders(n, end_of_stream)).await
+    }
+
+    /// Runs `on_request_trailers` in chain order. A body held by a filter is released
+    /// when it continues: fetch it with `take_body_tail(false)` and send it before the
+    /// trailers.
+    pub async fn request_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
+        let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        let _lend = Lend::trailers(&shared, Dir::Request, trailers);
+        self.trailers_phase(Dir::Request).await
+    }
+
+    /// Runs `on_response_trailers` in reverse chain order (see `request_trailers`).
+    pub async fn response_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
+        let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        shared.borrow_mut().upstream = self.upstream.clone();
+        let _lend = Lend::trailers(&shared, Dir::Response, trailers);
+        self.trailers_phase(Dir::Response).await
+    }
+
+    /// Runs `on_request_body` for one chunk. `Hold` means a filter buffers: feed the next
+    /// chunk. When the headers had no end of stream, call this at least once with
+    /// `end_of_stream = true` (an empty chunk is fine) unless trailers follow.
+    pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyVerdict {
+        if self.shared.is_none() {
+            return BodyVerdict::Forward(chunk);
+        }
+        self.body_phase(Dir::Request, chunk, end_of_stream).await
+    }
+
+    /// Runs `on_response_body` for one chunk (reverse chain order).
+    pub async fn response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyVerdict {
+        let Some(shared) = &self.shared else {
+            return BodyVerdict::Forward(chunk);
+        };
+        shared.borrow_mut().upstream = self.upstream.clone();
+        self.body_phase(Dir::Response, chunk, end_of_stream).await
+    }
+
+    /// Body bytes released during a trailers phase (`response = false`: request side);
+    /// send them before the trailers.
+    pub fn take_body_tail(&mut self, response: bool) -> Option<Bytes> {
+        self.tail[response as usize].take().map(BytesMut::freeze)
+    }
+
+    /// Facts the proxy learns (upstream address, cluster, flags, sizes, attempts).
+    pub fn upstream_info(&mut self) -> &mut UpstreamInfo {
+        &mut self.upstream
+    }
+
+    /// A property a filter set (e.g. `wasmesh.upstream.cluster`), by dotted path.
+    pub fn property(&self, path: &str) -> Option<Bytes> {
+        self.shared.as_ref()?.borrow().filter_state.get(path).cloned()
+    }
+
+    /// `on_done`, `on_log`, `on_delete` in every filter (once; also run on drop).
+    pub fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let Some(shared) = self.shared.clone() else { return };
+        {
+            let mut s = shared.borrow_mut();
+            s.upstream = self.upstream.clone();
+            if s.upstream.end.is_none() {
+                s.upstream.end = Some(std::time::SystemTime::now());
+            }
+        }
+        for slot in &mut self.filters {
+            if let Some(vm) = slot.vm.take() {
+                vm.finish_http(&slot.plugin, slot.ctx);
+            }
+        }
+    }
+
+    /// True when the chain is empty (every phase continues untouched).
+    pub fn is_passthrough(&self) -> bool {
+        self.shared.is_none()
+    }
+
+    fn order(&self, dir: Dir, pos: usize) -> usize {
+        match dir {
+            Dir::Request => pos,
+            Dir::Response => self.filters.len() - 1 - pos,
+        }
+    }
+
+    async fn headers_phase(&mut self, dir: Dir, cb: HttpCb) -> Verdict {
+        for pos in 0..self.filters.len() {
+            let i = self.order(dir, pos);
+            if let Some(r) = self.run(i, dir, cb).await {
+                return Verdict::LocalReply(r);
+            }
+        }
+        Verdict::Continue
+    }
+
+    async fn trailers_phase(&mut self, dir: Dir) -> Verdict {
+        let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        let n = {
+            let s = shared.borrow();
+            let t = if dir == Dir::Request { &s.request_trailers } else { &s.response_trailers };
+            t.as_ref().map_or(0, |t| t.len() as u32)
+        };
+        let cb = if dir == Dir::Request { HttpCb::RequestTrailers(n) } else { HttpCb::ResponseTrailers(n) };
+        for pos in 0..self.filters.len() {
+            let i = self.order(dir, pos);
+            if let Some(r) = self.run(i, dir, cb).await {
+                return Verdict::LocalReply(r);
+            }
+            if self.hold[dir as usize] == Some(pos) {
+                self.hold[dir as usize] = None;
+                let data = take_body(&shared, dir).unwrap_or_default();
+                match self.push_body(dir, pos + 1, data, false).await {
+                    BodyVerdict::Forward(b) => {
+                        self.tail[dir as usize].get_or_insert_with(BytesMut::new).extend_from_slice(&b)
+                    }
+                    BodyVerdict::Hold => {}
+                    BodyVerdict::LocalReply(r) => return Verdict::LocalReply(r),
+                }
+            }
+        }
+        Verdict::Continue
+    }
+
+    async fn body_phase(&mut self, dir: Dir, chunk: Bytes, eos: bool) -> BodyVerdict {
+        let Some(shared) = self.shared.clone() else { return BodyVerdict::Forward(chunk) };
+        let (start, data) = match self.hold[dir as usize].take() {
+            Some(pos) => {
+                let mut buf = take_body(&shared, dir).unwrap_or_default();
+                buf.extend_from_slice(&chunk);
+                if buf.len() as u64 > shared.borrow().info.max_buffered_body_bytes {
+                    return BodyVerdict::LocalReply(overflow(dir));
+                }
+                (pos, buf)
+            }
+            None => (0, BytesMut::from(&chunk[..])),
+        };
+        self.push_body(dir, start, data, eos).await
+    }
+
+    /// Passes `data` through the filters from position `start` on.
+    async fn push_body(&mut self, dir: Dir, start: usize, mut data: BytesMut, eos: bool) -> BodyVerdict {
+        let Some(shared) = self.shared.clone() else { return BodyVerdict::Forward(data.freeze()) };
+        let limit = shared.borrow().info.max_buffered_body_bytes;
+        for pos in start..self.filters.len() {
+            let i = self.order(dir, pos);
+            if self.filters[i].skipped {
+                continue;
+            }
+            let size = data.len() as u32;
+            put_body(&shared, dir, data);
+            let cb = match dir {
+                Dir::Request => HttpCb::RequestBody(size, eos),
+                Dir::Response => HttpCb::ResponseBody(size, eos),
+            };
+            match self.invoke(i, dir, cb) {
+                Step::Continue => {}
+                Step::Reply(r) => return BodyVerdict::LocalReply(r),
+                Step::Paused if eos => {
+                    if let Some(r) = self.wait(i, dir).await {
+                        return BodyVerdict::LocalReply(r);
+                    }
+                }
+                Step::Paused => {
+                    let held = body_len(&shared, dir);
+                    if held as u64 > limit {
+                        return BodyVerdict::LocalReply(overflow(dir));
+                    }
+                    self.hold[dir as usize] = Some(pos);
+                    return BodyVerdict::Hold;
+                }
+            }
+            data = take_body(&shared, dir).unwrap_or_default();
+        }
+        BodyVerdict::Forward(data.freeze())
+    }
+
+    /// Invokes a callback and, if the filter paused, waits until it resumes.
+    async fn run(&mut self, i: usize, dir: Dir, cb: HttpCb) -> Option<LocalReply> {
+        match self.invoke(i, dir, cb) {
+            Step::Continue => None,
+            Step::Reply(r) => Some(r),
+            Step::Paused => self.wait(i, dir).await,
+        }
+    }
+
+    fn invoke(&mut self, i: usize, dir: Dir, cb: HttpCb) -> Step {
+        let Some(shared) = self.shared.clone() else { return Step::Continue };
+        let slot = &self.filters[i];
+        if slot.skipped {
+            return Step::Continue;
+        }
+        let Some(vm) = slot.vm.clone() else { return self.fail(i) };
+        set_continue(&shared, dir, false);
+        let action = match vm.call_http(&slot.plugin, slot.ctx, cb) {
+            Ok(a) => a,
+            Err(_) => return self.fail(i),
+        };
+        if let Some(r) = take_reply(&shared) {
+            return Step::Reply(r);
+        }
+        let paused = match cb {
+            HttpCb::RequestHeaders(..) | HttpCb::ResponseHeaders(..) => action != 0 && action != 2,
+            _ => action != 0,
+        };
+        if !paused || set_continue(&shared, dir, false) {
+            Step::Continue
+        } else {
+            Step::Paused
+        }
+    }
+
+    async fn wait(&mut self, i: usize, dir: Dir) -> Option<LocalReply> {
+        let shared = self.shared.clone()?;
+        loop {
+            if let Some(r) = take_reply(&shared) {
+                return Some(r);
+            }
+            if self.filters[i].vm.as_ref().is_none_or(|vm| vm.is_broken()) {
+                return match self.fail(i) {
+                    Step::Reply(r) => Some(r),
+                    _ => None,
+                };
+            }
+            if set_continue(&shared, dir, false) {
+                return None;
+            }
+            let notify = shared.borrow().notify.clone();
+            notify.notified().await;
+        }
+    }
+
+    /// Applies the failure policy of filter `i`; the filter is not called again.
+    fn fail(&mut self, i: usize) -> Step {
+        let slot = &mut self.filters[i];
+        if let Some(vm) = slot.vm.take() {
+            vm.remove_ctx(slot.ctx);
+        }
+        match slot.plugin.failure {
+            FailurePolicy::Closed => Step::Reply(LocalReply::wasm_failure()),
+            FailurePolicy::Open => {
+                slot.skipped = true;
+                Step::Continue
+            }
+        }
+    }
+}
+
+impl Drop for HttpStream {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl std::fmt::Debug for HttpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpStream")
+            .field("filters", &self.filters.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+fn overflow(dir: Dir) -> LocalReply {
+    LocalReply::buffer_overflow(if dir == Dir::Request { 413 } else { 500 })
+}
+
+fn take_reply(shared: &Rc<RefCell<StreamShared>>) -> Option<LocalReply> {
+    let mut s = shared.borrow_mut();
+    if let Some(r) = s.signals.local_reply.take() {
+        return Some(r);
+    }
+    s.signals.close.then(LocalReply::close_stream)
+}
+
+/// Sets the continue flag of `dir` to `to`; returns its previous value.
+fn set_continue(shared: &Rc<RefCell<StreamShared>>, dir: Dir, to: bool) -> bool {
+    let mut s = shared.borrow_mut();
+    let flag = match dir {
+        Dir::Request => &mut s.signals.continue_request,
+        Dir::Response => &mut s.signals.continue_response,
+    };
+    std::mem::replace(flag, to)
+}
+
+fn put_body(shared: &Rc<RefCell<StreamShared>>, dir: Dir, data: BytesMut) {
+    let mut s = shared.borrow_mut();
+    match dir {
+        Dir::Request => s.request_body = Some(data),
+        Dir::Response => s.response_body = Some(data),
+    }
+}
+
+fn take_body(shared: &Rc<RefCell<StreamShared>>, dir: Dir) -> Option<BytesMut> {
+    let mut s = shared.borrow_mut();
+    match dir {
+        Dir::Request => s.request_body.take(),
+        Dir::Response => s.response_body.take(),
+    }
+}
+
+fn body_len(shared: &Rc<RefCell<StreamShared>>, dir: Dir) -> usize {
+    let s = shared.borrow();
+    let b = if dir == Dir::Request { &s.request_body } else { &s.response_body };
+    b.as_ref().map_or(0, |b| b.len())
+}
+
+/// Lends a head to the filters for one phase and gives it back (keeping a read-only copy
+/// for later phases and `on_log`), also when the phase future is dropped.
+enum Lend<'a> {
+    Request(&'a mut http::request::Parts, Rc<RefCell<StreamShared>>),
+    Response(&'a mut http::response::Parts, Rc<RefCell<StreamShared>>),
+    Trailers(&'a mut http::HeaderMap, Dir, Rc<RefCell<StreamShared>>),
+}
+
+impl<'a> Lend<'a> {
+    fn request(shared: &Rc<RefCell<StreamShared>>, head: &'a mut http::request::Parts) -> Self {
+        let taken = std::mem::replace(head, http::Request::new(()).into_parts().0);
+        let mut s = shared.borrow_mut();
+        s.request = Some(taken);
+        s.request_live = true;
+        Lend::Request(head, shared.clone())
+    }
+
+    fn response(shared: &Rc<RefCell<StreamShared>>, head: &'a mut http::response::Parts) -> Self {
+        let taken = std::mem::replace(head, http::Response::new(()).into_parts().0);
+        let mut s = shared.borrow_mut();
+        s.response = Some(taken);
+        s.response_live = true;
+        Lend::Response(head, shared.clone())
+    }
+
+    fn trailers(shared: &Rc<RefCell<StreamShared>>, dir: Dir, t: &'a mut http::HeaderMap) -> Self {
+        let taken = std::mem::take(t);
+        let mut s = shared.borrow_mut();
+        match dir {
+            Dir::Request => {
+                s.request_trailers = Some(taken);
+                s.request_trailers_live = true;
+            }
+            Dir::Response => {
+                s.response_trailers = Some(taken);
+                s.response_trailers_live = true;
+            }
+        }
+        Lend::Trailers(t, dir, shared.clone())
+    }
+}
+
+impl Drop for Lend<'_> {
+    fn drop(&mut self) {
+        match self {
+            Lend::Request(head, shared) => {
+                let Ok(mut s) = shared.try_borrow_mut() else { return };
+                s.request_live = false;
+                if let Some(p) = s.request.take() {
+                    s.request = Some(p.clone());
+                    **head = p;
+                }
+            }
+            Lend::Response(head, shared) => {
+                let Ok(mut s) = shared.try_borrow_mut() else { return };
+                s.response_live = false;
+                if let Some(p) = s.response.take() {
+                    s.response = Some(p.clone());
+                    **head = p;
+                }
+            }
+            Lend::Trailers(t, dir, shared) => {
+                let Ok(mut guard) = shared.try_borrow_mut() else { return };
+                let s = &mut *guard;
+                let (slot, live) = match dir {
+                    Dir::Request => (&mut s.request_trailers, &mut s.request_trailers_live),
+                    Dir::Response => (&mut s.response_trailers, &mut s.response_trailers_live),
+                };
+                *live = false;
+                if let Some(h) = slot.take() {
+                    *slot = Some(h.clone());
+                    **t = h;
+                }
+            }
+        }
+    }
+}

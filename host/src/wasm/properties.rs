@@ -1,0 +1,253 @@
+//! Properties (`proxy_get_property`) with Envoy's names and encodings: strings raw,
+//! integers 8 bytes little-endian, booleans 1 byte, timestamps and durations as int64
+//! nanoseconds, maps in the pairs encoding. `set_property` writes per-request filter
+//! state (by dotted path), readable by later filters and by the proxy
+//! (`HttpStream::property`), e.g. `wasmesh.upstream.cluster`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_LENGTH, REFERER, USER_AGENT};
+
+use super::abi::status::Status;
+use super::maps::encode_pairs;
+use super::state::{HostState, StreamShared};
+use crate::config::Direction;
+
+/// A property value before encoding.
+enum Value {
+    Str(String),
+    Bytes(Bytes),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    Time(SystemTime),
+    Dur(Duration),
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+// === impl Value ===
+
+impl Value {
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Value::Str(s) => s.into_bytes(),
+            Value::Bytes(b) => b.to_vec(),
+            Value::Int(i) => i.to_le_bytes().to_vec(),
+            Value::UInt(u) => u.to_le_bytes().to_vec(),
+            Value::Bool(b) => vec![b as u8],
+            Value::Time(t) => {
+                let ns = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
+                ns.to_le_bytes().to_vec()
+            }
+            Value::Dur(d) => (d.as_nanos() as i64).to_le_bytes().to_vec(),
+            Value::Map(m) => encode_pairs(&m),
+        }
+    }
+}
+
+/// Splits a property path into segments (`\0`-separated; a single dotted segment such as
+/// `request.path` is accepted too).
+pub(crate) fn segments(path: &[u8]) -> Vec<String> {
+    let segs: Vec<String> =
+        path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    if segs.len() == 1 && segs[0].contains('.') {
+        let root = segs[0].split('.').next().unwrap_or_default();
+        if matches!(
+            root,
+            "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds"
+        ) {
+            return segs[0].splitn(3, '.').map(str::to_owned).collect();
+        }
+    }
+    segs
+}
+
+/// Resolves a property for the current context: `Ok(None)` is `NotFound`.
+pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let segs = segments(path);
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let plugin = st.current_plugin();
+    let node = &st.rt.node;
+    let stream = st.current_stream().and_then(|s| s.try_borrow().ok());
+    let stream = stream.as_deref();
+    let v = match s.as_slice() {
+        ["plugin_name"] => Some(Value::Str(plugin.name.to_string())),
+        ["plugin_root_id"] => Some(Value::Str(plugin.root_id.clone())),
+        ["plugin_vm_id"] => Some(Value::Str(plugin.vm_id.to_string())),
+        ["node", rest @ ..] | ["xds", "node", rest @ ..] => match rest {
+            [] => return Err(Status::SerializationFailure),
+            ["id"] => Some(Value::Str(node.id.clone())),
+            ["cluster"] => Some(Value::Str(node.cluster.clone())),
+            ["metadata"] => Some(Value::Map(
+                node.metadata.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+            )),
+            ["metadata", k] => node.metadata.get(*k).map(|v| Value::Str(v.clone())),
+            _ => None,
+        },
+        _ => match stream {
+            Some(stream) => stream_property(st, stream, &s),
+            None => None,
+        },
+    };
+    Ok(v.map(Value::encode))
+}
+
+fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Value> {
+    let info = &s.info;
+    let up = &s.upstream;
+    let conn = &info.connection;
+    let tls = conn.tls.as_ref();
+    let resp = s.response.as_ref();
+    let state = |k: &str| s.filter_state.get(k).cloned().map(Value::Bytes);
+    Some(match path {
+        ["cluster_name"] | ["xds", "cluster_name"] => match &up.cluster {
+            Some(c) => Value::Str(c.to_string()),
+            None => return state("wasmesh.upstream.cluster"),
+        },
+        ["route_name"] | ["xds", "route_name"] => match &up.route_name {
+            Some(r) => Value::Str(r.to_string()),
+            None => return state("wasmesh.route.name"),
+        },
+        ["listener_direction"] | ["xds", "listener_direction"] => Value::Int(match info.direction {
+            Direction::Inbound => 1,
+            Direction::Outbound => 2,
+        }),
+        ["listener_name"] | ["xds", "listener_name"] => Value::Str(info.listener.to_string()),
+        ["request", rest @ ..] => return request_property(s, rest),
+        ["response", rest @ ..] => match rest {
+            ["code"] => Value::Int(resp?.status.as_u16() as i64),
+            ["code_details"] => Value::Str(up.code_details.clone()?),
+            ["flags"] => Value::Str(up.flags.to_string()),
+            ["grpc_status"] => {
+                let v = resp
+                    .and_then(|r| r.headers.get("grpc-status"))
+                    .or_else(|| s.response_trailers.as_ref()?.get("grpc-status"))?;
+                Value::Int(v.to_str().ok()?.parse().ok()?)
+            }
+            ["headers"] => Value::Map(joined_map(&resp?.headers)),
+            ["headers", name] => Value::Str(joined(&resp?.headers, name)?),
+            ["trailers"] => Value::Map(joined_map(s.response_trailers.as_ref()?)),
+            ["trailers", name] => Value::Str(joined(s.response_trailers.as_ref()?, name)?),
+            ["size"] => Value::Int(up.response_body_bytes as i64),
+            ["total_size"] => Value::Int((up.response_body_bytes + up.response_header_bytes) as i64),
+            ["headers_bytes"] => Value::Int(up.response_header_bytes as i64),
+            ["backend_latency"] => Value::Dur(up.backend_latency?),
+            _ => return None,
+        },
+        ["source", "address"] => Value::Str(conn.source.to_string()),
+        ["source", "port"] => Value::Int(conn.source.port() as i64),
+        ["destination", "address"] => Value::Str(conn.destination.to_string()),
+        ["destination", "port"] => Value::Int(conn.destination.port() as i64),
+        ["connection", rest @ ..] => match rest {
+            ["id"] => Value::UInt(conn.id),
+            ["mtls"] => Value::Bool(tls.is_some_and(|t| t.peer_certificate_presented)),
+            ["requested_server_name"] => Value::Str(tls.and_then(|t| t.sni.clone()).unwrap_or_default()),
+            ["tls_version"] => Value::Str(tls?.version.clone()),
+            ["uri_san_peer_certificate"] => Value::Str(tls?.peer_uri_sans.first()?.clone()),
+            ["dns_san_peer_certificate"] => Value::Str(tls?.peer_dns_sans.first()?.clone()),
+            ["subject_peer_certificate"] => Value::Str(tls?.peer_subject.clone()?),
+            ["sha256_peer_certificate_digest"] => Value::Str(tls?.peer_sha256.clone()?),
+            ["uri_san_local_certificate"] => Value::Str(tls?.local_uri_sans.first()?.clone()),
+            ["dns_san_local_certificate"] => Value::Str(tls?.local_dns_sans.first()?.clone()),
+            ["subject_local_certificate"] => Value::Str(tls?.local_subject.clone()?),
+            _ => return None,
+        },
+        ["upstream", rest @ ..] => match rest {
+            ["address"] => Value::Str(up.address?.to_string()),
+            ["port"] => Value::Int(up.address?.port() as i64),
+            ["local_address"] => Value::Str(up.local_address?.to_string()),
+            ["local_port"] => Value::Int(up.local_address?.port() as i64),
+            ["request_attempt_count"] => Value::UInt(up.attempt_count as u64),
+            ["tls_version"] => Value::Str(up.tls_version.clone()?),
+            _ => return None,
+        },
+        ["wasmesh", "cluster", rest @ ..] => {
+            let joined = rest.join(".");
+            let (cluster, stat) = joined.rsplit_once('.')?;
+            let host = st.host.as_ref()?;
+            Value::Int(host.cluster_stat(cluster, stat)? as i64)
+        }
+        ["filter_state", key] => return state(key),
+        _ => return state(&path.join(".")),
+    })
+}
+
+fn request_property(s: &StreamShared, rest: &[&str]) -> Option<Value> {
+    let info = &s.info;
+    let up = &s.upstream;
+    if let ["time"] = rest {
+        return Some(Value::Time(info.start));
+    }
+    if let ["duration"] = rest {
+        let end = up.end.unwrap_or_else(SystemTime::now);
+        return Some(Value::Dur(end.duration_since(info.start).unwrap_or_default()));
+    }
+    let req = s.request.as_ref()?;
+    let h = &req.headers;
+    let hs = |name| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Some(match rest {
+        ["path"] => Value::Str(req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned()),
+        ["url_path"] => Value::Str(req.uri.path().to_owned()),
+        ["host"] => Value::Str(match req.uri.authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => hs(http::header::HOST).unwrap_or_default(),
+        }),
+        ["scheme"] => Value::Str(match req.uri.scheme_str() {
+            Some(s) => s.to_owned(),
+            None if info.connection.tls.is_some() => "https".into(),
+            None => "http".into(),
+        }),
+        ["method"] => Value::Str(req.method.as_str().to_owned()),
+        ["headers"] => Value::Map(joined_map(h)),
+        ["headers", name] => Value::Str(joined(h, name)?),
+        ["referer"] => Value::Str(hs(REFERER)?),
+        ["useragent"] => Value::Str(hs(USER_AGENT)?),
+        ["id"] => Value::Str(hs(http::HeaderName::from_static("x-request-id"))?),
+        ["protocol"] => Value::Str(
+            match req.version {
+                http::Version::HTTP_09 => "HTTP/0.9",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_3 => "HTTP/3",
+                _ => "HTTP/1.1",
+            }
+            .to_owned(),
+        ),
+        ["query"] => Value::Str(req.uri.query().unwrap_or("").to_owned()),
+        ["size"] => Value::Int(match hs(CONTENT_LENGTH).and_then(|v| v.parse::<i64>().ok()) {
+            Some(n) => n,
+            None => up.request_body_bytes as i64,
+        }),
+        ["total_size"] => Value::Int((up.request_body_bytes + up.request_header_bytes) as i64),
+        ["headers_bytes"] => Value::Int(up.request_header_bytes as i64),
+        _ => return None,
+    })
+}
+
+/// Header values of `name`, repeated ones joined with `,`.
+fn joined(h: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = h.get_all(name).iter().peekable();
+    values.peek()?;
+    Some(values.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect::<Vec<_>>().join(","))
+}
+
+fn joined_map(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+    h.keys().filter_map(|k| Some((k.as_str().as_bytes().to_vec(), joined(h, k.as_str())?.into_bytes()))).collect()
+}
+
+/// `set_property`: filter state of the current stream (ignored outside a stream).
+pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
+    let key = segments(path).join(".");
+    match st.current_stream() {
+        Some(stream) => {
+            if let Ok(mut s) = stream.try_borrow_mut() {
+                s.filter_state.insert(key, value);
+            }
+        }
+        None => tracing::debug!(key, "set_property outside a stream; ignored"),
+    }
+}

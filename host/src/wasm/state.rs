@@ -1,0 +1,202 @@
+//! What a VM's `Store` holds (`HostState`): its contexts, the scope of the running
+//! callback, and, per HTTP stream, the state shared by every filter of that stream
+//! (`StreamShared`). Hostcalls touch only this; the stream acts on it after the guest
+//! call returns (STYLE habit 5).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::AbortHandle;
+use wasmtime::{Memory, StoreLimits, TypedFunc};
+
+use super::plugin::Plugin;
+use super::runtime::WasmRuntime;
+use super::types::{HostServices, LocalReply, StreamInfo, UpstreamInfo};
+use super::vm::Vm;
+
+/// Data of one VM's `Store`.
+pub(crate) struct HostState {
+    pub rt: Arc<WasmRuntime>,
+    /// `None` for the throwaway validation VM: no timers, calls or queues then.
+    pub host: Option<Rc<dyn HostServices>>,
+    pub vm: Weak<Vm>,
+    pub vm_id: Arc<str>,
+    /// Plugin whose module built this VM (log fallback, WASI env, limits).
+    pub first: Arc<Plugin>,
+    pub limits: StoreLimits,
+    pub memory: Option<Memory>,
+    pub allocator: Option<TypedFunc<u32, u32>>,
+    pub contexts: HashMap<u32, Ctx>,
+    /// The effective context of the running callback (0: none).
+    pub current: u32,
+    pub scope: Scope,
+    pub next_ctx: u32,
+    pub next_token: u32,
+    /// Queue id → root context that registered it on this VM.
+    pub queue_owners: HashMap<u32, u32>,
+    /// Sender that wakes this VM's queue task (`on_queue_ready`).
+    pub queue_tx: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+}
+
+/// A context inside a VM.
+pub(crate) enum Ctx {
+    Root(RootCtx),
+    Http(HttpCtx),
+}
+
+/// A plugin's root context.
+pub(crate) struct RootCtx {
+    pub plugin: Arc<Plugin>,
+    pub tick: Option<AbortHandle>,
+    pub calls: HashMap<u32, AbortHandle>,
+}
+
+/// A filter's context for one HTTP stream.
+pub(crate) struct HttpCtx {
+    pub root: u32,
+    pub plugin: Arc<Plugin>,
+    pub stream: Rc<RefCell<StreamShared>>,
+    pub calls: HashMap<u32, AbortHandle>,
+}
+
+/// What the running callback may read besides its context.
+#[derive(Default)]
+pub(crate) enum Scope {
+    #[default]
+    None,
+    /// `on_vm_start`: `VM_CONFIGURATION` is readable.
+    VmStart,
+    /// `on_configure`: `PLUGIN_CONFIGURATION` is readable.
+    Configure,
+    /// `on_http_call_response`: the response maps and body are readable.
+    CallResponse(CallResponse),
+}
+
+/// The answer to an `http_call`, readable during `on_http_call_response`.
+pub(crate) struct CallResponse {
+    /// Status and headers; `None` when the call failed.
+    pub head: Option<http::response::Parts>,
+    pub status: u16,
+    pub body: Bytes,
+    pub trailers: http::HeaderMap,
+    /// Status message for `proxy_get_status` (empty on success).
+    pub message: String,
+}
+
+/// State of one HTTP stream shared by all the filters of its chain (it lives outside any
+/// VM; each VM's context holds an `Rc` to it).
+pub(crate) struct StreamShared {
+    pub info: StreamInfo,
+    pub upstream: UpstreamInfo,
+    /// The request head: the caller's (lent, writable) during the request-headers phase,
+    /// a read-only copy afterwards.
+    pub request: Option<http::request::Parts>,
+    pub request_live: bool,
+    pub response: Option<http::response::Parts>,
+    pub response_live: bool,
+    pub request_trailers: Option<http::HeaderMap>,
+    pub request_trailers_live: bool,
+    pub response_trailers: Option<http::HeaderMap>,
+    pub response_trailers_live: bool,
+    /// The body the active (or holding) filter sees.
+    pub request_body: Option<BytesMut>,
+    pub response_body: Option<BytesMut>,
+    /// `set_property` values (`wasmesh.upstream.cluster`, anything else), by dotted path.
+    pub filter_state: HashMap<String, Bytes>,
+    pub signals: Signals,
+    pub notify: Rc<tokio::sync::Notify>,
+}
+
+/// Stream control requested by filters; acted on after the guest call returns.
+#[derive(Default)]
+pub(crate) struct Signals {
+    pub continue_request: bool,
+    pub continue_response: bool,
+    pub close: bool,
+    pub local_reply: Option<LocalReply>,
+    /// A VM serving this stream broke while the stream waited.
+    pub vm_failed: bool,
+}
+
+// === impl HostState ===
+
+impl HostState {
+    /// The plugin the current context belongs to (the VM's first plugin if none).
+    pub fn current_plugin(&self) -> &Arc<Plugin> {
+        match self.contexts.get(&self.current) {
+            Some(Ctx::Root(r)) => &r.plugin,
+            Some(Ctx::Http(h)) => &h.plugin,
+            None => &self.first,
+        }
+    }
+
+    /// The stream of the current context, if it is an HTTP context.
+    pub fn current_stream(&self) -> Option<&Rc<RefCell<StreamShared>>> {
+        match self.contexts.get(&self.current) {
+            Some(Ctx::Http(h)) => Some(&h.stream),
+            _ => None,
+        }
+    }
+
+    /// The root context id of the current context.
+    pub fn current_root(&self) -> Option<u32> {
+        match self.contexts.get(&self.current)? {
+            Ctx::Root(_) => Some(self.current),
+            Ctx::Http(h) => Some(h.root),
+        }
+    }
+
+    /// A fresh http/grpc call token (never 0).
+    pub fn token(&mut self) -> u32 {
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        self.next_token
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        for ctx in self.contexts.values() {
+            match ctx {
+                Ctx::Root(r) => {
+                    if let Some(t) = &r.tick {
+                        t.abort();
+                    }
+                    r.calls.values().for_each(AbortHandle::abort);
+                }
+                Ctx::Http(h) => h.calls.values().for_each(AbortHandle::abort),
+            }
+        }
+    }
+}
+
+// === impl StreamShared ===
+
+impl StreamShared {
+    pub fn new(info: StreamInfo) -> StreamShared {
+        StreamShared {
+            info,
+            upstream: UpstreamInfo::default(),
+            request: None,
+            request_live: false,
+            response: None,
+            response_live: false,
+            request_trailers: None,
+            request_trailers_live: false,
+            response_trailers: None,
+            response_trailers_live: false,
+            request_body: None,
+            response_body: None,
+            filter_state: HashMap::new(),
+            signals: Signals::default(),
+            notify: Rc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Wakes the phase waiting on this stream (it re-checks the signals).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}

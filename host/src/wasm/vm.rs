@@ -1,0 +1,538 @@
+//! One VM: a wasmtime `Store` + instance of a module on one worker, hosting the root
+//! contexts of every plugin with the same (module, vm_id) and their HTTP contexts. Every
+//! guest call goes through `Vm::call`, which sets the epoch deadline, the effective
+//! context and the callback scope, and turns a trap into a `Failed` that breaks the VM for
+//! good (the worker rebuilds a new one, see `chain::VmPool`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmParams, WasmResults};
+
+use super::abi::memory::GuestFault;
+use super::abi::wasi::ProcExit;
+use super::plugin::Plugin;
+use super::runtime::{WasmRuntime, EPOCH_TICK};
+use super::state::{CallResponse, Ctx, HostState, HttpCtx, RootCtx, Scope, StreamShared};
+use super::types::{CalloutError, HostServices};
+
+/// A VM is identified by its module's sha256 and its vm_id.
+pub(crate) type VmKey = ([u8; 32], Arc<str>);
+
+/// A guest call failed; the VM is broken from now on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failed {
+    pub kind: &'static str,
+}
+
+/// An HTTP callback and its arguments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HttpCb {
+    RequestHeaders(u32, bool),
+    RequestBody(u32, bool),
+    RequestTrailers(u32),
+    ResponseHeaders(u32, bool),
+    ResponseBody(u32, bool),
+    ResponseTrailers(u32),
+}
+
+pub(crate) struct Vm {
+    rt: Arc<WasmRuntime>,
+    inner: RefCell<Option<Inner>>,
+    broken: Cell<bool>,
+    broken_at: Cell<Option<Instant>>,
+    created: Instant,
+    roots: RefCell<Vec<(Arc<Plugin>, u32)>>,
+}
+
+struct Inner {
+    store: Store<HostState>,
+    cb: Callbacks,
+}
+
+#[derive(Clone)]
+enum HeadersFn {
+    V2(TypedFunc<(u32, u32, u32), u32>),
+    V1(TypedFunc<(u32, u32), u32>),
+}
+
+#[derive(Clone, Default)]
+struct Callbacks {
+    context_create: Option<TypedFunc<(u32, u32), ()>>,
+    vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    configure: Option<TypedFunc<(u32, u32), u32>>,
+    done: Option<TypedFunc<u32, u32>>,
+    log: Option<TypedFunc<u32, ()>>,
+    delete: Option<TypedFunc<u32, ()>>,
+    tick: Option<TypedFunc<u32, ()>>,
+    queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+    request_headers: Option<HeadersFn>,
+    request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    request_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    response_headers: Option<HeadersFn>,
+    response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    response_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+}
+
+// === impl Vm ===
+
+impl Vm {
+    /// Instantiates the module of `plugins[0]`, runs its start functions, then creates
+    /// and configures a root context per plugin. `host: None` builds a validation VM.
+    pub fn new(
+        rt: &Arc<WasmRuntime>,
+        host: Option<Rc<dyn HostServices>>,
+        plugins: &[Arc<Plugin>],
+    ) -> Result<Rc<Vm>, (String, &'static str)> {
+        let Some(first) = plugins.first().cloned() else {
+            return Err(("no plugin".into(), "start"));
+        };
+        let vm = Rc::new(Vm {
+            rt: rt.clone(),
+            inner: RefCell::new(None),
+            broken: Cell::new(false),
+            broken_at: Cell::new(None),
+            created: Instant::now(),
+            roots: RefCell::new(Vec::new()),
+        });
+        let mem_bytes = (first.limits.memory_mb as usize).saturating_mul(1 << 20);
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(mem_bytes)
+            .trap_on_grow_failure(true)
+            .instances(1)
+            .memories(1)
+            .tables(4)
+            .table_elements(1_000_000)
+            .build();
+        let queue_tx = host.as_ref().map(|_| spawn_queue_task(Rc::downgrade(&vm)));
+        let state = HostState {
+            rt: rt.clone(),
+            host,
+            vm: Rc::downgrade(&vm),
+            vm_id: first.vm_id.clone(),
+            first: first.clone(),
+            limits,
+            memory: None,
+            allocator: None,
+            contexts: Default::default(),
+            current: 0,
+            scope: Scope::None,
+            next_ctx: 0,
+            next_token: 0,
+            queue_owners: Default::default(),
+            queue_tx,
+        };
+        let mut store = Store::new(rt.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(start_ticks(&first));
+        let err = |e: wasmtime::Error| (format!("{e:#}"), classify(&e));
+        let instance = first.pre.instantiate(&mut store).map_err(err)?;
+        let cb = Callbacks::lookup(&instance, &mut store).map_err(|e| (e, "start"))?;
+        let alloc = instance
+            .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
+            .ok();
+        store.data_mut().allocator = alloc;
+        if let Some(init) = typed::<(), ()>(&instance, &mut store, "_initialize").map_err(|e| (e, "start"))? {
+            init.call(&mut store, ()).map_err(err)?;
+            if let Some(main) = typed::<(u32, u32), u32>(&instance, &mut store, "main").map_err(|e| (e, "start"))? {
+                main.call(&mut store, (0, 0)).map_err(err)?;
+            }
+        } else if let Some(start) = typed::<(), ()>(&instance, &mut store, "_start").map_err(|e| (e, "start"))? {
+            start.call(&mut store, ()).map_err(err)?;
+        }
+        *vm.inner.borrow_mut() = Some(Inner { store, cb });
+        for p in plugins {
+            vm.add_root(p).map_err(|(why, kind)| (why, kind))?;
+        }
+        Ok(vm)
+    }
+
+    /// True once a guest call failed: the VM is never called again.
+    pub fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// When the VM broke and when it was built (for the rebuild backoff).
+    pub fn lifetime(&self) -> (Instant, Option<Instant>) {
+        (self.created, self.broken_at.get())
+    }
+
+    /// The root context of `plugin`, creating and configuring it if needed.
+    pub fn root_of(&self, plugin: &Arc<Plugin>) -> Result<u32, (String, &'static str)> {
+        if let Some((_, id)) = self.roots.borrow().iter().find(|(p, _)| Arc::ptr_eq(p, plugin)) {
+            return Ok(*id);
+        }
+        self.add_root(plugin)
+    }
+
+    fn add_root(&self, plugin: &Arc<Plugin>) -> Result<u32, (String, &'static str)> {
+        let id = self
+            .new_ctx(Ctx::Root(RootCtx { plugin: plugin.clone(), tick: None, calls: Default::default() }))
+            .ok_or(("VM is not running".to_owned(), "start"))?;
+        let failed = |f: Failed| (format!("plugin {} failed while starting ({})", plugin.name, f.kind), f.kind);
+        self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, 0)).map_err(failed)?;
+        let ok = self
+            .call(plugin, id, Scope::VmStart, |c| c.vm_start.clone(), (id, plugin.vm_config.len() as u32))
+            .map_err(failed)?;
+        if ok == Some(0) {
+            self.break_vm();
+            return Err((format!("plugin {}: on_vm_start returned false", plugin.name), "start"));
+        }
+        let ok = self
+            .call(plugin, id, Scope::Configure, |c| c.configure.clone(), (id, plugin.config.len() as u32))
+            .map_err(failed)?;
+        if ok == Some(0) {
+            self.break_vm();
+            return Err((format!("plugin {}: on_configure returned false", plugin.name), "start"));
+        }
+        self.roots.borrow_mut().push((plugin.clone(), id));
+        Ok(id)
+    }
+
+    fn new_ctx(&self, ctx: Ctx) -> Option<u32> {
+        let mut guard = self.inner.try_borrow_mut().ok()?;
+        let st = guard.as_mut()?.store.data_mut();
+        st.next_ctx += 1;
+        let id = st.next_ctx;
+        st.contexts.insert(id, ctx);
+        Some(id)
+    }
+
+    /// Creates an HTTP context of `plugin` for a stream.
+    pub fn create_http(&self, plugin: &Arc<Plugin>, stream: &Rc<RefCell<StreamShared>>) -> Result<u32, Failed> {
+        if self.is_broken() {
+            return Err(Failed { kind: "unavailable" });
+        }
+        let root = self.root_of(plugin).map_err(|(_, kind)| Failed { kind })?;
+        let id = self
+            .new_ctx(Ctx::Http(HttpCtx {
+                root,
+                plugin: plugin.clone(),
+                stream: stream.clone(),
+                calls: Default::default(),
+            }))
+            .ok_or(Failed { kind: "unavailable" })?;
+        if let Err(f) = self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, root)) {
+            self.remove_ctx(id);
+            return Err(f);
+        }
+        Ok(id)
+    }
+
+    /// Runs an HTTP callback; returns the raw action (0 = continue; absent callbacks
+    /// continue).
+    pub fn call_http(&self, plugin: &Arc<Plugin>, ctx: u32, cb: HttpCb) -> Result<u32, Failed> {
+        let b = |v: bool| v as u32;
+        let r = match cb {
+            HttpCb::RequestHeaders(n, eos) => self.call_headers(plugin, ctx, true, n, b(eos))?,
+            HttpCb::ResponseHeaders(n, eos) => self.call_headers(plugin, ctx, false, n, b(eos))?,
+            HttpCb::RequestBody(n, eos) => {
+                self.call(plugin, ctx, Scope::None, |c| c.request_body.clone(), (ctx, n, b(eos)))?
+            }
+            HttpCb::ResponseBody(n, eos) => {
+                self.call(plugin, ctx, Scope::None, |c| c.response_body.clone(), (ctx, n, b(eos)))?
+            }
+            HttpCb::RequestTrailers(n) => {
+                self.call(plugin, ctx, Scope::None, |c| c.request_trailers.clone(), (ctx, n))?
+            }
+            HttpCb::ResponseTrailers(n) => {
+                self.call(plugin, ctx, Scope::None, |c| c.response_trailers.clone(), (ctx, n))?
+            }
+        };
+        Ok(r.unwrap_or(0))
+    }
+
+    fn call_headers(
+        &self,
+        plugin: &Arc<Plugin>,
+        ctx: u32,
+        request: bool,
+        n: u32,
+        eos: u32,
+    ) -> Result<Option<u32>, Failed> {
+        let f = {
+            let guard = self.inner.borrow();
+            let Some(inner) = guard.as_ref() else { return Err(Failed { kind: "unavailable" }) };
+            if request {
+                inner.cb.request_headers.clone()
+            } else {
+                inner.cb.response_headers.clone()
+            }
+        };
+        match f {
+            None => Ok(None),
+            Some(HeadersFn::V2(f)) => self.call(plugin, ctx, Scope::None, |_| Some(f), (ctx, n, eos)),
+            Some(HeadersFn::V1(f)) => self.call(plugin, ctx, Scope::None, |_| Some(f), (ctx, n)),
+        }
+    }
+
+    /// on_done, on_log, on_delete for an HTTP context, then forgets it (cancelling its
+    /// outstanding calls).
+    pub fn finish_http(&self, plugin: &Arc<Plugin>, ctx: u32) {
+        if !self.is_broken() {
+            let _ = self
+                .call(plugin, ctx, Scope::None, |c| c.done.clone(), ctx)
+                .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.log.clone(), ctx))
+                .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.clone(), ctx));
+        }
+        self.remove_ctx(ctx);
+    }
+
+    /// Forgets a context without calling the guest.
+    pub fn remove_ctx(&self, ctx: u32) {
+        let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
+        if let Some(inner) = guard.as_mut() {
+            if let Some(Ctx::Http(h)) = inner.store.data_mut().contexts.remove(&ctx) {
+                h.calls.values().for_each(tokio::task::AbortHandle::abort);
+            }
+        }
+    }
+
+    /// `on_tick` of a root context.
+    pub fn tick(&self, ctx: u32) {
+        if let Some(plugin) = self.plugin_of(ctx) {
+            let _ = self.call(&plugin, ctx, Scope::None, |c| c.tick.clone(), ctx);
+        }
+    }
+
+    /// `on_queue_ready` for every root context that registered `queue`.
+    pub fn queue_ready(&self, queue: u32) {
+        let owner = {
+            let guard = self.inner.borrow();
+            guard.as_ref().and_then(|i| i.store.data().queue_owners.get(&queue).copied())
+        };
+        if let Some(ctx) = owner {
+            if let Some(plugin) = self.plugin_of(ctx) {
+                let _ = self.call(&plugin, ctx, Scope::None, |c| c.queue_ready.clone(), (ctx, queue));
+            }
+        }
+    }
+
+    /// Delivers the one answer of `http_call` `token` made from `ctx`.
+    pub fn deliver_call(&self, ctx: u32, token: u32, result: Result<http::Response<Bytes>, CalloutError>) {
+        let Some(plugin) = self.plugin_of(ctx) else { return };
+        {
+            let mut guard = self.inner.borrow_mut();
+            if let Some(inner) = guard.as_mut() {
+                match inner.store.data_mut().contexts.get_mut(&ctx) {
+                    Some(Ctx::Root(r)) => drop(r.calls.remove(&token)),
+                    Some(Ctx::Http(h)) => drop(h.calls.remove(&token)),
+                    None => return,
+                }
+            }
+        }
+        let (scope, args) = match result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let n = parts.headers.len() as u32 + 1;
+                let body_len = body.len() as u32;
+                let scope = Scope::CallResponse(CallResponse {
+                    status: parts.status.as_u16(),
+                    head: Some(parts),
+                    body,
+                    trailers: http::HeaderMap::new(),
+                    message: String::new(),
+                });
+                (scope, (ctx, token, n, body_len, 0))
+            }
+            Err(e) => {
+                let scope = Scope::CallResponse(CallResponse {
+                    status: 0,
+                    head: None,
+                    body: Bytes::new(),
+                    trailers: http::HeaderMap::new(),
+                    message: e.to_string(),
+                });
+                (scope, (ctx, token, 0, 0, 0))
+            }
+        };
+        let _ = self.call(&plugin, ctx, scope, |c| c.http_call_response.clone(), args);
+    }
+
+    fn plugin_of(&self, ctx: u32) -> Option<Arc<Plugin>> {
+        let guard = self.inner.borrow();
+        match guard.as_ref()?.store.data().contexts.get(&ctx)? {
+            Ctx::Root(r) => Some(r.plugin.clone()),
+            Ctx::Http(h) => Some(h.plugin.clone()),
+        }
+    }
+
+    /// Runs one guest callback picked by `pick` (absent: `Ok(None)`).
+    fn call<P, R>(
+        &self,
+        plugin: &Plugin,
+        ctx: u32,
+        scope: Scope,
+        pick: impl FnOnce(&Callbacks) -> Option<TypedFunc<P, R>>,
+        args: P,
+    ) -> Result<Option<R>, Failed>
+    where
+        P: WasmParams,
+        R: WasmResults,
+    {
+        if self.broken.get() {
+            return Err(Failed { kind: "unavailable" });
+        }
+        let Ok(mut guard) = self.inner.try_borrow_mut() else {
+            // A guest call is already running on this VM (a host service re-entered).
+            tracing::error!(plugin = %plugin.name, "re-entrant guest call refused");
+            return Err(Failed { kind: "reentrant" });
+        };
+        let Some(inner) = guard.as_mut() else {
+            return Err(Failed { kind: "unavailable" });
+        };
+        let Some(f) = pick(&inner.cb) else { return Ok(None) };
+        let st = inner.store.data_mut();
+        let (prev_ctx, prev_scope) = (st.current, std::mem::replace(&mut st.scope, scope));
+        st.current = ctx;
+        inner.store.set_epoch_deadline(deadline_ticks(plugin.limits.callback_deadline.0));
+        let res = f.call(&mut inner.store, args);
+        let st = inner.store.data_mut();
+        st.current = prev_ctx;
+        st.scope = prev_scope;
+        drop(guard);
+        match res {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                let kind = classify(&e);
+                tracing::error!(plugin = %plugin.name, kind, error = %format!("{e:?}"), "wasm plugin failed");
+                self.rt.metrics.failures.with_label_values(&[&plugin.name, kind]).inc();
+                self.break_vm();
+                Err(Failed { kind })
+            }
+        }
+    }
+
+    /// Marks the VM broken: stops its timers and wakes every stream it serves.
+    fn break_vm(&self) {
+        if self.broken.replace(true) {
+            return;
+        }
+        self.broken_at.set(Some(Instant::now()));
+        let Ok(guard) = self.inner.try_borrow() else { return };
+        let Some(inner) = guard.as_ref() else { return };
+        for ctx in inner.store.data().contexts.values() {
+            match ctx {
+                Ctx::Root(r) => {
+                    if let Some(t) = &r.tick {
+                        t.abort();
+                    }
+                }
+                Ctx::Http(h) => {
+                    if let Ok(mut s) = h.stream.try_borrow_mut() {
+                        s.signals.vm_failed = true;
+                        s.wake();
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === impl Callbacks ===
+
+impl Callbacks {
+    fn lookup(inst: &Instance, store: &mut Store<HostState>) -> Result<Callbacks, String> {
+        let headers = |store: &mut Store<HostState>, name: &str| -> Result<Option<HeadersFn>, String> {
+            if inst.get_func(&mut *store, name).is_none() {
+                return Ok(None);
+            }
+            if let Ok(f) = inst.get_typed_func(&mut *store, name) {
+                return Ok(Some(HeadersFn::V2(f)));
+            }
+            inst.get_typed_func(&mut *store, name)
+                .map(|f| Some(HeadersFn::V1(f)))
+                .map_err(|e| format!("export {name}: {e}"))
+        };
+        Ok(Callbacks {
+            context_create: typed(inst, store, "proxy_on_context_create")?,
+            vm_start: typed(inst, store, "proxy_on_vm_start")?,
+            configure: typed(inst, store, "proxy_on_configure")?,
+            done: typed(inst, store, "proxy_on_done")?,
+            log: typed(inst, store, "proxy_on_log")?,
+            delete: typed(inst, store, "proxy_on_delete")?,
+            tick: typed(inst, store, "proxy_on_tick")?,
+            queue_ready: typed(inst, store, "proxy_on_queue_ready")?,
+            request_headers: headers(store, "proxy_on_request_headers")?,
+            request_body: typed(inst, store, "proxy_on_request_body")?,
+            request_trailers: typed(inst, store, "proxy_on_request_trailers")?,
+            response_headers: headers(store, "proxy_on_response_headers")?,
+            response_body: typed(inst, store, "proxy_on_response_body")?,
+            response_trailers: typed(inst, store, "proxy_on_response_trailers")?,
+            http_call_response: typed(inst, store, "proxy_on_http_call_response")?,
+        })
+    }
+}
+
+/// An optional export with a checked signature: absent → `None`, wrong type → error.
+fn typed<P: WasmParams, R: WasmResults>(
+    inst: &Instance,
+    store: &mut Store<HostState>,
+    name: &str,
+) -> Result<Option<TypedFunc<P, R>>, String> {
+    if inst.get_func(&mut *store, name).is_none() {
+        return Ok(None);
+    }
+    inst.get_typed_func::<P, R>(&mut *store, name)
+        .map(Some)
+        .map_err(|e| format!("export {name} has the wrong signature: {e}"))
+}
+
+fn deadline_ticks(ms: u64) -> u64 {
+    let tick = EPOCH_TICK.as_millis() as u64;
+    ms.div_ceil(tick).max(1)
+}
+
+fn start_ticks(p: &Plugin) -> u64 {
+    deadline_ticks(p.limits.callback_deadline.0.saturating_mul(10).max(1000))
+}
+
+/// Names the cause of a failed guest call (the `kind` label).
+pub(crate) fn classify(e: &wasmtime::Error) -> &'static str {
+    if let Some(t) = e.downcast_ref::<Trap>() {
+        return match t {
+            Trap::Interrupt => "deadline",
+            Trap::StackOverflow => "stack_overflow",
+            _ => "trap",
+        };
+    }
+    if e.downcast_ref::<ProcExit>().is_some() {
+        return "proc_exit";
+    }
+    if e.downcast_ref::<GuestFault>().is_some() {
+        return "memory_fault";
+    }
+    let s = format!("{e:#}");
+    if s.contains("growing memory") || s.contains("memory growth") || s.contains("memory minimum size") {
+        return "memory_limit";
+    }
+    "trap"
+}
+
+/// The task that turns queue wake-ups (from any thread) into `on_queue_ready` calls.
+fn spawn_queue_task(vm: std::rc::Weak<Vm>) -> tokio::sync::mpsc::UnboundedSender<u32> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    tokio::task::spawn_local(async move {
+        while let Some(id) = rx.recv().await {
+            let Some(vm) = vm.upgrade() else { return };
+            if vm.is_broken() {
+                return;
+            }
+            vm.queue_ready(id);
+        }
+    });
+    tx
+}
+
+/// How long a VM rebuild waits after `failures` consecutive failures.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(250);
+    let exp = failures.saturating_sub(1).min(10);
+    (base * 2u32.pow(exp)).min(Duration::from_secs(30))
+}
