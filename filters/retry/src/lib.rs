@@ -1,29 +1,218 @@
-//! The `retry` filter (not written yet: passes every request through).
+//! The `retry` filter: Istio `HTTPRetry` / Envoy retry policy on top of wasmesh's retry
+//! mechanism. Put it last in the chain (after the router) so it sees every attempt first.
+//!
+//! Request headers: pick the policy by `wasmesh.route.name`, set the per-try timeout and
+//! ask the host to keep the body for replay. Response headers: classify the attempt,
+//! decide with [`policy`], and either call `wasmesh.retry_upstream(backoff)` or pass the
+//! response on (flag `URX` when retries ran out, `UO` when the budget refused one).
+
+pub mod config;
+pub mod policy;
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::ContextType;
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use wasmesh_sdk::{ext, props, shared, stream};
+
+use crate::config::Config;
+use crate::policy::{Decision, Outcome, Rng};
+
+/// CAS attempts on the shared budget counter before giving up (and not retrying).
+const CAS_ATTEMPTS: u32 = 8;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-struct Root;
+#[derive(Default)]
+struct Root {
+    config: Rc<Config>,
+    seed: u64,
+}
+
+struct Stream {
+    config: Rc<Config>,
+    /// Index into `config.routes`, `None` = the default policy.
+    route: Option<usize>,
+    idempotent: bool,
+    rng: Rng,
+    /// The shared key of the budget slot this stream holds while its retry is in flight.
+    budget_slot: Option<String>,
+}
+
+// === impl Root ===
 
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match Config::from_json(&bytes) {
+            Ok(c) => {
+                self.config = Rc::new(c);
+                self.seed =
+                    self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x5EED);
+                true
+            }
+            Err(e) => {
+                proxy_wasm::hostcalls::log(LogLevel::Error, &format!("retry: invalid configuration: {e}")).ok();
+                false
+            }
+        }
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Pass))
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            config: Rc::clone(&self.config),
+            route: None,
+            idempotent: true,
+            rng: Rng::new(self.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            budget_slot: None,
+        }))
     }
 }
 
-struct Pass;
+// === impl Stream ===
 
-impl Context for Pass {}
+impl Stream {
+    fn policy(&self) -> &policy::RetryPolicy {
+        match self.route {
+            Some(i) => self.config.routes.get(i).map(|(_, p)| p).unwrap_or(&self.config.default),
+            None => &self.config.default,
+        }
+    }
 
-impl HttpContext for Pass {}
+    /// Takes a budget slot for a retry to `cluster`; `false` = the budget is spent.
+    fn acquire_budget(&mut self) -> bool {
+        let Some(budget) = self.config.budget else { return true };
+        let cluster = wasmesh_sdk::get_property(props::UPSTREAM_CLUSTER)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let active =
+            stream::get_decimal_property(&props::cluster_stat(&cluster, "active_requests")).ok().flatten().unwrap_or(0);
+        let key = format!("wasmesh.retry.active_retries.{cluster}");
+        let taken = shared::update(&key, CAS_ATTEMPTS, |cur| {
+            let retries = cur.and_then(stream::decode_u64_le).unwrap_or(0);
+            if budget.allows(active, retries) {
+                (Some((retries + 1).to_le_bytes().to_vec()), true)
+            } else {
+                (None, false)
+            }
+        });
+        match taken {
+            Ok(true) => {
+                self.budget_slot = Some(key);
+                true
+            }
+            Ok(false) => false,
+            Err(s) => {
+                log_warn(&format!("retry: budget counter {key} unavailable ({s:?}); not retrying"));
+                false
+            }
+        }
+    }
+
+    fn release_budget(&mut self) {
+        if let Some(key) = self.budget_slot.take() {
+            if let Err(s) = shared::add(&key, -1, CAS_ATTEMPTS) {
+                log_warn(&format!("retry: could not release budget slot {key} ({s:?})"));
+            }
+        }
+    }
+}
+
+impl Context for Stream {
+    fn on_done(&mut self) -> bool {
+        self.release_budget();
+        true
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if !self.config.routes.is_empty() {
+            if let Ok(Some(name)) = wasmesh_sdk::get_property(props::ROUTE_NAME) {
+                self.route = self.config.routes.iter().position(|(n, _)| n.as_bytes() == name.as_slice());
+            }
+        }
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let has_key = self.get_http_request_header("idempotency-key").is_some();
+        self.idempotent = policy::is_idempotent(&method, has_key);
+        let p = self.policy();
+        let (attempts, per_try, buffer) = (p.attempts, p.per_try_timeout_ms, p.max_buffer_bytes);
+        if let Some(ms) = per_try {
+            set(props::PER_TRY_TIMEOUT_MS, &ms.to_string());
+        }
+        if attempts > 0 && buffer > 0 {
+            set(props::BUFFER_FOR_RETRY, &buffer.to_string());
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        // This response ends the attempt a held slot was taken for.
+        self.release_budget();
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let grpc = self.get_http_response_header("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
+        let flags = stream::response_flags().unwrap_or_default();
+        let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let outcome = Outcome::classify(status, &flag_refs, grpc);
+        let attempt = stream::get_u64_le_property(props::REQUEST_ATTEMPT_COUNT).ok().flatten().unwrap_or(1);
+        match self.policy().decide(outcome, self.idempotent, attempt) {
+            Decision::Pass | Decision::NonIdempotent => {}
+            Decision::Exhausted => add_flag("URX"),
+            Decision::Retry { retry_number } => {
+                if !self.acquire_budget() {
+                    // Envoy marks a retry refused by the budget/circuit breaker as overflow.
+                    add_flag("UO");
+                    return Action::Continue;
+                }
+                let r = self.rng.next_u64();
+                let delay = self.policy().backoff.delay_ms(retry_number, r);
+                match ext::retry_upstream(delay) {
+                    Ok(()) => {}
+                    Err(Status::BadArgument) => {
+                        // The body outgrew maxBufferBytes: this response is final.
+                        self.release_budget();
+                        log_debug("retry: request body was not buffered; passing the failure on");
+                    }
+                    Err(s) => {
+                        self.release_budget();
+                        log_warn(&format!("retry: wasmesh.retry_upstream failed ({s:?})"));
+                    }
+                }
+            }
+        }
+        Action::Continue
+    }
+}
+
+fn set(name: &str, value: &str) {
+    if let Err(s) = wasmesh_sdk::set_property(name, value.as_bytes()) {
+        log_warn(&format!("retry: could not set {name} ({s:?})"));
+    }
+}
+
+fn add_flag(flag: &str) {
+    if let Err(s) = stream::add_response_flag(flag) {
+        log_warn(&format!("retry: could not add response flag {flag} ({s:?})"));
+    }
+}
+
+fn log_warn(msg: &str) {
+    proxy_wasm::hostcalls::log(LogLevel::Warn, msg).ok();
+}
+
+fn log_debug(msg: &str) {
+    proxy_wasm::hostcalls::log(LogLevel::Debug, msg).ok();
+}
