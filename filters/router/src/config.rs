@@ -295,6 +295,9 @@ pub struct RouterConfig {
     pub strict: bool,
     /// Some match uses `port`: the filter must read `destination.port`.
     pub needs_port: bool,
+    /// The request headers (pseudo-headers included) some rule looks at: the filter
+    /// fetches only these, one by one.
+    pub needed_headers: Vec<String>,
     /// Cap on the request body copied to mirrors (larger bodies are not mirrored).
     pub mirror_body_limit: usize,
 }
@@ -569,7 +572,64 @@ fn compile(raw: RawConfig, node: &dyn Workload) -> Result<RouterConfig, ConfigEr
             usize::try_from(n).map_err(|_| ConfigError::new("mirrorBodyLimitBytes", format!("{n} is too large")))?
         }
     };
-    Ok(RouterConfig { routes, strict: raw.strict, needs_port, mirror_body_limit })
+    let needed_headers = needed_headers(&routes);
+    Ok(RouterConfig { routes, strict: raw.strict, needs_port, needed_headers, mirror_body_limit })
+}
+
+impl RouterConfig {
+    /// A configuration with no rules (every request passes through).
+    pub fn empty() -> Self {
+        RouterConfig {
+            routes: Vec::new(),
+            strict: false,
+            needs_port: false,
+            needed_headers: Vec::new(),
+            mirror_body_limit: DEFAULT_MIRROR_BODY_LIMIT,
+        }
+    }
+}
+
+/// The request headers the rules read, so the filter need not fetch the whole map.
+fn needed_headers(routes: &[Route]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut need = |name: &str| {
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    };
+    for r in routes {
+        for m in &r.matches {
+            if m.uri.is_some() || !m.query_params.is_empty() {
+                need(":path");
+            }
+            if m.method.is_some() {
+                need(":method");
+            }
+            if m.authority.is_some() {
+                need(":authority");
+            }
+            if m.scheme.is_some() {
+                need(":scheme");
+            }
+            for (name, _) in m.headers.iter().chain(&m.without_headers) {
+                need(name);
+            }
+        }
+        if r.rewrite.as_ref().is_some_and(|rw| rw.uri.is_some() || rw.uri_regex.is_some()) {
+            need(":path");
+        }
+        if matches!(r.action, RouteAction::Redirect(_)) {
+            need(":path");
+            need(":authority");
+            need(":scheme");
+        }
+        if r.cors.is_some() {
+            need(":method");
+            need("origin");
+            need("access-control-request-method");
+        }
+    }
+    out
 }
 
 fn compile_route(

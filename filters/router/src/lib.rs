@@ -64,7 +64,7 @@ struct Root {
 
 impl Root {
     fn new() -> Self {
-        let empty = RouterConfig { routes: Vec::new(), strict: false, needs_port: false, mirror_body_limit: 0 };
+        let empty = RouterConfig::empty();
         Root { shared: Rc::new(Shared { config: empty, rng: Cell::new(Rng::new(0)) }) }
     }
 }
@@ -141,6 +141,22 @@ impl Router {
         for (k, v) in &ops.add {
             self.add_http_response_header(k, v);
         }
+    }
+
+    /// Fetches only the headers the rules look at (a few hostcalls instead of the whole
+    /// map). A repeated header yields its first value, as proxy-wasm's `get_header` does.
+    fn needed_request_headers(&self, names: &[String]) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(names.len() + 1);
+        for name in names {
+            if let Some(v) = self.get_http_request_header(name) {
+                out.push((name.clone(), v));
+            } else if name == ":authority" {
+                if let Some(v) = self.get_http_request_header("host") {
+                    out.push((name.clone(), v));
+                }
+            }
+        }
+        out
     }
 
     fn dispatch_mirror(&mut self) {
@@ -225,7 +241,7 @@ impl HttpContext for Router {
         if cfg.routes.is_empty() && !cfg.strict {
             return Action::Continue;
         }
-        let headers = self.get_http_request_headers();
+        let headers = self.needed_request_headers(&cfg.needed_headers);
         let port = if cfg.needs_port {
             match hostcalls::get_property(vec!["destination", "port"]) {
                 Ok(Some(bytes)) => policy::decode_port(&bytes),

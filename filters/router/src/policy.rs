@@ -246,8 +246,8 @@ fn matched_len(matched: Option<&Match>, req: &Request<'_>) -> usize {
 }
 
 fn replace_prefix(req: &Request<'_>, len: usize, replacement: &str) -> String {
-    // `len` always ends on a char boundary (it is a matched prefix, the query split or 1);
-    // fall back to the whole path rather than panic if it ever did not.
+    // `len` always ends on a char boundary (a matched prefix, the query split or 1);
+    // `get` keeps a broken invariant from ever panicking.
     let rest = req.path.get(len..).unwrap_or("");
     let mut out = String::with_capacity(replacement.len() + rest.len());
     out.push_str(replacement);

@@ -346,3 +346,21 @@ fn base64_round_trips_known_vectors() {
     assert_eq!(base64_decode("Z"), None);
     assert_eq!(base64_decode("Zm9v===="), None);
 }
+
+#[test]
+fn only_the_headers_rules_read_are_fetched() {
+    let c = ok(r#"{"routes": [
+        {"match": [{"uri": {"prefix": "/a"}, "headers": {"X-User": {"exact": "j"}}}], "route": [{"destination": {"host": "a"}}]},
+        {"match": [{"withoutHeaders": {"x-user": {}}, "method": {"exact": "GET"}}], "route": [{"destination": {"host": "a"}}]}
+    ]}"#);
+    assert_eq!(c.needed_headers, vec![":path", "x-user", ":method"]);
+    let c = ok(r#"{"routes": [{"redirect": {"uri": "/x"}}]}"#);
+    assert_eq!(c.needed_headers, vec![":path", ":authority", ":scheme"]);
+    let c = ok(
+        r#"{"routes": [{"corsPolicy": {"allowOrigins": [{"exact": "*"}]}, "route": [{"destination": {"host": "a"}}]}]}"#,
+    );
+    assert_eq!(c.needed_headers, vec![":method", "origin", "access-control-request-method"]);
+    // A catch-all rule reads nothing.
+    let c = ok(r#"{"routes": [{"route": [{"destination": {"host": "a"}}]}]}"#);
+    assert!(c.needed_headers.is_empty());
+}
