@@ -249,3 +249,15 @@ async fn changed_pool_settings_replace_the_client() {
     pools.retain(|_| false);
     assert!(format!("{pools:?}").contains("[]"));
 }
+
+#[tokio::test]
+async fn http2_upstream_that_closes_fails_retryably() {
+    // The HTTP/2 handshake is part of connecting: a peer that closes at once is reported
+    // as a connect failure or a reset, both retryable 5xx.
+    let addr = raw_server(|stream| async move { drop(stream) }).await;
+    let (c, _) = cluster(addr, "protocol: http2\n");
+    let ep = c.pick(&Default::default()).expect("pick");
+    let err = WorkerPools::new().send(&c, &ep, request("/")).await.expect_err("closed at once");
+    assert!(matches!(err, UpstreamError::ConnectFailure { .. } | UpstreamError::Reset { .. }), "{err:?}");
+    assert!(err.retryable() && err.status().is_server_error(), "{err:?}");
+}
