@@ -279,6 +279,7 @@ fn sanitize(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -309,7 +310,7 @@ mod tests {
         assert_eq!(m.record(h, 12), Status::Ok);
         assert_eq!(m.value(h), Err(Status::BadArgument));
         assert_eq!(m.value(999), Err(Status::NotFound));
-        let text = reg.gather().iter().map(|f| f.get_name().to_owned()).collect::<Vec<_>>();
+        let text = reg.gather().iter().map(|f| f.name().to_owned()).collect::<Vec<_>>();
         assert!(text.contains(&"reqs".to_owned()) && text.contains(&"lat_ms".to_owned()));
     }
 }

@@ -270,6 +270,7 @@ pub(crate) fn decode_pairs(buf: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -17,9 +17,12 @@ const MAX_QUEUE_ITEMS: usize = 65_536;
 /// Shared key/value data, keyed by vm_id then key.
 #[derive(Default)]
 pub(crate) struct SharedData {
-    data: Mutex<HashMap<String, HashMap<String, (Bytes, u32)>>>,
+    data: Mutex<HashMap<String, Namespace>>,
     cas: AtomicU32,
 }
+
+/// One vm_id's keys: value and CAS.
+type Namespace = HashMap<String, (Bytes, u32)>;
 
 /// Shared queues.
 #[derive(Default)]
@@ -122,6 +125,7 @@ impl SharedQueues {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

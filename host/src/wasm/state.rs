@@ -72,7 +72,7 @@ pub(crate) enum Scope {
     /// `on_configure`: `PLUGIN_CONFIGURATION` is readable.
     Configure,
     /// `on_http_call_response`: the response maps and body are readable.
-    CallResponse(CallResponse),
+    CallResponse(Box<CallResponse>),
 }
 
 /// The answer to an `http_call`, readable during `on_http_call_response`.

@@ -53,6 +53,9 @@ struct Inner {
     cb: Callbacks,
 }
 
+/// `proxy_on_http_call_response(ctx, token, headers, body, trailers)`.
+type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 #[derive(Clone)]
 enum HeadersFn {
     V2(TypedFunc<(u32, u32, u32), u32>),
@@ -75,7 +78,7 @@ struct Callbacks {
     response_headers: Option<HeadersFn>,
     response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     response_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    http_call_response: Option<CallResponseFn>,
 }
 
 // === impl Vm ===
@@ -148,7 +151,7 @@ impl Vm {
         }
         *vm.inner.borrow_mut() = Some(Inner { store, cb });
         for p in plugins {
-            vm.add_root(p).map_err(|(why, kind)| (why, kind))?;
+            vm.add_root(p)?;
         }
         Ok(vm)
     }
@@ -332,23 +335,23 @@ impl Vm {
                 let (parts, body) = resp.into_parts();
                 let n = parts.headers.len() as u32 + 1;
                 let body_len = body.len() as u32;
-                let scope = Scope::CallResponse(CallResponse {
+                let scope = Scope::CallResponse(Box::new(CallResponse {
                     status: parts.status.as_u16(),
                     head: Some(parts),
                     body,
                     trailers: http::HeaderMap::new(),
                     message: String::new(),
-                });
+                }));
                 (scope, (ctx, token, n, body_len, 0))
             }
             Err(e) => {
-                let scope = Scope::CallResponse(CallResponse {
+                let scope = Scope::CallResponse(Box::new(CallResponse {
                     status: 0,
                     head: None,
                     body: Bytes::new(),
                     trailers: http::HeaderMap::new(),
                     message: e.to_string(),
-                });
+                }));
                 (scope, (ctx, token, 0, 0, 0))
             }
         };
@@ -448,7 +451,7 @@ impl Callbacks {
             }
             inst.get_typed_func(&mut *store, name)
                 .map(|f| Some(HeadersFn::V1(f)))
-                .map_err(|e| format!("export {name}: {e}"))
+                .map_err(|e| format!("export {name} has the wrong signature: {e}"))
         };
         Ok(Callbacks {
             context_create: typed(inst, store, "proxy_on_context_create")?,

@@ -104,6 +104,7 @@ fn splice(b: &mut BytesMut, start: usize, size: usize, data: &[u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,257 @@
+//! Hostile and edge cases with inline WAT guests: garbage ids, map types and lengths get
+//! a status (checked inside the guest: a wrong status traps), garbage pointers trap, and
+//! limits (deadline, memory) fail the plugin — never a host panic.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::flags::ResponseFlags;
+
+/// Every import a test may use.
+const IMPORTS: &str = r#"
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $set_ctx (param i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_metric" (func $get_metric (param i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $inc_metric (param i32 i64) (result i32)))
+  (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_call" (func $grpc_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+"#;
+
+/// A v0.2.1 module whose `on_request_headers` runs `body` then continues. Memory:
+/// 16 = "x-key", 32 = "clear_route_cache", 64 = "node", 80 = out-pointers, 128 = "auth",
+/// 144 = malformed pairs (count 0xffff), 240 = ":path", 1024+ = bump heap.
+fn module(body: &str) -> String {
+    format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (data (i32.const 16) "x-key")
+  (data (i32.const 32) "clear_route_cache")
+  (data (i32.const 64) "node")
+  (data (i32.const 128) "auth")
+  (data (i32.const 144) "\ff\ff\00\00\01\00\00\00")
+  (data (i32.const 240) ":path")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    global.get $heap local.set $p
+    global.get $heap local.get $n i32.add global.set $heap
+    local.get $p)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+    {body}
+    i32.const 0))"#
+    )
+}
+
+/// `(call …)` must return `want`, else the guest traps.
+fn expect(want: u32, call: &str) -> String {
+    format!("(if (i32.ne {call} (i32.const {want})) (then unreachable))\n")
+}
+
+/// Runs one request through a chain of the WAT module; returns the verdict.
+fn one_request(wat: &str, tweak: impl FnOnce(&mut Filter)) -> (Verdict, prometheus::Registry, Duration) {
+    let mut out = None;
+    run(async {
+        let (rt, reg) = runtime();
+        let mut f = filter("wat");
+        tweak(&mut f);
+        let p = Plugin::load(&rt, &f, wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let t = Instant::now();
+        let v = s.request_headers(&mut request("/", &[]), true).await;
+        out = Some((v, reg, t.elapsed()));
+    });
+    out.unwrap()
+}
+
+fn assert_failed(v: &Verdict) {
+    match v {
+        Verdict::LocalReply(r) => {
+            assert_eq!(r.status, 503);
+            assert!(r.flags.contains(ResponseFlags::WASM_FAILURE));
+        }
+        Verdict::Continue => panic!("expected a wasm failure"),
+    }
+}
+
+#[test]
+fn garbage_ids_and_types_get_statuses() {
+    let body = [
+        expect(2, "(call $get_value (i32.const 99) (i32.const 16) (i32.const 5) (i32.const 80) (i32.const 84))"),
+        expect(2, "(call $get_pairs (i32.const 99) (i32.const 80) (i32.const 84))"),
+        // Response headers do not exist in the request phase: NotFound / empty, not BadArgument.
+        expect(1, "(call $get_value (i32.const 2) (i32.const 16) (i32.const 5) (i32.const 80) (i32.const 84))"),
+        expect(0, "(call $get_pairs (i32.const 2) (i32.const 80) (i32.const 84))"),
+        expect(0, "(call $add_value (i32.const 3) (i32.const 16) (i32.const 5) (i32.const 16) (i32.const 5))"),
+        expect(1, "(call $get_value (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 80) (i32.const 84))"),
+        expect(1, "(call $get_buffer (i32.const 99) (i32.const 0) (i32.const 10) (i32.const 80) (i32.const 84))"),
+        expect(1, "(call $get_buffer (i32.const 0) (i32.const 0) (i32.const 10) (i32.const 80) (i32.const 84))"),
+        expect(2, "(call $set_ctx (i32.const 12345))"),
+        expect(1, "(call $get_shared (i32.const 16) (i32.const 5) (i32.const 80) (i32.const 84) (i32.const 88))"),
+        expect(1, "(call $enqueue (i32.const 999) (i32.const 16) (i32.const 5))"),
+        expect(1, "(call $dequeue (i32.const 999) (i32.const 80) (i32.const 84))"),
+        expect(0, "(call $register (i32.const 16) (i32.const 5) (i32.const 80))"),
+        expect(7, "(call $dequeue (i32.load (i32.const 80)) (i32.const 80) (i32.const 84))"),
+        expect(1, "(call $get_metric (i32.const 999) (i32.const 80))"),
+        expect(2, "(call $define (i32.const 9) (i32.const 16) (i32.const 5) (i32.const 80))"),
+        expect(0, "(call $define (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 80))"),
+        expect(2, "(call $inc_metric (i32.load (i32.const 80)) (i64.const -1))"),
+        expect(1, "(call $foreign (i32.const 16) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 80) (i32.const 84))"),
+        expect(0, "(call $foreign (i32.const 32) (i32.const 17) (i32.const 0) (i32.const 0) (i32.const 80) (i32.const 84))"),
+        // http_call: unknown cluster, then malformed header pairs.
+        expect(2, "(call $http_call (i32.const 128) (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 80))"),
+        expect(2, "(call $http_call (i32.const 128) (i32.const 4) (i32.const 144) (i32.const 8) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 80))"),
+        expect(10, "(call $grpc_call (i32.const 128) (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 80))"),
+        expect(1, "(call $get_property (i32.const 16) (i32.const 5) (i32.const 80) (i32.const 84))"),
+        expect(3, "(call $get_property (i32.const 64) (i32.const 4) (i32.const 80) (i32.const 84))"),
+        expect(2, "(call $log (i32.const 9) (i32.const 16) (i32.const 5))"),
+        expect(2, "(call $continue (i32.const 7))"),
+        expect(2, "(call $set_pairs (i32.const 0) (i32.const 144) (i32.const 8))"),
+        expect(2, "(call $local_response (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 144) (i32.const 8) (i32.const -1))"),
+        expect(2, "(call $local_response (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1))"),
+        expect(8, "(call $fd_write (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 80))"),
+        expect(0, "(call $random (i32.const 200) (i32.const 16))"),
+    ]
+    .concat();
+    let (v, _, _) = one_request(&module(&body), |_| {});
+    assert!(matches!(v, Verdict::Continue), "a status differed from the expected one: {v:?}");
+}
+
+#[test]
+fn garbage_pointers_trap_and_fail_the_plugin() {
+    for call in [
+        "(drop (call $get_property (i32.const 0xfffffff0) (i32.const 100) (i32.const 80) (i32.const 84)))",
+        "(drop (call $get_value (i32.const 0) (i32.const 240) (i32.const 5) (i32.const 0xffffffff) (i32.const 84)))",
+        "(drop (call $get_pairs (i32.const 0) (i32.const 80) (i32.const 70000)))",
+        "(drop (call $log (i32.const 2) (i32.const 16) (i32.const 0xffffffff)))",
+        "(drop (call $set_shared (i32.const 16) (i32.const 5) (i32.const 65530) (i32.const 100) (i32.const 0)))",
+        "(drop (call $random (i32.const 65000) (i32.const 1000)))",
+        "(drop (call $fd_write (i32.const 1) (i32.const 65532) (i32.const 2) (i32.const 80)))",
+    ] {
+        let (v, reg, _) = one_request(&module(call), |_| {});
+        assert!(matches!(v, Verdict::LocalReply(_)), "{call} did not fail");
+        assert_failed(&v);
+        assert_eq!(
+            metric(&reg, "wasmesh_wasm_failures_total", &[("plugin", "wat"), ("kind", "memory_fault")]),
+            Some(1.0),
+            "{call}"
+        );
+    }
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    let (v, reg, took) = one_request(&module("(loop $l (br $l))"), |_| {});
+    assert_failed(&v);
+    assert!(took >= Duration::from_millis(80), "deadline fired early: {took:?}");
+    assert!(took < Duration::from_millis(300), "deadline fired late: {took:?}");
+    assert_eq!(metric(&reg, "wasmesh_wasm_failures_total", &[("kind", "deadline")]), Some(1.0));
+}
+
+#[test]
+fn memory_growth_over_the_cap_fails() {
+    let (v, reg, _) = one_request(&module("(drop (memory.grow (i32.const 100)))"), |f| f.limits.memory_mb = 2);
+    assert_failed(&v);
+    assert_eq!(metric(&reg, "wasmesh_wasm_failures_total", &[("kind", "memory_limit")]), Some(1.0));
+    // Within the cap growth works.
+    let (v, _, _) =
+        one_request(&module("(if (i32.lt_s (memory.grow (i32.const 10)) (i32.const 0)) (then unreachable))"), |f| {
+            f.limits.memory_mb = 2
+        });
+    assert!(matches!(v, Verdict::Continue));
+}
+
+#[test]
+fn hostile_modules_are_load_errors() {
+    let (rt, _) = runtime();
+    let load = |wat: &str| Plugin::load(&rt, &filter("bad"), wat.as_bytes()).unwrap_err().to_string();
+    let err = load(r#"(module (func (export "proxy_on_context_create") (param i32 i32)))"#);
+    assert!(err.contains("ABI version"), "{err}");
+    let err = load(r#"(module (import "env" "proxy_nope" (func)) (func (export "proxy_abi_version_0_2_1")))"#);
+    assert!(err.contains("bad") && err.contains("link"), "{err}");
+    let err =
+        load(r#"(module (import "env" "proxy_log" (func (param i64))) (func (export "proxy_abi_version_0_2_1")))"#);
+    assert!(err.contains("link"), "{err}");
+    let err = load(
+        r#"(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1"))
+        (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 0))"#,
+    );
+    assert!(err.contains("on_configure returned false"), "{err}");
+    let err = load(
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1"))
+        (func (export "_start") (call $exit (i32.const 1))))"#,
+    );
+    assert!(err.contains("proc_exit"), "{err}");
+    let err = load(
+        r#"(module (func (export "proxy_abi_version_0_2_1"))
+        (func (export "proxy_on_request_headers") (param f64) (result i32) i32.const 0))"#,
+    );
+    assert!(err.contains("wrong signature"), "{err}");
+    let err = load("not wasm at all");
+    assert!(err.contains("compile"), "{err}");
+}
+
+#[test]
+fn abi_v0_1_0_two_argument_headers_and_empty_missing_value() {
+    let wat = r#"(module
+      (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "x-missingx-v01yes")
+      (func (export "proxy_abi_version_0_1_0"))
+      (func (export "malloc") (param i32) (result i32) i32.const 4096)
+      (func (export "proxy_on_request_headers") (param i32 i32) (result i32)
+        (if (i32.ne (call $get_value (i32.const 0) (i32.const 16) (i32.const 9) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        (drop (call $add (i32.const 0) (i32.const 25) (i32.const 5) (i32.const 30) (i32.const 3)))
+        i32.const 0))"#;
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("old"), wat.as_bytes()).unwrap();
+        assert_eq!(p.abi, AbiVersion::V0_1_0);
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[]);
+        assert!(matches!(s.request_headers(&mut head, true).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-v01"), "yes");
+    });
+}
+
+#[test]
+fn empty_chain_passes_everything_through() {
+    run(async {
+        let (rt, _) = runtime();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![]);
+        assert!(chain.is_empty());
+        let mut s = chain.stream(info(10));
+        assert!(s.is_passthrough());
+        let mut head = request("/", &[]);
+        assert!(matches!(s.request_headers(&mut head, false).await, Verdict::Continue));
+        let big = bytes::Bytes::from(vec![0u8; 100]);
+        match s.request_body(big.clone(), true).await {
+            BodyVerdict::Forward(b) => assert_eq!(b, big),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.property("x").is_none());
+    });
+}
