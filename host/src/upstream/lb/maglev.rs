@@ -13,12 +13,18 @@ pub(crate) const MAX_TABLE_SIZE: u64 = 5_000_011;
 const REHASHES: u64 = 8;
 
 /// A built Maglev table: entry → endpoint index.
-#[derive(Debug)]
 pub(crate) struct Maglev {
     table: Vec<u32>,
 }
 
 // === impl Maglev ===
+
+impl std::fmt::Debug for Maglev {
+    /// Sizes only: tables can hold a million entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maglev").field("table_size", &self.table.len()).finish()
+    }
+}
 
 impl Maglev {
     /// Builds the table for `(address, weight)` endpoints; its size is the smallest prime

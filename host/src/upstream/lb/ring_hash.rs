@@ -12,13 +12,19 @@ use super::super::hash::xxh64;
 const MAX_POINTS: u64 = 1 << 20;
 
 /// A built ring: point hashes in ascending order and the endpoint owning each.
-#[derive(Debug)]
 pub(crate) struct RingHash {
     hashes: Vec<u64>,
     owners: Vec<u32>,
 }
 
 // === impl RingHash ===
+
+impl std::fmt::Debug for RingHash {
+    /// Sizes only: tables can hold a million entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingHash").field("points", &self.hashes.len()).finish()
+    }
+}
 
 impl RingHash {
     /// Builds the ring for `(address, weight)` endpoints with `points_per_weight` points

@@ -9,13 +9,19 @@ use super::scan_from;
 const MAX_SCHEDULE: u64 = 1 << 16;
 
 /// Weighted round robin state.
-#[derive(Debug)]
 pub(crate) struct RoundRobin {
     schedule: Vec<u32>,
     next: AtomicUsize,
 }
 
 // === impl RoundRobin ===
+
+impl std::fmt::Debug for RoundRobin {
+    /// Sizes only: tables can hold a million entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundRobin").field("schedule_len", &self.schedule.len()).finish()
+    }
+}
 
 impl RoundRobin {
     /// Builds the schedule: endpoint `i` appears `weights[i]` times per cycle (after
