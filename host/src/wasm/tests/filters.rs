@@ -273,3 +273,114 @@ fn sdk_loop_alloc_and_exit_are_failures_of_their_kind() {
         }
     });
 }
+
+#[test]
+fn properties_filter_state_and_a_shared_vm() {
+    run(async {
+        let (rt, reg) = runtime();
+        let a = load(&rt, "headers", |f| f.config = Some(serde_yaml_ng::Value::String("one".into())));
+        let b = load(&rt, "headers", |f| {
+            f.name = "headers-2".into();
+            f.config = Some(serde_yaml_ng::Value::String("two".into()));
+        });
+        let (mut w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![a, b]);
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/p/q?x=1", &[]);
+        assert!(matches!(s.request_headers(&mut head, true).await, Verdict::Continue));
+        let h = &head.headers;
+        assert_eq!(h.get_all("x-wasm-added").iter().count(), 2);
+        assert_eq!(hv(h, "x-config"), "two");
+        assert_eq!(hv(h, "x-plugin"), "headers-2");
+        assert_eq!(hv(h, "x-prop-url-path"), "/p/q");
+        assert_eq!(hv(h, "x-prop-method"), "GET");
+        assert_eq!(hv(h, "x-prop-node"), "node-1");
+        assert_eq!(hv(h, "x-prop-app"), "demo");
+        assert_eq!(hv(h, "x-prop-listener"), "inbound");
+        assert_eq!(hv(h, "x-prop-connection-id"), "7");
+        // The second filter reads what the first one set.
+        assert_eq!(hv(h, "x-prop-from-earlier"), "one");
+        // Same module and vm_id: one VM, one shared-data namespace.
+        assert_eq!(hv(h, "x-count"), "2");
+        assert_eq!(metric(&reg, "wasmesh_wasm_vm_starts_total", &[("result", "ok")]), Some(1.0));
+        drop(s);
+
+        // A reload: a new spec with a new plugin of the same module and vm_id reuses the
+        // VM and configures a new root context.
+        let c = load(&rt, "headers", |f| f.config = Some(serde_yaml_ng::Value::String("three".into())));
+        let spec2 = Arc::new(ChainSpec { plugins: vec![c] });
+        let chain2 = w.chain(&spec2);
+        assert!(Rc::ptr_eq(&chain2, &w.chain(&spec2)), "chains are cached per spec");
+        let mut s = chain2.stream(info(1024));
+        let mut head = request("/", &[]);
+        assert!(matches!(s.request_headers(&mut head, true).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-config"), "three");
+        assert_eq!(hv(&head.headers, "x-count"), "3");
+        assert_eq!(metric(&reg, "wasmesh_wasm_vm_starts_total", &[("result", "ok")]), Some(1.0));
+    });
+}
+
+#[test]
+fn shared_queue_wakes_the_registering_root_context() {
+    run(async {
+        let (rt, _) = runtime();
+        let p = load(&rt, "queue", |_| {});
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[("x-job", "job-42")]);
+        assert!(matches!(within(s.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert!(head.headers.get("x-resolve").is_none());
+        assert_eq!(hv(&head.headers, "x-dequeued"), "job-42");
+    });
+}
+
+#[test]
+fn trailers_release_a_held_body() {
+    run(async {
+        let (rt, _) = runtime();
+        let p = load(&rt, "pause", |_| {});
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[("x-no-pause", "1")]);
+        assert!(matches!(s.request_headers(&mut head, false).await, Verdict::Continue));
+        assert!(matches!(s.request_body(Bytes::from_static(b"ab"), false).await, BodyVerdict::Hold));
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", "1".parse().unwrap());
+        assert!(matches!(s.request_trailers(&mut trailers).await, Verdict::Continue));
+        assert_eq!(s.take_body_tail(false).unwrap(), "ab");
+        assert_eq!(hv(&trailers, "x-t"), "1");
+        assert!(s.take_body_tail(false).is_none());
+    });
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("wasmesh-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = || RuntimeOptions { cache_dir: Some(dir.clone()), node: NodeInfo::default() };
+    let bytes = test_filter("local_reply");
+    {
+        let reg = prometheus::Registry::new();
+        let rt = WasmRuntime::new(opts(), &reg).unwrap();
+        Plugin::load(&rt, &filter("a"), &bytes).unwrap();
+        Plugin::load(&rt, &filter("b"), &bytes).unwrap();
+        assert_eq!(metric(&reg, "wasmesh_wasm_modules_total", &[("source", "compiled")]), Some(1.0));
+        assert_eq!(metric(&reg, "wasmesh_wasm_modules_total", &[("source", "memory")]), Some(1.0));
+    }
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    {
+        let reg = prometheus::Registry::new();
+        let rt = WasmRuntime::new(opts(), &reg).unwrap();
+        Plugin::load(&rt, &filter("a"), &bytes).unwrap();
+        assert_eq!(metric(&reg, "wasmesh_wasm_modules_total", &[("source", "disk")]), Some(1.0));
+    }
+    // A corrupt entry is ignored and recompiled.
+    std::fs::write(&files[0], b"garbage that is long enough to have a checksum at its end").unwrap();
+    {
+        let reg = prometheus::Registry::new();
+        let rt = WasmRuntime::new(opts(), &reg).unwrap();
+        Plugin::load(&rt, &filter("a"), &bytes).unwrap();
+        assert_eq!(metric(&reg, "wasmesh_wasm_modules_total", &[("source", "compiled")]), Some(1.0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,7 +3,8 @@
 //! `x-in` (echoed as `x-echo`), `x-rewrite` (new `:path`), `x-cluster` (sets the
 //! `wasmesh.upstream.cluster` property). It always adds `x-wasm-added`, `x-config` (the
 //! plugin configuration), `x-plugin` (`plugin_name` property), `x-source` (`source.address`),
-//! `x-authority`, `x-count` (a shared-data counter with CAS) and removes `x-remove`.
+//! `x-authority`, `x-count` (a shared-data counter with CAS), `x-prop-*` (properties,
+//! including `test.earlier`, which it sets for later filters) and removes `x-remove`.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
@@ -81,6 +82,23 @@ impl HttpContext for Headers {
             }
         }
         self.set_http_request_header("x-count", Some(&count.to_string()));
+        for (header, path) in [
+            ("x-prop-url-path", vec!["request", "url_path"]),
+            ("x-prop-method", vec!["request", "method"]),
+            ("x-prop-node", vec!["node", "id"]),
+            ("x-prop-app", vec!["node", "metadata", "app"]),
+            ("x-prop-listener", vec!["xds", "listener_name"]),
+            ("x-prop-from-earlier", vec!["test.earlier"]),
+        ] {
+            if let Some(v) = self.get_property(path) {
+                self.set_http_request_header(header, Some(&String::from_utf8_lossy(&v)));
+            }
+        }
+        if let Some(id) = self.get_property(vec!["connection", "id"]) {
+            let n = u64::from_le_bytes(id.try_into().unwrap_or_default());
+            self.set_http_request_header("x-prop-connection-id", Some(&n.to_string()));
+        }
+        self.set_property(vec!["test.earlier"], Some(self.config.as_bytes()));
         let n = self.get_http_request_headers().len();
         self.set_http_request_header("x-header-count", Some(&n.to_string()));
         Action::Continue
