@@ -23,7 +23,7 @@ use policy::{Plan, Request, Rng};
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -59,13 +59,14 @@ impl Workload for NodeMetadata {
 }
 
 struct Root {
+    id: u32,
     shared: Rc<Shared>,
 }
 
 impl Root {
-    fn new() -> Self {
+    fn new(id: u32) -> Self {
         let empty = RouterConfig::empty();
-        Root { shared: Rc::new(Shared { config: empty, rng: Cell::new(Rng::new(0)) }) }
+        Root { id, shared: Rc::new(Shared { config: empty, rng: Cell::new(Rng::new(0)) }) }
     }
 }
 
@@ -96,8 +97,15 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Router { shared: Rc::clone(&self.shared), chosen: None, cors_origin: None, mirror: None }))
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Router {
+            id,
+            root_id: self.id,
+            shared: Rc::clone(&self.shared),
+            chosen: None,
+            cors_origin: None,
+            mirror: None,
+        }))
     }
 }
 
@@ -111,6 +119,8 @@ struct PendingMirror {
 }
 
 struct Router {
+    id: u32,
+    root_id: u32,
     shared: Rc<Shared>,
     /// (route index, destination index) of a forwarded request.
     chosen: Option<(usize, usize)>,
@@ -167,11 +177,17 @@ impl Router {
         }
         let headers: Vec<(&str, &str)> = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let body = if m.body.is_empty() { None } else { Some(m.body.as_slice()) };
+        // Fire and forget: the calls are made as the root context, so that they outlive
+        // this stream (a host cancels a stream's pending calls when the stream ends); the
+        // responses are ignored.
+        let switched = hostcalls::set_effective_context(self.root_id).is_ok();
         for cluster in &m.clusters {
-            // Fire and forget: the response (on_http_call_response) is ignored.
-            if let Err(e) = self.dispatch_http_call(cluster, headers.clone(), body, vec![], m.timeout) {
+            if let Err(e) = hostcalls::dispatch_http_call(cluster, headers.clone(), body, vec![], m.timeout) {
                 log(LogLevel::Debug, &format!("router: mirror to {cluster} failed: {e:?}"));
             }
+        }
+        if switched {
+            warn_on_err("restoring the stream context", hostcalls::set_effective_context(self.id));
         }
     }
 
