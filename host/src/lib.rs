@@ -12,5 +12,6 @@ pub mod flags;
 // pub mod proxy;
 // pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod wasm;

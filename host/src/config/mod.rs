@@ -175,6 +175,87 @@ pub struct ListenerTls {
     /// Client certificate policy.
     #[serde(default)]
     pub mode: TlsMode,
+    /// Extra certificates, each served to clients whose SNI names one of its
+    /// `server_names`; any other client gets `cert`/`key`.
+    #[serde(default)]
+    pub sni: Vec<SniCertificate>,
+    /// ALPN protocols offered, most preferred first; empty means by the listener's
+    /// protocol (`h2`, `http/1.1` for `auto`).
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Lowest TLS version accepted (`TLSv1.2` or `TLSv1.3`).
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// A certificate a TLS listener serves to clients asking for one of its names (SNI).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// Server names this certificate answers: exact (`api.example.com`) or one
+    /// leading wildcard label (`*.example.com`); matched case-insensitively.
+    pub server_names: Vec<String>,
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+}
+
+/// TLS protocol versions (TLS 1.0 and 1.1 are never offered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+pub enum TlsVersion {
+    /// TLS 1.2 and later.
+    #[default]
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+/// TLS towards a cluster's endpoints (Istio DestinationRule `tls`; Envoy
+/// UpstreamTlsContext).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// `simple` verifies the upstream's certificate; `mutual` also presents `cert`/`key`.
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    /// PEM trust bundle the upstream's certificate chain must lead to.
+    pub ca: String,
+    /// PEM client certificate chain file (required for `mutual`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM client private key file (required for `mutual`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Server name sent in SNI, and verified when `subject_alt_names` is empty;
+    /// default: the endpoint's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Identities the upstream certificate must carry, one of them as a URI SAN (e.g.
+    /// `spiffe://cluster.local/ns/default/sa/web`) or DNS SAN; when set, they replace the
+    /// host-name check.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// ALPN protocols offered, most preferred first; empty means by the cluster's
+    /// protocol (`h2` for `http2`, `http/1.1` for `http1`).
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Lowest TLS version accepted (`TLSv1.2` or `TLSv1.3`).
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// Upstream TLS modes (Istio `ClientTLSSettings.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTlsMode {
+    /// Verify the upstream's certificate; present none (SIMPLE).
+    #[default]
+    Simple,
+    /// Verify the upstream's certificate and present `cert`/`key` (MUTUAL).
+    Mutual,
 }
 
 /// Client-certificate policy of a TLS listener (Istio PeerAuthentication).
@@ -280,6 +361,9 @@ pub struct Cluster {
     /// Named subsets selected by endpoint labels (DestinationRule subsets).
     #[serde(default)]
     pub subsets: Vec<Subset>,
+    /// TLS towards the endpoints (absent: plaintext).
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Upstream HTTP protocol of a cluster.

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::lines::LineIndex;
 use super::{
     Cluster, Config, ConfigError, Filter, HashAlgorithm, HashKey, HttpSettings, LbPolicy, Listener, ListenerTls,
-    Millis, TlsMode,
+    Millis, TlsMode, UpstreamTls, UpstreamTlsMode,
 };
 
 /// Most worker threads accepted.
@@ -182,6 +182,7 @@ impl Checker<'_> {
             ),
             None => {}
         }
+        self.listener_tls_extra(p, tls);
     }
 
     fn filters(&mut self, listener: &str, l: &Listener) {
@@ -248,6 +249,9 @@ impl Checker<'_> {
             self.endpoints(&p, c);
             self.hash(&p, c);
             self.subsets(&p, c);
+            if let Some(tls) = &c.tls {
+                self.upstream_tls(&format!("{p}.tls"), tls);
+            }
         }
     }
 
@@ -318,6 +322,89 @@ impl Checker<'_> {
                         c.name,
                         labels(&sub.labels)
                     ),
+                );
+            }
+        }
+    }
+}
+
+// === TLS checks (the files themselves are read and checked by `crate::tls` at build) ===
+
+impl Checker<'_> {
+    /// SNI certificates and ALPN of a listener.
+    fn listener_tls_extra(&mut self, p: &str, tls: &ListenerTls) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, s) in tls.sni.iter().enumerate() {
+            let sp = format!("{p}.sni[{i}]");
+            self.non_empty(format!("{sp}.cert"), "certificate path", &s.cert);
+            self.non_empty(format!("{sp}.key"), "private key path", &s.key);
+            if s.server_names.is_empty() {
+                self.push(
+                    format!("{sp}.server_names"),
+                    "no server names (expected at least one name such as api.example.com or *.example.com)".into(),
+                );
+            }
+            for (j, name) in s.server_names.iter().enumerate() {
+                let np = format!("{sp}.server_names[{j}]");
+                let bare = name.strip_prefix("*.").unwrap_or(name);
+                if !is_dns_name(bare) {
+                    self.push(
+                        np,
+                        format!(
+                            "invalid server name \"{name}\" (expected a DNS name, optionally starting with \"*.\")"
+                        ),
+                    );
+                } else if let Some(first) = seen.get(&name.to_ascii_lowercase()) {
+                    self.push(np, format!("duplicate server name \"{name}\" (already used by {p}.sni[{first}])"));
+                } else {
+                    seen.insert(name.to_ascii_lowercase(), i);
+                }
+            }
+        }
+        self.alpn(p, &tls.alpn);
+    }
+
+    /// A cluster's `tls` block.
+    fn upstream_tls(&mut self, p: &str, tls: &UpstreamTls) {
+        self.non_empty(format!("{p}.ca"), "CA bundle path", &tls.ca);
+        match (&tls.cert, &tls.key, tls.mode) {
+            (Some(c), Some(k), UpstreamTlsMode::Mutual) => {
+                self.non_empty(format!("{p}.cert"), "certificate path", c);
+                self.non_empty(format!("{p}.key"), "private key path", k);
+            }
+            (Some(_), Some(_), UpstreamTlsMode::Simple) => self.push(
+                format!("{p}.mode"),
+                "mode \"simple\" presents no client certificate, but cert and key are set (expected mode: mutual, \
+                 or no cert/key)"
+                    .into(),
+            ),
+            (None, None, UpstreamTlsMode::Simple) => {}
+            (c, _, _) => {
+                let missing = if c.is_none() { "cert" } else { "key" };
+                self.push(
+                    format!("{p}.{missing}"),
+                    format!("missing {missing} (a client certificate needs both cert and key, and mode: mutual)"),
+                );
+            }
+        }
+        if let Some(sni) = &tls.sni {
+            if !is_dns_name(sni) && sni.parse::<IpAddr>().is_err() {
+                self.push(format!("{p}.sni"), format!("invalid server name \"{sni}\" (expected a DNS name or an IP)"));
+            }
+        }
+        for (i, san) in tls.subject_alt_names.iter().enumerate() {
+            self.non_empty(format!("{p}.subject_alt_names[{i}]"), "subject alt name", san);
+        }
+        self.alpn(p, &tls.alpn);
+    }
+
+    /// ALPN protocol ids: 1..=255 bytes each (RFC 7301).
+    fn alpn(&mut self, p: &str, alpn: &[String]) {
+        for (i, a) in alpn.iter().enumerate() {
+            if a.is_empty() || a.len() > 255 {
+                self.push(
+                    format!("{p}.alpn[{i}]"),
+                    format!("invalid ALPN protocol \"{a}\" (expected 1..=255 bytes, e.g. h2 or http/1.1)"),
                 );
             }
         }
