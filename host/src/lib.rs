@@ -3,14 +3,16 @@
 //! The request path reads top to bottom: `server` accepts, `proxy` runs one exchange
 //! through the listener's `wasm` filter chain, `upstream` picks an endpoint and sends.
 
-// Wired in once the upstream and wasm layers land (integration in progress).
-// pub mod admin;
+
+pub mod admin;
 pub mod builtins;
 pub mod config;
+pub mod demo;
 pub mod flags;
-// pub mod generation;
-// pub mod proxy;
-// pub mod server;
+pub mod generation;
+pub mod proxy;
+pub mod server;
+pub mod reload;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -1,0 +1,326 @@
+//! One request's journey: header fix-ups → request filters → route → upstream →
+//! response filters → downstream. Filters decide (intents); this file carries it out.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::Mutex;
+
+use super::body::{self, ProxyBody};
+use super::headers;
+use super::local_reply::{ExchangeError, LocalReply};
+use super::route;
+use super::upgrade;
+use super::WorkerCtx;
+use crate::flags::ResponseFlags;
+use crate::generation::{ClusterEntry, Generation, ListenerSpec};
+use crate::upstream::{PickRequest, UpstreamError};
+use crate::wasm::{BodyVerdict, ConnectionInfo, HttpStream, StreamInfo, Verdict};
+
+/// What one connection knows that every request on it shares.
+pub struct ConnCtx {
+    /// Peer, local address, TLS facts.
+    pub info: Arc<ConnectionInfo>,
+    /// The listener that accepted it.
+    pub listener: Arc<str>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// The filters' view of one request, shared by the exchange and its body pumps.
+type SharedStream = Rc<Mutex<HttpStream>>;
+
+/// Serves one downstream request. Never fails: every error becomes a local reply.
+pub async fn handle(worker: Rc<WorkerCtx>, conn: Rc<ConnCtx>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let generation = worker.generation.load_full();
+    let Some(listener) = generation.listener(&conn.listener).cloned() else {
+        // The listener was removed by a reload while this connection stayed open.
+        return Ok(ExchangeError::Draining.reply().into_response());
+    };
+    let mut outcome = Outcome { cluster: None, flags: ResponseFlags::NONE };
+    let response = match run(&worker, &conn, &generation, &listener, req, &mut outcome).await {
+        Ok(resp) => resp,
+        Err(reply) => {
+            outcome.flags.insert(reply.flags);
+            reply.into_response()
+        }
+    };
+    let cluster = outcome.cluster.as_deref().unwrap_or("-");
+    listener.stats.record(cluster, response.status().as_u16(), outcome.flags, start.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// Facts gathered along the way for metrics and logs.
+struct Outcome {
+    cluster: Option<String>,
+    flags: ResponseFlags,
+}
+
+async fn run(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnCtx>,
+    generation: &Arc<Generation>,
+    listener: &Arc<ListenerSpec>,
+    mut req: Request<Incoming>,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, LocalReply> {
+    let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let downstream_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrading);
+    if listener.http.add_forwarded_headers {
+        headers::add_forwarded(&mut parts.headers, conn.info.source.ip(), conn.scheme);
+    }
+    headers::ensure_request_id(&mut parts.headers, listener.http.generate_request_id);
+    ensure_host(&mut parts);
+
+    // Request filters.
+    let stream: Option<SharedStream> = if listener.chain.plugins.is_empty() {
+        None
+    } else {
+        let chain = worker.wasm.borrow_mut().chain(&listener.chain);
+        let info = StreamInfo {
+            connection: conn.info.clone(),
+            listener: listener.name.clone(),
+            direction: listener.direction,
+            start: SystemTime::now(),
+            max_buffered_body_bytes: listener.http.max_buffered_body_bytes,
+        };
+        Some(Rc::new(Mutex::new(chain.stream(info))))
+    };
+    let request_eos = body.is_end_stream();
+    if let Some(s) = &stream {
+        if let Verdict::LocalReply(r) = s.lock().await.request_headers(&mut parts, request_eos).await {
+            return Err(LocalReply::from_filter(r));
+        }
+    }
+
+    // Route: the filters' intent, else the listener's default.
+    let decision = match &stream {
+        Some(s) => route::decide(Some(&*s.lock().await), listener),
+        None => route::decide(None, listener),
+    };
+    let cluster_name = decision.cluster.ok_or_else(|| ExchangeError::NoRoute.reply())?;
+    outcome.cluster = Some(cluster_name.clone());
+    let entry: Arc<ClusterEntry> = generation
+        .clusters
+        .get(&cluster_name)
+        .cloned()
+        .ok_or_else(|| ExchangeError::UnknownCluster(cluster_name.clone()).reply())?;
+    let hash_key = decision.hash_key.or_else(|| {
+        entry.hash_key.as_ref().and_then(|k| route::hash_key_from_request(k, &parts, conn.info.source.ip()))
+    });
+    let endpoint = entry
+        .cluster
+        .pick(&PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref() })
+        .map_err(|e| ExchangeError::Upstream(e).reply())?;
+    let timeout = decision.timeout.or(entry.request_timeout);
+
+    // Request body: straight through, or through the filters.
+    let (upstream_body, body_reply) = match &stream {
+        None => (body::incoming(body), None),
+        Some(s) => {
+            let (tx, up_body) = body::channel();
+            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+            tokio::task::spawn_local(pump_request(s.clone(), body, tx, reply_tx));
+            (up_body, Some(reply_rx))
+        }
+    };
+    parts.version = match entry.cluster.protocol() {
+        crate::config::UpstreamProtocol::Http1 => Version::HTTP_11,
+        crate::config::UpstreamProtocol::Http2 => Version::HTTP_2,
+    };
+    let upstream_req = Request::from_parts(parts, upstream_body);
+
+    let _active = endpoint.track();
+    let send = worker.pools.send(&entry.cluster, &endpoint, upstream_req);
+    let result = await_response(send, timeout, body_reply).await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(Failure::Exchange(e)) => return Err(e.reply()),
+        Err(Failure::Filter(r)) => return Err(r),
+    };
+
+    // Response.
+    let (mut rparts, rbody) = resp.into_parts();
+    if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(Response::from_parts(rparts.clone(), rbody));
+            tokio::task::spawn_local(upgrade::tunnel(down, up));
+            return Ok(Response::from_parts(rparts, body::empty()));
+        }
+    }
+    headers::strip_hop_by_hop(&mut rparts.headers, false);
+    let response_eos = rbody.is_end_stream();
+    match stream {
+        None => Ok(Response::from_parts(rparts, body::incoming(rbody))),
+        Some(s) => {
+            if let Verdict::LocalReply(r) = s.lock().await.response_headers(&mut rparts, response_eos).await {
+                return Err(LocalReply::from_filter(r));
+            }
+            let (tx, down_body) = body::channel();
+            tokio::task::spawn_local(pump_response(s, rbody, tx));
+            Ok(Response::from_parts(rparts, down_body))
+        }
+    }
+}
+
+/// Why no upstream response came back.
+enum Failure {
+    Exchange(ExchangeError),
+    Filter(LocalReply),
+}
+
+/// Waits for the upstream's response head within `timeout`, or for a request-body
+/// filter's local reply, whichever comes first.
+async fn await_response<F>(
+    send: F,
+    timeout: Option<Duration>,
+    body_reply: Option<tokio::sync::oneshot::Receiver<LocalReply>>,
+) -> Result<Response<Incoming>, Failure>
+where
+    F: std::future::Future<Output = Result<Response<Incoming>, UpstreamError>>,
+{
+    let send = async {
+        match timeout {
+            Some(t) => match tokio::time::timeout(t, send).await {
+                Ok(r) => r.map_err(|e| Failure::Exchange(ExchangeError::Upstream(e))),
+                Err(_) => Err(Failure::Exchange(ExchangeError::Timeout)),
+            },
+            None => send.await.map_err(|e| Failure::Exchange(ExchangeError::Upstream(e))),
+        }
+    };
+    match body_reply {
+        None => send.await,
+        Some(rx) => {
+            tokio::pin!(send);
+            tokio::select! {
+                r = &mut send => r,
+                Ok(reply) = rx => Err(Failure::Filter(reply)),
+            }
+        }
+    }
+}
+
+/// Feeds the downstream request body through the request-body filters to the upstream.
+async fn pump_request(
+    stream: SharedStream,
+    mut body: Incoming,
+    tx: body::FrameSender,
+    reply_tx: tokio::sync::oneshot::Sender<LocalReply>,
+) {
+    let mut ended = body.is_end_stream();
+    while !ended {
+        let frame = match body.frame().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let _ = tx.send(Err(Box::new(e))).await;
+                return;
+            }
+            None => break,
+        };
+        ended = body.is_end_stream();
+        let frame = match frame.into_data() {
+            Ok(data) => match stream.lock().await.request_body(data, ended).await {
+                BodyVerdict::Forward(b) if b.is_empty() => continue,
+                BodyVerdict::Forward(b) => http_body::Frame::data(b),
+                BodyVerdict::Hold => continue,
+                BodyVerdict::LocalReply(r) => {
+                    let _ = reply_tx.send(LocalReply::from_filter(r));
+                    let _ = tx.send(Err("request aborted by filter".into())).await;
+                    return;
+                }
+            },
+            Err(frame) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    if let Verdict::LocalReply(r) = stream.lock().await.request_trailers(&mut trailers).await {
+                        let _ = reply_tx.send(LocalReply::from_filter(r));
+                        let _ = tx.send(Err("request aborted by filter".into())).await;
+                        return;
+                    }
+                    ended = true;
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(_) => continue,
+            },
+        };
+        if tx.send(Ok(frame)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Feeds the upstream response body through the response-body filters downstream, then
+/// finishes the stream (on_log, on_done, on_delete).
+async fn pump_response(stream: SharedStream, mut body: Incoming, tx: body::FrameSender) {
+    let mut ended = body.is_end_stream();
+    if ended {
+        // A bodiless response still gives filters their end-of-stream body call.
+        if let BodyVerdict::Forward(b) = stream.lock().await.response_body(Bytes::new(), true).await {
+            if !b.is_empty() {
+                let _ = tx.send(Ok(http_body::Frame::data(b))).await;
+            }
+        }
+    }
+    while !ended {
+        let frame = match body.frame().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let _ = tx.send(Err(Box::new(e))).await;
+                break;
+            }
+            None => break,
+        };
+        ended = body.is_end_stream();
+        let frame = match frame.into_data() {
+            Ok(data) => match stream.lock().await.response_body(data, ended).await {
+                BodyVerdict::Forward(b) if b.is_empty() => continue,
+                BodyVerdict::Forward(b) => http_body::Frame::data(b),
+                BodyVerdict::Hold => continue,
+                BodyVerdict::LocalReply(_) => {
+                    // Headers already went downstream: all we can do is reset.
+                    let _ = tx.send(Err("response aborted by filter".into())).await;
+                    break;
+                }
+            },
+            Err(frame) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    let _ = stream.lock().await.response_trailers(&mut trailers).await;
+                    ended = true;
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(_) => continue,
+            },
+        };
+        if tx.send(Ok(frame)).await.is_err() {
+            break;
+        }
+    }
+    stream.lock().await.finish();
+}
+
+/// HTTP/2 requests carry the authority in the URI; HTTP/1.1 upstreams need `Host`.
+fn ensure_host(parts: &mut http::request::Parts) {
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(auth) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    // The upstream URI is rebuilt by the pool; keep only path and query here.
+    if parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Ok(uri) = pq.parse::<Uri>() {
+            parts.uri = uri;
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Where a request goes: the filters' routing intents (`wasmesh.*` properties) over the
+//! listener's default, and the consistent-hash key a request provides.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::config::HashKey;
+use crate::generation::ListenerSpec;
+use crate::wasm::HttpStream;
+
+/// Property a filter sets to pick the cluster.
+pub const PROP_CLUSTER: &str = "wasmesh.upstream.cluster";
+/// Property a filter sets to pick the subset.
+pub const PROP_SUBSET: &str = "wasmesh.upstream.subset";
+/// Property a filter sets to give the consistent-hash key.
+pub const PROP_HASH_KEY: &str = "wasmesh.upstream.hash_key";
+/// Property a filter sets to override the route timeout (milliseconds, decimal text).
+pub const PROP_TIMEOUT_MS: &str = "wasmesh.route.timeout_ms";
+
+/// The routing decision for one request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Target cluster, if any.
+    pub cluster: Option<String>,
+    /// Subset within it.
+    pub subset: Option<String>,
+    /// Consistent-hash key.
+    pub hash_key: Option<Vec<u8>>,
+    /// Route timeout override (`Some(None)`-like zero means no timeout: not supported here,
+    /// a zero override keeps the cluster's).
+    pub timeout: Option<Duration>,
+}
+
+/// Reads the filters' intents, falling back to the listener's default cluster.
+pub fn decide(stream: Option<&HttpStream>, listener: &ListenerSpec) -> Decision {
+    let text = |name: &str| {
+        stream
+            .and_then(|s| s.property(name))
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .filter(|s| !s.is_empty())
+    };
+    Decision {
+        cluster: text(PROP_CLUSTER).or_else(|| listener.default_cluster.clone()),
+        subset: text(PROP_SUBSET),
+        hash_key: stream.and_then(|s| s.property(PROP_HASH_KEY)).map(|b| b.to_vec()),
+        timeout: text(PROP_TIMEOUT_MS)
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+    }
+}
+
+/// The consistent-hash key the request carries for `source`, if present.
+pub fn hash_key_from_request(source: &HashKey, parts: &http::request::Parts, peer: IpAddr) -> Option<Vec<u8>> {
+    match source {
+        HashKey::SourceIp => Some(peer.to_string().into_bytes()),
+        HashKey::Header(name) => parts.headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+        HashKey::QueryParameter(name) => parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then(|| v.as_bytes().to_vec())
+            })
+        }),
+        HashKey::Cookie(name) => parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.as_bytes().to_vec())
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn hash_key_sources() {
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let p = parts("/a?user=bob&x=1", &[("x-user", "alice"), ("cookie", "a=1; session=s42")]);
+        assert_eq!(hash_key_from_request(&HashKey::SourceIp, &p, ip), Some(b"10.1.2.3".to_vec()));
+        assert_eq!(hash_key_from_request(&HashKey::Header("x-user".into()), &p, ip), Some(b"alice".to_vec()));
+        assert_eq!(hash_key_from_request(&HashKey::QueryParameter("user".into()), &p, ip), Some(b"bob".to_vec()));
+        assert_eq!(hash_key_from_request(&HashKey::Cookie("session".into()), &p, ip), Some(b"s42".to_vec()));
+        assert_eq!(hash_key_from_request(&HashKey::Cookie("nope".into()), &p, ip), None);
+    }
+}
