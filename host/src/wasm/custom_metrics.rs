@@ -163,10 +163,8 @@ impl CustomMetrics {
                 g.add(delta);
                 Status::Ok
             }
-            Some(Metric::Histogram(h)) => {
-                h.observe(delta as f64);
-                Status::Ok
-            }
+            // Envoy: increment is not defined for histograms.
+            Some(Metric::Histogram(_)) => Status::BadArgument,
         }
     }
 

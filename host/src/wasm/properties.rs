@@ -165,14 +165,16 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
             ["tls_version"] => Value::Str(up.tls_version.clone()?),
             _ => return None,
         },
-        ["wasmesh", "cluster", rest @ ..] => {
-            let joined = rest.join(".");
-            let (cluster, stat) = joined.rsplit_once('.')?;
-            let host = st.host.as_ref()?;
-            Value::Int(host.cluster_stat(cluster, stat)? as i64)
-        }
         ["filter_state", key] => return state(key),
-        _ => return state(&path.join(".")),
+        _ => {
+            let joined = path.join(".");
+            if let Some(rest) = joined.strip_prefix("wasmesh.cluster.") {
+                let (cluster, stat) = rest.rsplit_once('.')?;
+                let host = st.host.as_ref()?;
+                return Some(Value::Int(host.cluster_stat(cluster, stat)? as i64));
+            }
+            return state(&joined);
+        }
     })
 }
 

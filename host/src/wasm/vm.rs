@@ -108,7 +108,7 @@ impl Vm {
             .trap_on_grow_failure(true)
             .instances(1)
             .memories(1)
-            .tables(4)
+            .tables(16)
             .table_elements(1_000_000)
             .build();
         let queue_tx = host.as_ref().map(|_| spawn_queue_task(Rc::downgrade(&vm)));

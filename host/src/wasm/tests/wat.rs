@@ -255,3 +255,86 @@ fn empty_chain_passes_everything_through() {
         assert!(s.property("x").is_none());
     });
 }
+
+#[test]
+fn unbounded_recursion_is_a_stack_overflow_failure() {
+    let wat = module("(call $recurse)").replace(
+        "(func (export \"proxy_abi_version_0_2_1\"))",
+        "(func (export \"proxy_abi_version_0_2_1\")) (func $recurse (call $recurse))",
+    );
+    let (v, reg, _) = one_request(&wat, |_| {});
+    assert_failed(&v);
+    assert_eq!(metric(&reg, "wasmesh_wasm_failures_total", &[("kind", "stack_overflow")]), Some(1.0));
+}
+
+#[test]
+fn initialize_then_main_run_once_at_start() {
+    // _initialize and main each bump a counter; on_request_headers checks it is exactly 11
+    // and that _start (which would add 100) never ran.
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (global $n (mut i32) (i32.const 0))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "_initialize") (global.set $n (i32.add (global.get $n) (i32.const 1))))
+      (func (export "main") (param i32 i32) (result i32)
+        (global.set $n (i32.add (global.get $n) (i32.const 10))) (i32.const 0))
+      (func (export "_start") (global.set $n (i32.add (global.get $n) (i32.const 100))))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (if (i32.ne (global.get $n) (i32.const 11)) (then unreachable))
+        i32.const 0))"#;
+    let (v, _, _) = one_request(wat, |_| {});
+    assert!(matches!(v, Verdict::Continue), "{v:?}");
+}
+
+#[test]
+fn cluster_stats_and_filter_state_properties() {
+    struct Stats;
+    impl HostServices for Stats {
+        fn http_call(
+            &self,
+            _: &str,
+            _: http::Request<bytes::Bytes>,
+            _: Option<Duration>,
+        ) -> futures_util::future::LocalBoxFuture<'static, Result<http::Response<bytes::Bytes>, CalloutError>> {
+            Box::pin(async { Err(CalloutError::UnknownCluster) })
+        }
+        fn has_cluster(&self, _: &str) -> bool {
+            false
+        }
+        fn access_log(&self, _: &str) {}
+        fn cluster_stat(&self, cluster: &str, stat: &str) -> Option<u64> {
+            (cluster == "web" && stat == "active_requests").then_some(5)
+        }
+    }
+    // get_property("wasmesh.cluster.web.active_requests") must be the int64 5; then
+    // set_property("a.b", "v") is readable by the host as "a.b".
+    let wat = r#"(module
+      (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_property" (func $set (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "wasmesh.cluster.web.active_requests")
+      (data (i32.const 64) "a\00b")
+      (data (i32.const 72) "v")
+      (global $heap (mut i32) (i32.const 1024))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        global.get $heap local.set $p
+        global.get $heap local.get $n i32.add global.set $heap
+        local.get $p)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (if (i32.ne (call $get (i32.const 16) (i32.const 35) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 84)) (i32.const 8)) (then unreachable))
+        (if (i64.ne (i64.load (i32.load (i32.const 80))) (i64.const 5)) (then unreachable))
+        (drop (call $set (i32.const 64) (i32.const 3) (i32.const 72) (i32.const 1)))
+        i32.const 0))"#;
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("props"), wat.as_bytes()).unwrap();
+        let mut w = WorkerWasm::new(rt.clone(), Rc::new(Stats));
+        let chain = w.chain(&Arc::new(ChainSpec { plugins: vec![p] }));
+        let mut s = chain.stream(info(1024));
+        assert!(matches!(s.request_headers(&mut request("/", &[]), true).await, Verdict::Continue));
+        assert_eq!(s.property("a.b").unwrap(), "v");
+    });
+}
