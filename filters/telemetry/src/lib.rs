@@ -1,29 +1,468 @@
-//! The `telemetry` filter (not written yet: passes every request through).
+//! The `telemetry` filter: Istio's standard request metrics (exact names and labels),
+//! W3C/B3 trace propagation with spans exported over OTLP/HTTP JSON, and access logs
+//! (Istio's text or JSON format) through `wasmesh.access_log`. `config` parses and
+//! validates, `policy` decides and formats, this file talks to the host.
 
+pub mod config;
+pub mod policy;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use wasmesh_sdk::metrics::{Counter, Histogram};
 use wasmesh_sdk::proxy_wasm;
+use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::ContextType;
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
+use wasmesh_sdk::{ext, props};
+
+use config::{Config, TracingConfig};
+use policy::labels::{self, LabelKey, Reporter, Workload};
+use policy::otlp::{self, Span, SpanKind, SpanStatics};
+use policy::rng::Rng;
+use policy::trace::{self, Hop};
+use policy::{flags, Record};
+
+/// Istio's standard HTTP metrics.
+const REQUESTS_TOTAL: &str = "istio_requests_total";
+const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
+const REQUEST_BYTES: &str = "istio_request_bytes";
+const RESPONSE_BYTES: &str = "istio_response_bytes";
+/// The filter's own span-export metrics.
+const SPANS_DROPPED: &str = "wasmesh_telemetry_spans_dropped_total";
+const SPANS_EXPORTED: &str = "wasmesh_telemetry_spans_exported_total";
+/// Most distinct label sets whose metric ids are cached (more are defined per request).
+const MAX_CACHED_LABEL_SETS: usize = 10_000;
+/// Most export requests in flight per VM.
+const MAX_EXPORTS_IN_FLIGHT: usize = 2;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-struct Root;
+fn log(level: LogLevel, msg: &str) {
+    // Logging is best effort: there is nowhere else to report a failed log call.
+    let _ = hostcalls::log(level, msg);
+}
 
-impl Context for Root {}
+/// The metric series of one label set.
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Span-export counters.
+struct ExportMetrics {
+    dropped_buffer_full: Option<Counter>,
+    dropped_export_failed: Option<Counter>,
+    exported: Option<Counter>,
+}
+
+/// Everything one VM shares between its root and its streams.
+struct Shared {
+    config: Config,
+    local: Workload,
+    statics: SpanStatics,
+    service_name: String,
+    /// Extra request/response headers the access-log format reads.
+    log_headers: (Vec<String>, Vec<String>),
+    rng: RefCell<Rng>,
+    series: RefCell<HashMap<LabelKey, Series>>,
+    spans: RefCell<VecDeque<Span>>,
+    export_metrics: ExportMetrics,
+}
+
+#[derive(Default)]
+struct Root {
+    shared: Option<Rc<Shared>>,
+    /// Export calls in flight: token → number of spans.
+    in_flight: HashMap<u32, usize>,
+    /// The last export failed (log only on the change).
+    failing: Cell<bool>,
+}
+
+struct Stream {
+    shared: Rc<Shared>,
+    hop: Option<Hop>,
+    reporter: Option<Reporter>,
+}
+
+// === impl Series ===
+
+impl Series {
+    fn observe(&self, r: &Record) {
+        // Metric updates are best effort: a failed hostcall must not fail the request.
+        let _ = self.requests.add(1);
+        if let Some(ms) = r.duration_ms() {
+            let _ = self.duration.record(ms);
+        }
+        let _ = self.request_bytes.record(r.bytes_received.unwrap_or(0));
+        let _ = self.response_bytes.record(r.bytes_sent.unwrap_or(0));
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn tracing(&self) -> Option<&TracingConfig> {
+        self.config.tracing.as_ref()
+    }
+
+    fn exporting(&self) -> bool {
+        self.tracing().is_some_and(|t| t.cluster.is_some())
+    }
+
+    fn count(counter: Option<Counter>, n: usize) {
+        if let Some(c) = counter {
+            let _ = c.add(n as u64);
+        }
+    }
+
+    /// Buffers a span; counts it as dropped when the buffer is full.
+    fn push_span(&self, span: Span) {
+        let max = self.tracing().map_or(0, |t| t.max_buffer);
+        let mut spans = self.spans.borrow_mut();
+        if spans.len() >= max {
+            drop(spans);
+            Self::count(self.export_metrics.dropped_buffer_full, 1);
+            return;
+        }
+        spans.push_back(span);
+    }
+
+    fn record_metrics(&self, key: LabelKey, r: &Record) {
+        let mut cache = self.series.borrow_mut();
+        if let Some(series) = cache.get(&key) {
+            series.observe(r);
+            return;
+        }
+        let Some(series) = self.define_series(&key) else { return };
+        series.observe(r);
+        if cache.len() < MAX_CACHED_LABEL_SETS {
+            cache.insert(key, series);
+        }
+    }
+
+    fn define_series(&self, key: &LabelKey) -> Option<Series> {
+        let values = labels::values(key, &self.local, &self.config.peer);
+        let pairs = labels::pairs(&values);
+        let defined = (|| {
+            Ok::<_, proxy_wasm::types::Status>(Series {
+                requests: Counter::new(REQUESTS_TOTAL, &pairs)?,
+                duration: Histogram::new(REQUEST_DURATION, &pairs)?,
+                request_bytes: Histogram::new(REQUEST_BYTES, &pairs)?,
+                response_bytes: Histogram::new(RESPONSE_BYTES, &pairs)?,
+            })
+        })();
+        match defined {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log(LogLevel::Warn, &format!("telemetry: defining istio metrics failed: {e:?}"));
+                None
+            }
+        }
+    }
+}
+
+// === impl Root ===
+
+impl Root {
+    fn build(&self, config: Config) -> Shared {
+        let node = |k: &str| prop_str(vec!["node", "metadata", k]);
+        let local = Workload::from_node_metadata(node);
+        let node_id = prop_str(vec!["node", "id"]).unwrap_or_default();
+        let statics = SpanStatics {
+            node_id,
+            canonical_service: local.canonical_service().map(str::to_string),
+            canonical_revision: local.canonical_revision().map(str::to_string),
+            namespace: local.namespace.clone(),
+        };
+        let service_name = config.tracing.as_ref().and_then(|t| t.service_name.clone()).unwrap_or_else(|| {
+            match (local.canonical_service(), local.namespace.as_deref()) {
+                (Some(s), Some(ns)) => format!("{s}.{ns}"),
+                (Some(s), None) => s.to_string(),
+                _ => "wasmesh".to_string(),
+            }
+        });
+        let log_headers = config.access_log.as_ref().map(|a| a.format.extra_headers()).unwrap_or_default();
+        let counter = |labels: &[(&str, &str)], name: &str| Counter::new(name, labels).ok();
+        let export_metrics = ExportMetrics {
+            dropped_buffer_full: counter(&[("reason", "buffer_full")], SPANS_DROPPED),
+            dropped_export_failed: counter(&[("reason", "export_failed")], SPANS_DROPPED),
+            exported: counter(&[], SPANS_EXPORTED),
+        };
+        Shared {
+            config,
+            local,
+            statics,
+            service_name,
+            log_headers,
+            rng: RefCell::new(Rng::new(seed(self.now_ns()))),
+            series: RefCell::new(HashMap::new()),
+            spans: RefCell::new(VecDeque::new()),
+            export_metrics,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    /// Sends buffered spans, at most [`MAX_EXPORTS_IN_FLIGHT`] requests at a time.
+    fn flush(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let Some(t) = shared.tracing() else { return };
+        let Some(cluster) = t.cluster.as_deref() else { return };
+        while self.in_flight.len() < MAX_EXPORTS_IN_FLIGHT {
+            let batch: Vec<Span> = {
+                let mut spans = shared.spans.borrow_mut();
+                let n = spans.len().min(t.max_batch);
+                spans.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let body = otlp::encode(&shared.service_name, &batch);
+            let headers = vec![
+                (":method", "POST"),
+                (":path", t.path.as_str()),
+                (":authority", t.authority.as_str()),
+                (":scheme", "http"),
+                ("content-type", "application/json"),
+            ];
+            let timeout = Duration::from_millis(t.timeout_ms);
+            match self.dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout) {
+                Ok(token) => {
+                    self.in_flight.insert(token, batch.len());
+                }
+                Err(e) => {
+                    Shared::count(shared.export_metrics.dropped_export_failed, batch.len());
+                    self.note_failure(&format!("dispatching to cluster {cluster:?} failed: {e:?}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn note_failure(&self, why: &str) {
+        if !self.failing.replace(true) {
+            log(LogLevel::Warn, &format!("telemetry: span export failing (spans dropped): {why}"));
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, _body: usize, _trailers: usize) {
+        let Some(n) = self.in_flight.remove(&token) else { return };
+        let Some(shared) = self.shared.clone() else { return };
+        let status = self.get_http_call_response_header(":status");
+        match status.as_deref().and_then(|s| s.parse::<u16>().ok()) {
+            Some(code) if (200..300).contains(&code) => {
+                Shared::count(shared.export_metrics.exported, n);
+                if self.failing.replace(false) {
+                    log(LogLevel::Info, "telemetry: span export recovered");
+                }
+            }
+            other => {
+                Shared::count(shared.export_metrics.dropped_export_failed, n);
+                let why = match other {
+                    Some(code) => format!("collector answered {code}"),
+                    None => "no response (collector down or timed out)".to_string(),
+                };
+                self.note_failure(&why);
+            }
+        }
+        // Keep draining a backlog without waiting for the next tick.
+        if !shared.spans.borrow().is_empty() {
+            self.flush();
+        }
+    }
+}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let config = match config::parse(&bytes) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in &errs {
+                    log(LogLevel::Error, &format!("telemetry: invalid config: {e}"));
+                }
+                return false;
+            }
+        };
+        let shared = self.build(config);
+        if let Some(t) = shared.tracing().filter(|_| shared.exporting()) {
+            if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(t.flush_interval_ms)) {
+                log(LogLevel::Error, &format!("telemetry: cannot start the export timer: {e:?}"));
+                return false;
+            }
+        }
+        self.shared = Some(Rc::new(shared));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.flush();
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Pass))
+        let shared = self.shared.clone()?;
+        Some(Box::new(Stream { shared, hop: None, reporter: None }))
     }
 }
 
-struct Pass;
+// === impl Stream ===
 
-impl Context for Pass {}
+impl Stream {
+    fn reporter(&mut self) -> Reporter {
+        if let Some(r) = self.reporter {
+            return r;
+        }
+        let r = self
+            .shared
+            .config
+            .reporter
+            .unwrap_or_else(|| Reporter::from_direction(prop_int(vec!["listener_direction"])));
+        self.reporter = Some(r);
+        r
+    }
 
-impl HttpContext for Pass {}
+    fn now_ns(&self) -> u64 {
+        self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    /// Reads what the host knows about the finished request.
+    fn record(&self) -> Record {
+        let req = |h: &str| prop_str(vec!["request", "headers", h]);
+        let flags_text = wasmesh_sdk::get_property(props::RESPONSE_FLAGS).ok().flatten();
+        let flags = flags_text
+            .or_else(|| prop_bytes(vec!["response", "flags"]))
+            .and_then(|b| flags::decode(&b))
+            .unwrap_or_default();
+        let mut r = Record {
+            start_unix_ns: prop_int(vec!["request", "time"]).map(|v| v.max(0) as u64),
+            duration_ns: prop_int(vec!["request", "duration"]).map(|v| v.max(0) as u64),
+            method: prop_str(vec!["request", "method"]),
+            path: prop_str(vec!["request", "path"]),
+            original_path: req("x-envoy-original-path"),
+            protocol: prop_str(vec!["request", "protocol"]),
+            authority: prop_str(vec!["request", "host"]),
+            content_type: req("content-type"),
+            request_id: prop_str(vec!["request", "id"]),
+            user_agent: prop_str(vec!["request", "useragent"]),
+            x_forwarded_for: req("x-forwarded-for"),
+            response_code: prop_int(vec!["response", "code"]).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0),
+            grpc_status: prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok()),
+            response_flags: flags,
+            code_details: prop_str(vec!["response", "code_details"]),
+            bytes_received: prop_int(vec!["request", "total_size"]).map(|v| v.max(0) as u64),
+            bytes_sent: prop_int(vec!["response", "total_size"]).map(|v| v.max(0) as u64),
+            upstream_service_time: prop_str(vec!["response", "headers", "x-envoy-upstream-service-time"]),
+            upstream_host: prop_str(vec![props::UPSTREAM_ADDRESS]),
+            upstream_local_address: prop_str(vec!["upstream", "local_address"]),
+            upstream_cluster: prop_str(vec![props::UPSTREAM_CLUSTER]).or_else(|| prop_str(vec!["cluster_name"])),
+            route_name: prop_str(vec!["route_name"]),
+            downstream_local_address: prop_str(vec!["destination", "address"]),
+            downstream_remote_address: prop_str(vec!["source", "address"]),
+            requested_server_name: prop_str(vec!["connection", "requested_server_name"]),
+            mtls: prop_bytes(vec!["connection", "mtls"]).and_then(|b| b.first().map(|v| *v != 0)),
+            peer_principal: prop_str(vec!["source", "principal"])
+                .or_else(|| prop_str(vec!["connection", "uri_san_peer_certificate"])),
+            local_principal: prop_str(vec!["connection", "uri_san_local_certificate"]),
+            trace_id: self.hop.as_ref().map(Hop::trace_id_hex),
+            ..Record::default()
+        };
+        for h in &self.shared.log_headers.0 {
+            if let Some(v) = req(h) {
+                r.request_headers.insert(h.clone(), v);
+            }
+        }
+        for h in &self.shared.log_headers.1 {
+            if let Some(v) = prop_str(vec!["response", "headers", h]) {
+                r.response_headers.insert(h.clone(), v);
+            }
+        }
+        r
+    }
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let shared = self.shared.clone();
+        let Some(t) = shared.tracing() else { return Action::Continue };
+        let incoming = trace::extract(|h| self.get_http_request_header(h));
+        let forced = self.get_http_request_header("x-client-trace-id").is_some()
+            || self.get_http_request_header("x-envoy-force-trace").is_some();
+        let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
+        for (name, value) in hop.outgoing_headers(&t.propagation, &incoming) {
+            self.set_http_request_header(name, value.as_deref());
+        }
+        self.hop = Some(hop);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let shared = self.shared.clone();
+        let reporter = self.reporter();
+        let r = self.record();
+        if shared.config.metrics {
+            let key = LabelKey {
+                reporter,
+                mtls: r.mtls,
+                peer_principal: r.peer_principal.clone(),
+                local_principal: r.local_principal.clone(),
+                service_host: labels::service_host(r.upstream_cluster.as_deref(), r.authority.as_deref()),
+                grpc: r.is_grpc(),
+                response_code: r.response_code,
+                grpc_status: r.grpc_status,
+                response_flags: r.flags_text(),
+            };
+            shared.record_metrics(key, &r);
+        }
+        if let Some(hop) = self.hop.as_ref().filter(|h| h.sampled && shared.exporting()) {
+            let kind = if reporter.local_is_destination() { SpanKind::Server } else { SpanKind::Client };
+            shared.push_span(Span::from_record(hop, kind, &r, &shared.statics, self.now_ns()));
+        }
+        if let Some(a) = &shared.config.access_log {
+            if a.filter.matches(&r) && shared.rng.borrow_mut().chance(a.sampling) {
+                if let Err(e) = ext::access_log(&a.format.render(&r)) {
+                    log(LogLevel::Warn, &format!("telemetry: wasmesh.access_log failed: {e:?}"));
+                }
+            }
+        }
+    }
+}
+
+// === property helpers ===
+
+fn prop_bytes(path: Vec<&str>) -> Option<Vec<u8>> {
+    hostcalls::get_property(path).ok().flatten()
+}
+
+fn prop_str(path: Vec<&str>) -> Option<String> {
+    prop_bytes(path).and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty())
+}
+
+/// An integer property (Envoy's 8-byte little-endian encoding).
+fn prop_int(path: Vec<&str>) -> Option<i64> {
+    prop_bytes(path).and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_le_bytes)
+}
+
+/// A per-VM seed: the WASI random source (through std's `RandomState`) mixed with the clock.
+fn seed(now_ns: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ns);
+    h.finish()
+}

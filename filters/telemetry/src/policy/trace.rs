@@ -1,0 +1,314 @@
+//! Trace context: extraction from W3C (`traceparent`/`tracestate`) and B3 (multi-header
+//! and single `b3`) request headers, the sampling decision, and the headers that make
+//! this hop's span the upstream's parent. Invalid headers are ignored (a new trace
+//! starts), never trusted half-way.
+
+use super::rng::{percent_hit, Rng};
+
+/// A header format written to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// W3C `traceparent` + `tracestate`.
+    W3c,
+    /// B3 multi-header (`x-b3-traceid`, `x-b3-spanid`, …).
+    B3,
+    /// B3 single header (`b3`).
+    B3Single,
+}
+
+/// A remote span: the parent of this hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanContext {
+    /// Trace id (128-bit; 64-bit B3 ids are zero-extended).
+    pub trace_id: u128,
+    /// The parent's span id.
+    pub span_id: u64,
+}
+
+/// What the incoming request headers say about tracing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Incoming {
+    /// The parent span, when a header carried a valid one.
+    pub parent: Option<SpanContext>,
+    /// The parent's sampling decision, if it made one.
+    pub sampled: Option<bool>,
+    /// Debug flag (`x-b3-flags: 1`, `b3: …-d`): always sample.
+    pub debug: bool,
+    /// W3C `tracestate` (kept only alongside a valid `traceparent`).
+    pub tracestate: Option<String>,
+    /// Which header forms the request carried (they are rewritten too).
+    pub seen_w3c: bool,
+    /// `x-b3-*` headers were present.
+    pub seen_b3: bool,
+    /// A `b3` header was present.
+    pub seen_b3_single: bool,
+}
+
+/// This hop's span context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// Trace id (the parent's, or new).
+    pub trace_id: u128,
+    /// This hop's span id (new).
+    pub span_id: u64,
+    /// The parent's span id; `None` for a root span.
+    pub parent_span_id: Option<u64>,
+    /// Sampled (spans are recorded and the decision is propagated).
+    pub sampled: bool,
+    /// Debug (propagated as B3 debug).
+    pub debug: bool,
+    /// W3C `tracestate` passed through.
+    pub tracestate: Option<String>,
+}
+
+// === impl Propagation ===
+
+impl Propagation {
+    /// Parses the config value (`w3c`, `b3`, `b3_single`).
+    pub fn parse(s: &str) -> Option<Propagation> {
+        match s {
+            "w3c" => Some(Propagation::W3c),
+            "b3" => Some(Propagation::B3),
+            "b3_single" => Some(Propagation::B3Single),
+            _ => None,
+        }
+    }
+}
+
+// === impl Hop ===
+
+impl Hop {
+    /// Starts this hop: continues the parent's trace (or a new one), with a new span id
+    /// and the sampling decision (see [`decide`]).
+    pub fn start(incoming: &Incoming, forced: bool, percent: f64, rng: &mut Rng) -> Hop {
+        let (trace_id, parent_span_id) = match incoming.parent {
+            Some(p) => (p.trace_id, Some(p.span_id)),
+            None => (rng.trace_id(), None),
+        };
+        Hop {
+            trace_id,
+            span_id: rng.span_id(),
+            parent_span_id,
+            sampled: decide(incoming, forced, percent, trace_id),
+            debug: incoming.debug,
+            tracestate: incoming.tracestate.clone(),
+        }
+    }
+
+    /// The trace id as 32 lower-case hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// Request-header edits for the upstream: `(name, Some(value))` sets, `(name, None)`
+    /// removes. Writes every configured format plus every format the request came with,
+    /// so no stale parent id reaches the upstream.
+    pub fn outgoing_headers(
+        &self,
+        formats: &[Propagation],
+        incoming: &Incoming,
+    ) -> Vec<(&'static str, Option<String>)> {
+        let mut out = Vec::new();
+        let sampled = if self.sampled { "1" } else { "0" };
+        if formats.contains(&Propagation::W3c) || incoming.seen_w3c {
+            let flags = if self.sampled { "01" } else { "00" };
+            out.push(("traceparent", Some(format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id))));
+            out.push(("tracestate", self.tracestate.clone()));
+        }
+        let b3_trace = if self.trace_id >> 64 == 0 {
+            format!("{:016x}", self.trace_id)
+        } else {
+            format!("{:032x}", self.trace_id)
+        };
+        if formats.contains(&Propagation::B3) || incoming.seen_b3 {
+            out.push(("x-b3-traceid", Some(b3_trace.clone())));
+            out.push(("x-b3-spanid", Some(format!("{:016x}", self.span_id))));
+            out.push(("x-b3-parentspanid", self.parent_span_id.map(|p| format!("{p:016x}"))));
+            if self.debug {
+                // B3: debug implies an accept decision; do not also send X-B3-Sampled.
+                out.push(("x-b3-flags", Some("1".to_string())));
+                out.push(("x-b3-sampled", None));
+            } else {
+                out.push(("x-b3-sampled", Some(sampled.to_string())));
+                out.push(("x-b3-flags", None));
+            }
+        }
+        if formats.contains(&Propagation::B3Single) || incoming.seen_b3_single {
+            let state = if self.debug { "d" } else { sampled };
+            let mut v = format!("{b3_trace}-{:016x}-{state}", self.span_id);
+            if let Some(p) = self.parent_span_id {
+                v.push_str(&format!("-{p:016x}"));
+            }
+            out.push(("b3", Some(v)));
+        }
+        out
+    }
+}
+
+/// The sampling decision: debug or forced (`x-client-trace-id`, `x-envoy-force-trace`)
+/// → yes; else the parent's decision; else `percent` %, drawn from the trace id so every
+/// hop that must decide for the same trace decides alike.
+pub fn decide(incoming: &Incoming, forced: bool, percent: f64, trace_id: u128) -> bool {
+    if incoming.debug || forced {
+        return true;
+    }
+    match incoming.sampled {
+        Some(s) => s,
+        None => percent_hit(trace_id as u64, percent),
+    }
+}
+
+/// Reads the trace context from request headers (`get` returns a header's value by
+/// lower-case name). Precedence: `traceparent`, then `b3`, then `x-b3-*`.
+pub fn extract(get: impl Fn(&str) -> Option<String>) -> Incoming {
+    let mut inc = Incoming::default();
+    let traceparent = get("traceparent");
+    let b3 = get("b3");
+    let x_trace = get("x-b3-traceid");
+    let x_span = get("x-b3-spanid");
+    let x_sampled = get("x-b3-sampled");
+    let x_flags = get("x-b3-flags");
+    inc.seen_w3c = traceparent.is_some();
+    inc.seen_b3_single = b3.is_some();
+    inc.seen_b3 = x_trace.is_some() || x_span.is_some() || x_sampled.is_some() || x_flags.is_some();
+
+    if let Some((ctx, flags)) = traceparent.as_deref().and_then(parse_traceparent) {
+        inc.parent = Some(ctx);
+        inc.sampled = Some(flags & 1 == 1);
+        inc.tracestate = get("tracestate").filter(|s| !s.trim().is_empty() && s.len() <= 512);
+    } else if let Some(single) = b3.as_deref().and_then(parse_b3_single) {
+        inc.parent = single.ctx;
+        match single.sampling {
+            Some(Sampling::Debug) => inc.debug = true,
+            Some(Sampling::Yes) => inc.sampled = Some(true),
+            Some(Sampling::No) => inc.sampled = Some(false),
+            None => {}
+        }
+    } else {
+        if let (Some(t), Some(s)) = (x_trace.as_deref(), x_span.as_deref()) {
+            if let (Some(trace_id), Some(span_id)) = (parse_b3_trace_id(t), parse_id64(s)) {
+                inc.parent = Some(SpanContext { trace_id, span_id });
+            }
+        }
+        inc.sampled = match x_sampled.as_deref().map(str::trim) {
+            Some("1") | Some("true") => Some(true),
+            Some("0") | Some("false") => Some(false),
+            Some("d") => {
+                inc.debug = true;
+                None
+            }
+            _ => None,
+        };
+    }
+    if x_flags.as_deref().map(str::trim) == Some("1") {
+        inc.debug = true;
+    }
+    inc
+}
+
+/// Parses a W3C `traceparent`: `version-traceid-parentid-flags`, lower-case hex,
+/// non-zero ids, version `ff` invalid; a version above `00` may carry more fields.
+pub fn parse_traceparent(s: &str) -> Option<(SpanContext, u8)> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let version = hex_lower(&s[0..2])? as u8;
+    if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
+        return None;
+    }
+    let trace_id = hex_lower(&s[3..35])?;
+    let span_id = hex_lower(&s[36..52])? as u64;
+    let flags = hex_lower(&s[53..55])? as u8;
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
+    Some((SpanContext { trace_id, span_id }, flags))
+}
+
+/// A B3 sampling state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// `1`.
+    Yes,
+    /// `0`.
+    No,
+    /// `d` (debug).
+    Debug,
+}
+
+/// A parsed single `b3` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct B3Single {
+    /// Trace and span id (absent for a sampling-only header such as `b3: 0`).
+    pub ctx: Option<SpanContext>,
+    /// Sampling state.
+    pub sampling: Option<Sampling>,
+    /// Parent span id (informational).
+    pub parent_span_id: Option<u64>,
+}
+
+/// Parses `b3: {traceid}-{spanid}[-{sampling}[-{parentspanid}]]` or `b3: {sampling}`.
+pub fn parse_b3_single(s: &str) -> Option<B3Single> {
+    let s = s.trim();
+    let sampling = |v: &str| match v {
+        "1" => Some(Sampling::Yes),
+        "0" => Some(Sampling::No),
+        "d" => Some(Sampling::Debug),
+        _ => None,
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    match parts.as_slice() {
+        [only] => Some(B3Single { ctx: None, sampling: Some(sampling(only)?), parent_span_id: None }),
+        [t, sp, rest @ ..] if rest.len() <= 2 => {
+            let ctx = SpanContext { trace_id: parse_b3_trace_id(t)?, span_id: parse_id64(sp)? };
+            let state = match rest.first() {
+                Some(v) => Some(sampling(v)?),
+                None => None,
+            };
+            let parent_span_id = match rest.get(1) {
+                Some(p) => Some(parse_id64(p)?),
+                None => None,
+            };
+            Some(B3Single { ctx: Some(ctx), sampling: state, parent_span_id })
+        }
+        _ => None,
+    }
+}
+
+/// A B3 trace id: 16 or 32 hex digits, not zero.
+fn parse_b3_trace_id(s: &str) -> Option<u128> {
+    let s = s.trim();
+    if s.len() != 16 && s.len() != 32 {
+        return None;
+    }
+    hex_any(s).filter(|v| *v != 0)
+}
+
+/// A 64-bit id: exactly 16 hex digits, not zero.
+fn parse_id64(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.len() != 16 {
+        return None;
+    }
+    hex_any(s).map(|v| v as u64).filter(|v| *v != 0)
+}
+
+fn hex_lower(s: &str) -> Option<u128> {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+fn hex_any(s: &str) -> Option<u128> {
+    // from_str_radix accepts a leading `+`: check the digits first.
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod tests;
