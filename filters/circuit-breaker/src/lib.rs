@@ -1,29 +1,216 @@
-//! The `circuit-breaker` filter (not written yet: passes every request through).
+//! The `circuit-breaker` filter: Istio DestinationRule `connectionPool` limits and
+//! `outlierDetection`, per cluster.
+//!
+//! **Chain position: after `router` and `retry` (last).** Request headers: the router has
+//! chosen `wasmesh.upstream.cluster`, so the pool limits can be checked against the
+//! host's per-cluster load (`wasmesh.cluster.<c>.active_requests`…) and an overflow is
+//! answered locally (503, flag `UO`). Response headers run in reverse chain order, so being
+//! last means this filter sees *every* attempt (before `retry` may drop it) and counts
+//! each endpoint's consecutive errors in shared data; at the threshold it calls
+//! `wasmesh.eject_endpoint`.
 
+pub mod config;
+pub mod policy;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
+use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::ContextType;
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
+use wasmesh_sdk::{ext, props, shared, stream};
+
+use crate::config::Config;
+use crate::policy::{EndpointState, Health, Load, Observation, Verdict};
+
+/// Per-request filter state read by the retry filter: the cluster's `maxRetries`.
+pub const MAX_RETRIES_PROPERTY: &str = "circuit_breaker.max_retries";
+/// Body of an overflow reply (Envoy's text, which users search for: istio/istio#19454).
+pub const OVERFLOW_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+/// CAS attempts on an endpoint's shared record.
+const CAS_ATTEMPTS: u32 = 8;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-struct Root;
+/// Labelled counters, defined on first use and cached per VM.
+#[derive(Default)]
+struct Metrics(RefCell<HashMap<String, Option<Counter>>>);
+
+#[derive(Default)]
+struct Root {
+    config: Rc<Config>,
+    metrics: Rc<Metrics>,
+}
+
+struct Stream {
+    config: Rc<Config>,
+    metrics: Rc<Metrics>,
+}
+
+// === impl Root ===
 
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match Config::from_json(&bytes) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: {w}")).ok();
+                }
+                self.config = Rc::new(c);
+                true
+            }
+            Err(e) => {
+                hostcalls::log(LogLevel::Error, &format!("circuit-breaker: invalid configuration: {e}")).ok();
+                false
+            }
+        }
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Pass))
+        Some(Box::new(Stream { config: Rc::clone(&self.config), metrics: Rc::clone(&self.metrics) }))
     }
 }
 
-struct Pass;
+// === impl Metrics ===
 
-impl Context for Pass {}
+impl Metrics {
+    fn inc(&self, name: &str, labels: &[(&str, &str)]) {
+        let key = wasmesh_sdk::metrics::labelled_name(name, labels);
+        let mut map = self.0.borrow_mut();
+        let counter = map.entry(key).or_insert_with(|| Counter::new(name, labels).ok());
+        if let Some(c) = counter {
+            c.add(1).ok();
+        }
+    }
+}
 
-impl HttpContext for Pass {}
+// === impl Stream ===
+
+impl Stream {
+    fn overflow(&self, cluster: &str, reason: &str) -> Action {
+        add_flag("UO");
+        self.metrics.inc("wasmesh_circuit_breaker_overflow_total", &[("cluster", cluster), ("reason", reason)]);
+        let headers = vec![("content-type", "text/plain")];
+        if let Err(s) = hostcalls::send_http_response(503, headers, Some(OVERFLOW_BODY.as_bytes())) {
+            hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: could not send the overflow reply ({s:?})")).ok();
+            return Action::Continue;
+        }
+        Action::Pause
+    }
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let Some(cluster) = text_property(props::UPSTREAM_CLUSTER) else { return Action::Continue };
+        let Some(policy) = self.config.policy_for(&cluster).copied() else { return Action::Continue };
+        if let Some(n) = policy.limits.max_retries {
+            wasmesh_sdk::set_property(MAX_RETRIES_PROPERTY, n.to_string().as_bytes()).ok();
+        }
+        if policy.limits.is_empty() {
+            return Action::Continue;
+        }
+        let stat = |s: &str| stream::get_decimal_property(&props::cluster_stat(&cluster, s)).ok().flatten();
+        let load = Load {
+            active_requests: stat("active_requests"),
+            active_connections: stat("active_connections"),
+            pending_requests: stat("pending_requests"),
+        };
+        match policy.limits.check(&load) {
+            Some(o) => self.overflow(&cluster, o.reason()),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let Some(cluster) = text_property(props::UPSTREAM_CLUSTER) else { return Action::Continue };
+        let Some(cfg) = self.config.policy_for(&cluster).and_then(|p| p.outlier) else { return Action::Continue };
+        let Some(addr) = text_property(props::UPSTREAM_ADDRESS).filter(|a| !a.is_empty()) else {
+            return Action::Continue;
+        };
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let flags = stream::response_flags().unwrap_or_default();
+        let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let obs = Observation::classify(status, &flag_refs);
+        if obs == Observation::Ignore {
+            return Action::Continue;
+        }
+        let now = now_ms();
+        let health = || {
+            let stat = |s: &str| stream::get_decimal_property(&props::cluster_stat(&cluster, s)).ok().flatten();
+            let endpoints = stat("endpoints").unwrap_or(0);
+            Health { endpoints, healthy: stat("healthy_endpoints").unwrap_or(endpoints) }
+        };
+        let key = format!("wasmesh.circuit_breaker.outlier.{cluster}/{addr}");
+        let verdict = shared::update(&key, CAS_ATTEMPTS, |cur| {
+            let state = cur.map(EndpointState::decode).unwrap_or_default();
+            let (next, verdict) = state.record(&cfg, obs, now, health);
+            // Successes on a clean record (the common case) write nothing.
+            let write = (next != state).then(|| next.encode());
+            (write, verdict)
+        });
+        match verdict {
+            Ok(Verdict::Eject { duration_ms }) => {
+                let ms = u32::try_from(duration_ms).unwrap_or(u32::MAX);
+                match ext::eject_endpoint(ms) {
+                    Ok(()) => {
+                        self.metrics.inc("wasmesh_circuit_breaker_ejections_total", &[("cluster", &cluster)]);
+                        hostcalls::log(
+                            LogLevel::Info,
+                            &format!("circuit-breaker: ejected {addr} of cluster {cluster} for {ms}ms"),
+                        )
+                        .ok();
+                    }
+                    Err(s) => {
+                        hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: could not eject {addr} ({s:?})"))
+                            .ok();
+                    }
+                }
+            }
+            Ok(Verdict::Suppressed) => {
+                self.metrics.inc("wasmesh_circuit_breaker_ejections_suppressed_total", &[("cluster", &cluster)]);
+            }
+            Ok(Verdict::None) => {}
+            Err(s) => {
+                hostcalls::log(LogLevel::Debug, &format!("circuit-breaker: outlier record {key} busy ({s:?})")).ok();
+            }
+        }
+        Action::Continue
+    }
+}
+
+fn text_property(name: &str) -> Option<String> {
+    wasmesh_sdk::get_property(name)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn add_flag(flag: &str) {
+    if let Err(s) = stream::add_response_flag(flag) {
+        hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: could not add response flag {flag} ({s:?})")).ok();
+    }
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -20,6 +20,9 @@ use wasmesh_sdk::{ext, props, shared, stream};
 use crate::config::Config;
 use crate::policy::{Decision, Outcome, Rng};
 
+/// Per-request filter state set by the circuit-breaker filter: the cluster's `maxRetries`
+/// (Envoy `max_retries`, concurrent retries to the cluster).
+const MAX_RETRIES_PROPERTY: &str = "circuit_breaker.max_retries";
 /// CAS attempts on the shared budget counter before giving up (and not retrying).
 const CAS_ATTEMPTS: u32 = 8;
 
@@ -92,7 +95,12 @@ impl Stream {
 
     /// Takes a budget slot for a retry to `cluster`; `false` = the budget is spent.
     fn acquire_budget(&mut self) -> bool {
-        let Some(budget) = self.config.budget else { return true };
+        // The circuit-breaker filter (when configured) hands over the cluster's maxRetries.
+        let max_retries = stream::get_decimal_property(MAX_RETRIES_PROPERTY).ok().flatten();
+        let budget = self.config.budget;
+        if budget.is_none() && max_retries.is_none() {
+            return true;
+        }
         let cluster = wasmesh_sdk::get_property(props::UPSTREAM_CLUSTER)
             .ok()
             .flatten()
@@ -103,7 +111,7 @@ impl Stream {
         let key = format!("wasmesh.retry.active_retries.{cluster}");
         let taken = shared::update(&key, CAS_ATTEMPTS, |cur| {
             let retries = cur.and_then(stream::decode_u64_le).unwrap_or(0);
-            if budget.allows(active, retries) {
+            if policy::retry_admitted(budget, max_retries, active, retries) {
                 (Some((retries + 1).to_le_bytes().to_vec()), true)
             } else {
                 (None, false)

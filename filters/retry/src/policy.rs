@@ -309,6 +309,17 @@ impl Budget {
     }
 }
 
+/// Whether one more concurrent retry to a cluster is admitted: under the retry budget
+/// (when set) and under the circuit breaker's `maxRetries` (when set). Neither set: yes.
+pub fn retry_admitted(
+    budget: Option<Budget>,
+    max_retries: Option<u64>,
+    active_requests: u64,
+    active_retries: u64,
+) -> bool {
+    budget.is_none_or(|b| b.allows(active_requests, active_retries)) && max_retries.is_none_or(|m| active_retries < m)
+}
+
 /// Whether `method` is idempotent (RFC 9110 §9.2.2). A request carrying an
 /// `Idempotency-Key` header is treated as idempotent whatever its method.
 pub fn is_idempotent(method: &str, has_idempotency_key: bool) -> bool {

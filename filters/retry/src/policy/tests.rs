@@ -205,3 +205,13 @@ fn budget_allows_percent_of_active_or_the_minimum() {
     let none = Budget { percent: 0.0, min_retry_concurrency: 0 };
     assert!(!none.allows(1000, 0));
 }
+
+#[test]
+fn admission_combines_budget_and_max_retries() {
+    let b = Some(Budget { percent: 20.0, min_retry_concurrency: 3 });
+    assert!(retry_admitted(None, None, 0, 1_000_000), "nothing configured: unlimited");
+    assert!(retry_admitted(b, None, 100, 19) && !retry_admitted(b, None, 100, 20));
+    assert!(retry_admitted(None, Some(2), 0, 1) && !retry_admitted(None, Some(2), 0, 2));
+    assert!(!retry_admitted(b, Some(1), 100, 1), "the tighter limit wins");
+    assert!(!retry_admitted(b, Some(50), 100, 25));
+}
