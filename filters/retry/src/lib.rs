@@ -12,6 +12,7 @@ pub mod policy;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, Status};
@@ -31,14 +32,26 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// Envoy's retry stats (`upstream_rq_retry`, `_retry_overflow`, `_retry_limit_exceeded`),
+/// plus the non-idempotent requests a retry was refused to.
+#[derive(Clone, Copy)]
+struct Metrics {
+    retries: Counter,
+    overflow: Counter,
+    limit_exceeded: Counter,
+    non_idempotent: Counter,
+}
+
 #[derive(Default)]
 struct Root {
     config: Rc<Config>,
+    metrics: Option<Metrics>,
     seed: u64,
 }
 
 struct Stream {
     config: Rc<Config>,
+    metrics: Option<Metrics>,
     /// Index into `config.routes`, `None` = the default policy.
     route: Option<usize>,
     idempotent: bool,
@@ -57,6 +70,14 @@ impl RootContext for Root {
         match Config::from_json(&bytes) {
             Ok(c) => {
                 self.config = Rc::new(c);
+                self.metrics = (|| {
+                    Some(Metrics {
+                        retries: Counter::new("wasmesh_retry_retries_total", &[]).ok()?,
+                        overflow: Counter::new("wasmesh_retry_overflow_total", &[]).ok()?,
+                        limit_exceeded: Counter::new("wasmesh_retry_limit_exceeded_total", &[]).ok()?,
+                        non_idempotent: Counter::new("wasmesh_retry_non_idempotent_total", &[]).ok()?,
+                    })
+                })();
                 self.seed =
                     self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x5EED);
                 true
@@ -75,6 +96,7 @@ impl RootContext for Root {
     fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             config: Rc::clone(&self.config),
+            metrics: self.metrics,
             route: None,
             idempotent: true,
             rng: Rng::new(self.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
@@ -130,6 +152,12 @@ impl Stream {
         }
     }
 
+    fn count(&self, which: impl FnOnce(&Metrics) -> Counter) {
+        if let Some(m) = &self.metrics {
+            which(m).add(1).ok();
+        }
+    }
+
     fn release_budget(&mut self) {
         if let Some(key) = self.budget_slot.take() {
             if let Err(s) = shared::add(&key, -1, CAS_ATTEMPTS) {
@@ -177,18 +205,23 @@ impl HttpContext for Stream {
         let outcome = Outcome::classify(status, &flag_refs, grpc);
         let attempt = stream::get_u64_le_property(props::REQUEST_ATTEMPT_COUNT).ok().flatten().unwrap_or(1);
         match self.policy().decide(outcome, self.idempotent, attempt) {
-            Decision::Pass | Decision::NonIdempotent => {}
-            Decision::Exhausted => add_flag("URX"),
+            Decision::Pass => {}
+            Decision::NonIdempotent => self.count(|m| m.non_idempotent),
+            Decision::Exhausted => {
+                add_flag("URX");
+                self.count(|m| m.limit_exceeded);
+            }
             Decision::Retry { retry_number } => {
                 if !self.acquire_budget() {
                     // Envoy marks a retry refused by the budget/circuit breaker as overflow.
                     add_flag("UO");
+                    self.count(|m| m.overflow);
                     return Action::Continue;
                 }
                 let r = self.rng.next_u64();
                 let delay = self.policy().backoff.delay_ms(retry_number, r);
                 match ext::retry_upstream(delay) {
-                    Ok(()) => {}
+                    Ok(()) => self.count(|m| m.retries),
                     Err(Status::BadArgument) => {
                         // The body outgrew maxBufferBytes: this response is final.
                         self.release_budget();
