@@ -574,13 +574,13 @@ async fn trust_change_prevents_resumption() {
     let other = ca("new root");
     f.dir.write("ca.pem", &format!("{}{}", f.ca.pem, other.pem));
     assert!(server.reload().expect("reload"));
-    let after = server.config();
-    assert!(!Arc::ptr_eq(&before.ticketer, &after.ticketer));
-    assert!(!Arc::ptr_eq(&before.session_storage, &after.session_storage));
     let (third, _) = handshake(&server, client.clone(), "web.shop.svc").await;
     let third = third.expect("full handshake again");
     assert!(!third.resumed, "a session from before the trust change resumed");
     assert!(third.mtls);
+    let after = server.config();
+    assert!(!Arc::ptr_eq(&before.ticketer, &after.ticketer));
+    assert!(!Arc::ptr_eq(&before.session_storage, &after.session_storage));
 
     // Trust no longer includes the client's CA: its old tickets must not get it in.
     f.dir.write("ca.pem", &other.pem);
@@ -734,4 +734,35 @@ fn config_validation_checks_tls_blocks() {
     let u = c.clusters[0].tls.as_ref().expect("upstream tls");
     assert_eq!(u.mode, UpstreamTlsMode::Mutual);
     assert_eq!(u.subject_alt_names, vec!["spiffe://td/ns/a/sa/b".to_string()]);
+}
+
+#[tokio::test]
+async fn tls12_clients_are_served_and_reported() {
+    let f = fixture();
+    let server = ServerTls::build(&listener_tls(TlsMode::Mutual, Some("ca.pem")), f.dir.path()).expect("build");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = {
+        use rustls::pki_types::pem::PemObject;
+        PrivateKeyDer::from_pem_slice(f.client.key.as_bytes()).expect("key")
+    };
+    let tls12 = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots(&f.ca.pem))
+        .with_client_auth_cert(vec![f.client.der.clone()], key)
+        .expect("client auth");
+    let (srv, cli) = handshake(&server, Arc::new(tls12), "web.shop.svc").await;
+    assert_eq!(cli, Ok(b"ok".to_vec()));
+    let facts = srv.expect("handshake");
+    assert_eq!(facts.version, "TLSv1.2");
+    assert!(facts.cipher.starts_with("TLS_ECDHE_"), "{}", facts.cipher);
+    assert_eq!(facts.peer.and_then(|p| p.spiffe_id).as_deref(), Some(CLIENT_ID));
+}
+
+#[test]
+fn tls_handles_are_shareable_across_workers() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ServerTls>();
+    send_sync::<ClientTls>();
+    send_sync::<TlsFacts>();
 }
