@@ -114,15 +114,13 @@ async fn config_and_module_changes_apply_under_load_with_zero_failures() {
     assert_eq!(Client::http1().get(&url).await.header("x-version").as_deref(), Some("two"));
 
     // A module file of its own, then (a) that file replaced in place by another
-    // filter (the AssemblyScript example) with the config untouched.
+    // filter (the `headers` test filter) with the config untouched.
     let swapped = dir.join("filter.wasm");
     std::fs::copy(&module, &swapped).expect("copy");
     write_atomic(&path, config(&up, &swapped, "{ response_set: { x-version: four } }").as_bytes());
     until_header(&url, "x-version", "four").await;
-    let as_module = wasmesh_tests::repo_root().join("target/filters/assemblyscript/add_header.wasm");
-    assert!(as_module.exists(), "run `cargo xtask filters` first");
-    write_atomic(&swapped, &std::fs::read(&as_module).expect("read"));
-    until_header(&url, "x-as-filter", r#"{"response_set":{"x-version":"four"}}"#).await;
+    write_atomic(&swapped, &std::fs::read(wasm_module("headers")).expect("read"));
+    until_header(&url, "x-wasm-response", "1").await;
 
     let (ok, failed) = load.finish().await;
     assert!(ok > 100, "load ran: {ok} ok");
