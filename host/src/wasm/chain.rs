@@ -370,7 +370,8 @@ impl HttpStream {
                 }
                 (pos, buf)
             }
-            None => (0, BytesMut::from(&chunk[..])),
+            None if !self.wants_body(dir) => return BodyVerdict::Forward(chunk),
+            None => (0, BytesMut::from(chunk)),
         };
         self.push_body(dir, start, data, eos).await
     }
@@ -381,7 +382,7 @@ impl HttpStream {
         let limit = shared.borrow().info.max_buffered_body_bytes;
         for pos in start..self.filters.len() {
             let i = self.order(dir, pos);
-            if self.filters[i].skipped {
+            if !self.slot_wants_body(i, dir) {
                 continue;
             }
             let size = data.len() as u32;
@@ -410,6 +411,17 @@ impl HttpStream {
             data = take_body(&shared, dir).unwrap_or_default();
         }
         BodyVerdict::Forward(data.freeze())
+    }
+
+    /// Whether filter `i` must see bodies of `dir` (a failed VM must, to apply its policy).
+    fn slot_wants_body(&self, i: usize, dir: Dir) -> bool {
+        let slot = &self.filters[i];
+        !slot.skipped && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.has_body_callback(dir == Dir::Response))
+    }
+
+    /// Whether any filter sees bodies of `dir` (if none, chunks pass without a copy).
+    fn wants_body(&self, dir: Dir) -> bool {
+        (0..self.filters.len()).any(|i| self.slot_wants_body(i, dir))
     }
 
     /// Invokes a callback and, if the filter paused, waits until it resumes.

@@ -119,7 +119,10 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
         ["listener_name"] | ["xds", "listener_name"] => Value::Str(info.listener.to_string()),
         ["request", rest @ ..] => return request_property(s, rest),
         ["response", rest @ ..] => match rest {
-            ["code"] => Value::Int(resp?.status.as_u16() as i64),
+            ["code"] => Value::Int(match resp {
+                Some(r) => r.status.as_u16() as i64,
+                None => up.response_code? as i64,
+            }),
             ["code_details"] => Value::Str(up.code_details.clone()?),
             ["flags"] => Value::Str(up.flags.to_string()),
             ["grpc_status"] => {

@@ -118,6 +118,9 @@ pub struct UpstreamInfo {
     pub route_name: Option<Arc<str>>,
     /// Response flags so far.
     pub flags: ResponseFlags,
+    /// Final response status, for `response.code` when no response head went through
+    /// the filters (e.g. a local reply).
+    pub response_code: Option<u16>,
     /// Response code details (`response.code_details`).
     pub code_details: Option<String>,
     /// Attempts made so far (`upstream.request_attempt_count`).

@@ -275,6 +275,20 @@ impl Vm {
         }
     }
 
+    /// True when the module exports the body callback of that direction.
+    pub fn has_body_callback(&self, response: bool) -> bool {
+        let guard = self.inner.borrow();
+        guard.as_ref().is_some_and(
+            |i| {
+                if response {
+                    i.cb.response_body.is_some()
+                } else {
+                    i.cb.request_body.is_some()
+                }
+            },
+        )
+    }
+
     /// on_done, on_log, on_delete for an HTTP context, then forgets it (cancelling its
     /// outstanding calls).
     pub fn finish_http(&self, plugin: &Arc<Plugin>, ctx: u32) {

@@ -46,6 +46,16 @@ fn with_map<T>(st: &mut HostState, ty: u32, op: impl FnOnce(Option<(MapRef<'_>, 
     }
 }
 
+/// Header bytes as valid UTF-8 (invalid sequences replaced): the Rust SDK unwraps
+/// `String::from_utf8` on every key and value, so one obs-text byte from a client would
+/// otherwise crash the filter.
+fn utf8(v: Vec<u8>) -> Vec<u8> {
+    match String::from_utf8(v) {
+        Ok(s) => s.into_bytes(),
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned().into_bytes(),
+    }
+}
+
 fn status(r: Result<(), Status>) -> u32 {
     match r {
         Ok(()) => Status::Ok.raw(),
@@ -55,7 +65,10 @@ fn status(r: Result<(), Status>) -> u32 {
 
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_get_header_map_pairs", |mut c: C<'_>, ty: u32, ret_ptr: u32, ret_len: u32| -> R {
-        let pairs = match with_map(c.data_mut(), ty, |m| m.map(|(m, _)| m.pairs()).unwrap_or_default()) {
+        let pairs = match with_map(c.data_mut(), ty, |m| {
+            m.map(|(m, _)| m.pairs().into_iter().map(|(k, v)| (utf8(k), utf8(v))).collect::<Vec<_>>())
+                .unwrap_or_default()
+        }) {
             Ok(p) => p,
             Err(s) => return Ok(s.raw()),
         };
@@ -88,7 +101,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, ty: u32, kptr: u32, klen: u32, ret_ptr: u32, ret_len: u32| -> R {
             let key = memory::read_string(&mut c, kptr, klen)?;
             let v01 = c.data().first.abi == crate::wasm::plugin::AbiVersion::V0_1_0;
-            let value = match with_map(c.data_mut(), ty, |m| m.and_then(|(m, _)| m.get(&key))) {
+            let value = match with_map(c.data_mut(), ty, |m| m.and_then(|(m, _)| m.get(&key)).map(utf8)) {
                 Ok(v) => v,
                 Err(s) => return Ok(s.raw()),
             };

@@ -384,3 +384,17 @@ fn compiled_modules_are_cached_on_disk() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn non_utf8_header_values_do_not_crash_sdk_filters() {
+    run(async {
+        let (rt, _) = runtime();
+        let p = load(&rt, "headers", |_| {});
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[]);
+        head.headers.insert("x-in", http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        assert!(matches!(s.request_headers(&mut head, true).await, Verdict::Continue));
+        assert_eq!(head.headers["x-echo"].as_bytes(), "caf\u{fffd}".as_bytes());
+    });
+}

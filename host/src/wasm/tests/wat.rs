@@ -338,3 +338,19 @@ fn cluster_stats_and_filter_state_properties() {
         assert_eq!(s.property("a.b").unwrap(), "v");
     });
 }
+
+#[test]
+fn bodies_skip_filters_without_body_callbacks_without_copying() {
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("nobody"), module("").as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(4));
+        assert!(matches!(s.request_headers(&mut request("/", &[]), false).await, Verdict::Continue));
+        let chunk = bytes::Bytes::from(vec![7u8; 64]);
+        match s.request_body(chunk.clone(), true).await {
+            BodyVerdict::Forward(out) => assert_eq!(out.as_ptr(), chunk.as_ptr(), "the chunk was copied"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
