@@ -194,13 +194,13 @@ fn strip_port(authority: &str) -> &str {
 }
 
 /// Service name and namespace of a host: `reviews.default.svc…` → (`reviews`, `default`);
-/// a short host keeps `fallback_ns`.
+/// any other host (`ratings`, `api.example.com`, an IP) is its own name and keeps
+/// `fallback_ns`.
 pub fn service_name_namespace<'a>(host: &'a str, fallback_ns: Option<&'a str>) -> (&'a str, Option<&'a str>) {
     let mut it = host.split('.');
-    let name = it.next().unwrap_or(host);
-    match (it.next(), it.next()) {
-        (Some(ns), Some("svc")) => (name, Some(ns)),
-        _ => (name, fallback_ns),
+    match (it.next(), it.next(), it.next()) {
+        (Some(name), Some(ns), Some("svc")) if !name.is_empty() && !ns.is_empty() => (name, Some(ns)),
+        _ => (host, fallback_ns),
     }
 }
 
@@ -426,7 +426,9 @@ mod tests {
         assert_eq!(service_host(Some(""), Some("web")).as_deref(), Some("web"));
         assert_eq!(service_host(None, None), None);
         assert_eq!(service_name_namespace("web.prod.svc.cluster.local", Some("x")), ("web", Some("prod")));
-        assert_eq!(service_name_namespace("api.example.com", Some("x")), ("api", Some("x")));
+        assert_eq!(service_name_namespace("api.example.com", Some("x")), ("api.example.com", Some("x")));
+        assert_eq!(service_name_namespace("127.0.0.1", None), ("127.0.0.1", None));
+        assert_eq!(service_name_namespace("reviews", Some("x")), ("reviews", Some("x")));
     }
 
     #[test]
