@@ -5,6 +5,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConnection, CommonState, HandshakeKind, ProtocolVersion, ServerConnection};
 use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
+use x509_parser::x509::X509Name;
 
 use super::spiffe;
 
@@ -15,7 +16,8 @@ pub struct PeerIdentity {
     pub uri_sans: Vec<String>,
     /// DNS SANs, in certificate order (`connection.dns_san_peer_certificate`).
     pub dns_sans: Vec<String>,
-    /// Subject distinguished name, e.g. `CN=web, O=example` (empty when the subject is).
+    /// Subject distinguished name in RFC 2253 form, as Envoy prints it:
+    /// `CN=web,O=example,C=US` (last RDN first; empty when the subject is).
     pub subject: String,
     /// Lowercase hex SHA-256 of the DER certificate
     /// (`connection.sha256_peer_certificate_digest`).
@@ -52,7 +54,7 @@ impl PeerIdentity {
     pub fn from_der(der: &CertificateDer<'_>) -> Option<PeerIdentity> {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
         let mut id = PeerIdentity {
-            subject: cert.subject().to_string(),
+            subject: rfc2253(cert.subject()),
             sha256_digest: hex(&Sha256::digest(der.as_ref())),
             ..PeerIdentity::default()
         };
@@ -118,6 +120,47 @@ fn common(conn: &CommonState) -> TlsFacts {
         mtls: false,
         resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
     }
+}
+
+/// A distinguished name as RFC 2253 writes it: RDNs in reverse order joined by `,`,
+/// multi-valued RDNs by `+`, special characters escaped, non-string values as `#hex`.
+fn rfc2253(name: &X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            let attrs: Vec<String> = rdn
+                .iter()
+                .map(|a| {
+                    let key = x509_parser::objects::oid2abbrev(a.attr_type(), registry)
+                        .map_or_else(|_| a.attr_type().to_id_string(), str::to_string);
+                    let value = match a.as_str() {
+                        Ok(v) => escape_rdn_value(v),
+                        Err(_) => format!("#{}", hex(a.as_slice())),
+                    };
+                    format!("{key}={value}")
+                })
+                .collect();
+            attrs.join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// RFC 2253 §2.4 escaping of an attribute value.
+fn escape_rdn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Lowercase hex.

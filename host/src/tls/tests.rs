@@ -766,3 +766,17 @@ fn tls_handles_are_shareable_across_workers() {
     send_sync::<ClientTls>();
     send_sync::<TlsFacts>();
 }
+
+#[test]
+fn subjects_are_printed_like_envoy_rfc2253() {
+    let ca = ca("root");
+    let mut params = CertificateParams::new(vec!["a.test".to_string()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CountryName, "US");
+    params.distinguished_name.push(DnType::OrganizationName, "Example, Inc.");
+    params.distinguished_name.push(DnType::CommonName, " web");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &Issuer::from_params(&ca.params, &ca.key)).expect("sign");
+    let id = PeerIdentity::from_der(cert.der()).expect("parse");
+    assert_eq!(id.subject, "CN=\\ web,O=Example\\, Inc.,C=US");
+}
