@@ -58,7 +58,10 @@ fn build_filters(root: &Path, target_dir: &Path) -> Result<(), String> {
         .current_dir(root);
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTDOCFLAGS"
+        if k.starts_with("CARGO_") && k != "CARGO_HOME"
+            || k.starts_with("RUSTC")
+            || k == "RUSTFLAGS"
+            || k == "RUSTDOCFLAGS"
         {
             cmd.env_remove(&key);
         }

@@ -147,7 +147,8 @@ impl Generation {
             })?;
             let mut plugins = Vec::with_capacity(l.filters.len());
             for (fi, f) in l.filters.iter().enumerate() {
-                let err = |message: String| BuildError::Filter { listener: index, filter: fi, name: f.name.clone(), message };
+                let err =
+                    |message: String| BuildError::Filter { listener: index, filter: fi, name: f.name.clone(), message };
                 let bytes = module_bytes(&f.module, ctx.base_dir).map_err(err)?;
                 let sha = Sha256::digest(&bytes);
                 let reused = ctx.previous.and_then(|p| p.find_plugin(f, sha.as_slice()));
@@ -163,7 +164,9 @@ impl Generation {
                 .previous
                 .and_then(|p| p.listener(&l.name))
                 .map(|pl| pl.chain.clone())
-                .filter(|c| c.plugins.len() == plugins.len() && c.plugins.iter().zip(&plugins).all(|(a, b)| Arc::ptr_eq(a, b)))
+                .filter(|c| {
+                    c.plugins.len() == plugins.len() && c.plugins.iter().zip(&plugins).all(|(a, b)| Arc::ptr_eq(a, b))
+                })
                 .unwrap_or_else(|| Arc::new(ChainSpec { plugins }));
             let name: Arc<str> = Arc::from(l.name.as_str());
             listeners.push(Arc::new(ListenerSpec {
@@ -209,9 +212,9 @@ fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
 /// The bytes of a filter module: embedded (`builtin:<name>`) or read from a file.
 pub fn module_bytes(module: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
     if let Some(name) = module.strip_prefix("builtin:") {
-        return crate::builtins::module(name)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| format!("unknown builtin filter \"{name}\" (known: {})", crate::builtins::names().join(", ")));
+        return crate::builtins::module(name).map(<[u8]>::to_vec).ok_or_else(|| {
+            format!("unknown builtin filter \"{name}\" (known: {})", crate::builtins::names().join(", "))
+        });
     }
     let path = base_dir.join(module);
     std::fs::read(&path).map_err(|e| format!("cannot read module {}: {e}", path.display()))

@@ -3,7 +3,6 @@
 //! The request path reads top to bottom: `server` accepts, `proxy` runs one exchange
 //! through the listener's `wasm` filter chain, `upstream` picks an endpoint and sends.
 
-
 pub mod admin;
 pub mod builtins;
 pub mod config;
@@ -11,8 +10,8 @@ pub mod demo;
 pub mod flags;
 pub mod generation;
 pub mod proxy;
-pub mod server;
 pub mod reload;
+pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -123,10 +123,8 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 /// Starts the proxy (and the demo backends when `banner` is given) and runs until
 /// SIGTERM/SIGINT, then drains.
 fn run(cfg: config::Config, opts: StartOptions, banner: Option<fn(&Proxy)>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the signal runtime")?;
     let demo_backends = banner.is_some().then(|| demo_endpoints(&cfg));
     let proxy = Proxy::start(cfg, opts).context("starting the proxy")?;
     rt.block_on(async {

@@ -228,9 +228,25 @@ pub mod stream {
         set_property(props::RESPONSE_FLAG, flag.as_bytes())
     }
 
-    /// The response flags so far as short codes (`["UF", "URX"]`); empty when none.
+    /// The response flags so far as short codes (`["UF", "URX"]`); empty when none. Reads
+    /// `wasmesh.response.flags`, else `response.flags` when the host gives it as text.
     pub fn response_flags() -> Result<Vec<String>, Status> {
-        Ok(get_property(props::RESPONSE_FLAGS)?.map(|b| split_flags(&String::from_utf8_lossy(&b))).unwrap_or_default())
+        let text = |b: Vec<u8>| String::from_utf8(b).ok().filter(|t| t.bytes().all(|c| c.is_ascii_graphic()));
+        let raw = match get_property(props::RESPONSE_FLAGS)? {
+            Some(b) => Some(b),
+            None => get_property("response.flags")?,
+        };
+        Ok(raw.and_then(text).map(|t| split_flags(&t)).unwrap_or_default())
+    }
+
+    /// The cluster of this request: `wasmesh.upstream.cluster` (set by a filter, or the
+    /// one used in response phases), else the standard `cluster_name`.
+    pub fn upstream_cluster() -> Result<Option<String>, Status> {
+        let raw = match get_property(props::UPSTREAM_CLUSTER)? {
+            Some(b) if !b.is_empty() => Some(b),
+            _ => get_property("cluster_name")?,
+        };
+        Ok(raw.filter(|b| !b.is_empty()).map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Reads a property holding an 8-byte little-endian u64 (Envoy's encoding of
@@ -239,15 +255,24 @@ pub mod stream {
         Ok(get_property(name)?.and_then(|b| decode_u64_le(&b)))
     }
 
-    /// Reads a property holding a decimal number (`wasmesh.cluster.<name>.*`);
-    /// `None` if absent or not a number.
+    /// Reads a numeric property such as `wasmesh.cluster.<name>.*`: decimal ASCII (the
+    /// documented encoding) or, failing that, an 8-byte LE integer (Envoy's encoding);
+    /// `None` if absent or neither.
     pub fn get_decimal_property(name: &str) -> Result<Option<u64>, Status> {
-        Ok(get_property(name)?.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()))
+        Ok(get_property(name)?.and_then(|b| decode_number(&b)))
     }
 
-    /// Splits `UF,URX` into its codes (empty input → no codes).
+    /// Decodes decimal ASCII, else an 8-byte LE integer.
+    pub fn decode_number(b: &[u8]) -> Option<u64> {
+        if let Some(n) = std::str::from_utf8(b).ok().and_then(|t| t.trim().parse().ok()) {
+            return Some(n);
+        }
+        decode_u64_le(b)
+    }
+
+    /// Splits `UF,URX` into its codes (empty input or Envoy's `-` → no codes).
     pub fn split_flags(s: &str) -> Vec<String> {
-        s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_string).collect()
+        s.split(',').map(str::trim).filter(|f| !f.is_empty() && *f != "-").map(str::to_string).collect()
     }
 
     /// Decodes Envoy's 8-byte LE u64 property encoding.
@@ -265,6 +290,10 @@ pub mod stream {
             assert_eq!(decode_u64_le(b"3"), None);
             assert_eq!(split_flags("UF, URX"), vec!["UF".to_string(), "URX".to_string()]);
             assert!(split_flags("").is_empty());
+            assert!(split_flags("-").is_empty());
+            assert_eq!(decode_number(b"12"), Some(12));
+            assert_eq!(decode_number(&7u64.to_le_bytes()), Some(7));
+            assert_eq!(decode_number(b"x"), None);
         }
     }
 }

@@ -59,12 +59,16 @@ async fn least_request_avoids_the_busy_endpoint() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let hits_before = [ups[0].hits(), ups[1].hits()];
     let seen = tally(&proxy, 20, &[]).await;
-    let slow_names: Vec<String> = futures_util::future::join_all(slow).await.into_iter().filter_map(Result::ok).collect();
+    let slow_names: Vec<String> =
+        futures_util::future::join_all(slow).await.into_iter().filter_map(Result::ok).collect();
     let busy_a = slow_names.iter().filter(|n| *n == "a").count();
     let busy_b = slow_names.len() - busy_a;
     let (busy, idle) = if busy_a > busy_b { ("a", "b") } else { ("b", "a") };
     if busy_a != busy_b {
-        assert!(seen.get(idle).copied().unwrap_or(0) > seen.get(busy).copied().unwrap_or(0), "{seen:?} busy={busy} {hits_before:?}");
+        assert!(
+            seen.get(idle).copied().unwrap_or(0) > seen.get(busy).copied().unwrap_or(0),
+            "{seen:?} busy={busy} {hits_before:?}"
+        );
     }
     assert_eq!(seen.values().sum::<usize>(), 20);
 }

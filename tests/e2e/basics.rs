@@ -52,13 +52,17 @@ async fn admin_serves_health_metrics_and_dumps() {
     assert_eq!(c.get(&proxy.admin_url("/ready")).await.status, 200);
     let m = c.get(&proxy.admin_url("/metrics")).await.text();
     assert!(
-        m.contains(r#"wasmesh_http_requests_total{cluster="web",code_class="2xx",listener="main",response_flags="-"} 1"#),
+        m.contains(
+            r#"wasmesh_http_requests_total{cluster="web",code_class="2xx",listener="main",response_flags="-"} 1"#
+        ),
         "{m}"
     );
     assert!(m.contains("wasmesh_http_request_duration_seconds_bucket"), "{m}");
-    assert_eq!(c.get(&proxy.admin_url("/stats/prometheus")).await.text().is_empty(), false);
-    let dump: serde_json::Value = serde_json::from_slice(&c.get(&proxy.admin_url("/config_dump")).await.body).expect("json");
+    assert!(!c.get(&proxy.admin_url("/stats/prometheus")).await.text().is_empty());
+    let dump: serde_json::Value =
+        serde_json::from_slice(&c.get(&proxy.admin_url("/config_dump")).await.body).expect("json");
     assert_eq!(dump["config"]["listeners"][0]["name"], "main");
-    let clusters: serde_json::Value = serde_json::from_slice(&c.get(&proxy.admin_url("/clusters")).await.body).expect("json");
+    let clusters: serde_json::Value =
+        serde_json::from_slice(&c.get(&proxy.admin_url("/clusters")).await.body).expect("json");
     assert_eq!(clusters["clusters"][0]["name"], "web");
 }

@@ -17,7 +17,8 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 }
 
 fn limited_yaml(up: &Upstream, http: &str) -> String {
-    simple_yaml(&[up], "round_robin").replace("    default_cluster: web\n", &format!("    default_cluster: web\n    http: {{ {http} }}\n"))
+    simple_yaml(&[up], "round_robin")
+        .replace("    default_cluster: web\n", &format!("    default_cluster: web\n    http: {{ {http} }}\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

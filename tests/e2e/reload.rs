@@ -25,7 +25,8 @@ struct Load {
 
 impl Load {
     fn start(url: String, n: usize) -> Load {
-        let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (stop, ok, failed) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let tasks = (0..n)
             .map(|_| {
                 let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());

@@ -14,7 +14,9 @@ use wasmesh_tests::{simple_yaml, Client, TestProxy, Upstream};
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -52,7 +54,8 @@ async fn large_download_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_pass_over_http2() {
     let up = Upstream::start("web").await;
-    let yaml = simple_yaml(&[&up], "round_robin").replace("    lb: round_robin", "    lb: round_robin\n    protocol: http2");
+    let yaml =
+        simple_yaml(&[&up], "round_robin").replace("    lb: round_robin", "    lb: round_robin\n    protocol: http2");
     let proxy = TestProxy::start(&yaml, 1);
     let r = Client::http2().get(&proxy.url("main", "/trailers")).await;
     assert_eq!(r.status, 200);
@@ -78,7 +81,10 @@ async fn websocket_upgrade_tunnels_bytes() {
     tcp.write_all(b"ping-through-tunnel").await.expect("write");
     let mut got = Vec::new();
     while got.len() < 19 {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.expect("echo in time").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("echo in time")
+            .expect("read");
         assert!(n > 0, "tunnel closed early");
         got.extend_from_slice(&buf[..n]);
     }

@@ -80,7 +80,8 @@ async fn serve(req: Request<Incoming>, name: String, hits: Arc<AtomicUsize>) -> 
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     if let Some(code) = path.strip_prefix("/status/") {
-        let status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+        let status =
+            code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
         return Ok(reply(status, name));
     }
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|m| m.parse::<u64>().ok()) {

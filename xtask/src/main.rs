@@ -84,7 +84,9 @@ fn build_filters() -> Result<()> {
         if !manifest.exists() {
             continue;
         }
-        run(cargo().args(["build", "--release", "--target", WASM_TARGET, "--target-dir", "target/filters", "--manifest-path"]).arg(&manifest))?;
+        run(cargo()
+            .args(["build", "--release", "--target", WASM_TARGET, "--target-dir", "target/filters", "--manifest-path"])
+            .arg(&manifest))?;
     }
     std::fs::create_dir_all("target/filters/assemblyscript")?;
     for dir in NPM_FILTERS {

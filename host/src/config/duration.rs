@@ -53,16 +53,12 @@ impl<'de> Deserialize<'de> for Millis {
                 Ok(Millis(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Millis, E> {
-                u64::try_from(v)
-                    .map(Millis)
-                    .map_err(|_| E::custom(format!("negative duration {v}")))
+                u64::try_from(v).map(Millis).map_err(|_| E::custom(format!("negative duration {v}")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
                 let d = humantime::parse_duration(v.trim())
                     .map_err(|e| E::custom(format!("invalid duration \"{v}\": {e}")))?;
-                u64::try_from(d.as_millis())
-                    .map(Millis)
-                    .map_err(|_| E::custom(format!("duration \"{v}\" is too long")))
+                u64::try_from(d.as_millis()).map(Millis).map_err(|_| E::custom(format!("duration \"{v}\" is too long")))
             }
         }
         d.deserialize_any(Visitor)

@@ -53,6 +53,9 @@ mod tests {
         let collected = body.collect().await.expect("collect");
         let trailers = collected.trailers().cloned();
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"ab"));
-        assert_eq!(trailers.and_then(|t| t.get("grpc-status").cloned()).map(|v| v.as_bytes().to_vec()), Some(b"0".to_vec()));
+        assert_eq!(
+            trailers.and_then(|t| t.get("grpc-status").cloned()).map(|v| v.as_bytes().to_vec()),
+            Some(b"0".to_vec())
+        );
     }
 }

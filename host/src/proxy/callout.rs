@@ -45,7 +45,7 @@ impl HostServices for CalloutHost {
         let pools = self.pools.clone();
         let cluster = cluster.to_string();
         async move {
-            let entry = generation.clusters.get(&cluster).ok_or_else(|| CalloutError::UnknownCluster)?;
+            let entry = generation.clusters.get(&cluster).ok_or(CalloutError::UnknownCluster)?;
             let endpoint = entry
                 .cluster
                 .pick(&PickRequest { subset: None, hash_key: None })

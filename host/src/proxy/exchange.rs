@@ -38,7 +38,11 @@ pub struct ConnCtx {
 type SharedStream = Rc<Mutex<HttpStream>>;
 
 /// Serves one downstream request. Never fails: every error becomes a local reply.
-pub async fn handle(worker: Rc<WorkerCtx>, conn: Rc<ConnCtx>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    worker: Rc<WorkerCtx>,
+    conn: Rc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let generation = worker.generation.load_full();
     let Some(listener) = generation.listener(&conn.listener).cloned() else {

@@ -53,12 +53,9 @@ impl ExchangeError {
     pub fn reply(&self) -> LocalReply {
         let (status, body, flags, details): (StatusCode, &'static str, ResponseFlags, &'static str) = match self {
             ExchangeError::NoRoute => (StatusCode::NOT_FOUND, "", ResponseFlags::NO_ROUTE_FOUND, "route_not_found"),
-            ExchangeError::UnknownCluster(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "",
-                ResponseFlags::NO_ROUTE_FOUND,
-                "cluster_not_found",
-            ),
+            ExchangeError::UnknownCluster(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "", ResponseFlags::NO_ROUTE_FOUND, "cluster_not_found")
+            }
             ExchangeError::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream request timeout",
@@ -68,18 +65,18 @@ impl ExchangeError {
             ExchangeError::BadRequest(_) => {
                 (StatusCode::BAD_REQUEST, "bad request", ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "bad_request")
             }
-            ExchangeError::Draining => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "proxy is draining",
-                ResponseFlags::LOCAL_RESET,
-                "draining",
-            ),
+            ExchangeError::Draining => {
+                (StatusCode::SERVICE_UNAVAILABLE, "proxy is draining", ResponseFlags::LOCAL_RESET, "draining")
+            }
             ExchangeError::Upstream(e) => {
                 let flags = e.flags();
                 let (body, details) = if flags.contains(ResponseFlags::NO_HEALTHY_UPSTREAM) {
                     ("no healthy upstream", "no_healthy_upstream")
                 } else if flags.contains(ResponseFlags::UPSTREAM_OVERFLOW) {
-                    ("upstream connect error or disconnect/reset before headers. reset reason: overflow", "upstream_overflow")
+                    (
+                        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                        "upstream_overflow",
+                    )
                 } else if flags.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE) {
                     (
                         "upstream connect error or disconnect/reset before headers. reset reason: connection failure",

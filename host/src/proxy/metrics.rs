@@ -55,18 +55,27 @@ impl ProxyMetrics {
         );
         let connections_active = register(
             registry,
-            IntGaugeVec::new(Opts::new("wasmesh_downstream_connections_active", "Open downstream connections"), &["listener"])
-                .expect("static metric definition"),
+            IntGaugeVec::new(
+                Opts::new("wasmesh_downstream_connections_active", "Open downstream connections"),
+                &["listener"],
+            )
+            .expect("static metric definition"),
         );
         let connections_total = register(
             registry,
-            IntCounterVec::new(Opts::new("wasmesh_downstream_connections_total", "Accepted downstream connections"), &["listener"])
-                .expect("static metric definition"),
+            IntCounterVec::new(
+                Opts::new("wasmesh_downstream_connections_total", "Accepted downstream connections"),
+                &["listener"],
+            )
+            .expect("static metric definition"),
         );
         let downstream_rejected = register(
             registry,
             IntCounterVec::new(
-                Opts::new("wasmesh_downstream_connections_rejected_total", "Connections closed at accept: over max_connections"),
+                Opts::new(
+                    "wasmesh_downstream_connections_rejected_total",
+                    "Connections closed at accept: over max_connections",
+                ),
                 &["listener"],
             )
             .expect("static metric definition"),

@@ -34,10 +34,7 @@ pub struct Decision {
 /// Reads the filters' intents, falling back to the listener's default cluster.
 pub fn decide(stream: Option<&HttpStream>, listener: &ListenerSpec) -> Decision {
     let text = |name: &str| {
-        stream
-            .and_then(|s| s.property(name))
-            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-            .filter(|s| !s.is_empty())
+        stream.and_then(|s| s.property(name)).and_then(|b| String::from_utf8(b.to_vec()).ok()).filter(|s| !s.is_empty())
     };
     Decision {
         cluster: text(PROP_CLUSTER).or_else(|| listener.default_cluster.clone()),

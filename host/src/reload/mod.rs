@@ -193,7 +193,8 @@ impl Reloader {
 /// Listeners are bound once at start: their set and addresses cannot change by reload
 /// (their chains, limits and default clusters can).
 fn listener_changes(old: &config::Config, new: &config::Config) -> Option<String> {
-    let names = |c: &config::Config| c.listeners.iter().map(|l| (l.name.clone(), l.address.clone())).collect::<Vec<_>>();
+    let names =
+        |c: &config::Config| c.listeners.iter().map(|l| (l.name.clone(), l.address.clone())).collect::<Vec<_>>();
     let (a, b) = (names(old), names(new));
     (a != b).then(|| {
         format!(

@@ -168,10 +168,7 @@ impl Proxy {
                 address: l.address,
                 source,
             })?;
-            let addr = sockets
-                .first()
-                .and_then(|s| s.local_addr().ok())
-                .unwrap_or(l.address);
+            let addr = sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(l.address);
             bound.push((l.name.to_string(), addr));
             let open = Arc::new(AtomicUsize::new(0));
             for (i, s) in sockets.into_iter().enumerate() {
@@ -266,13 +263,8 @@ fn control_main(shared: Arc<Shared>, admin: std::net::TcpListener, stop: tokio::
         }
     };
     rt.block_on(async move {
-        let dns: Vec<_> = shared
-            .generation
-            .load()
-            .clusters
-            .values()
-            .filter_map(|c| c.cluster.spawn_dns_refresh())
-            .collect();
+        let dns: Vec<_> =
+            shared.generation.load().clusters.values().filter_map(|c| c.cluster.spawn_dns_refresh()).collect();
         let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
         let watcher = crate::reload::spawn_watcher(shared.clone());
         let _ = stop.await;

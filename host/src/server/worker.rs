@@ -27,6 +27,9 @@ pub struct WorkerListener {
     pub open: Arc<AtomicUsize>,
 }
 
+/// Connection builders per listener, rebuilt when the generation changes.
+type BuilderCache = Rc<RefCell<HashMap<Arc<str>, (u64, Rc<auto::Builder<LocalExec>>)>>>;
+
 /// Connection ids, unique in the process.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -50,7 +53,7 @@ pub fn run(index: usize, listeners: Vec<WorkerListener>, shared: Arc<Shared>, dr
     local.block_on(&rt, async move {
         let worker = WorkerCtx::new(shared.generation.clone(), shared.wasm.clone());
         let live = Rc::new(Live::default());
-        let builders: Rc<RefCell<HashMap<Arc<str>, (u64, Rc<auto::Builder<LocalExec>>)>>> = Rc::default();
+        let builders: BuilderCache = Rc::default();
         for l in listeners {
             let socket = match TcpListener::from_std(l.socket) {
                 Ok(s) => s,
@@ -83,7 +86,11 @@ pub fn run(index: usize, listeners: Vec<WorkerListener>, shared: Arc<Shared>, dr
             }
         };
         if tokio::time::timeout(deadline, wait).await.is_err() {
-            tracing::warn!(worker = index, open = live.count.get(), "drain deadline passed; closing remaining connections");
+            tracing::warn!(
+                worker = index,
+                open = live.count.get(),
+                "drain deadline passed; closing remaining connections"
+            );
         }
     });
 }
@@ -96,7 +103,7 @@ async fn accept_loop(
     worker: Rc<WorkerCtx>,
     shared: Arc<Shared>,
     live: Rc<Live>,
-    builders: Rc<RefCell<HashMap<Arc<str>, (u64, Rc<auto::Builder<LocalExec>>)>>>,
+    builders: BuilderCache,
     mut drain: watch::Receiver<bool>,
 ) {
     let local_addr = socket.local_addr().ok();

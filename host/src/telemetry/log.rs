@@ -33,9 +33,7 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
         _ => EnvFilter::try_new(level),
     }
     .map_err(|e| format!("invalid log level \"{level}\": {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -23,10 +23,7 @@ pub fn render(registry: &prometheus::Registry) -> String {
 
 /// Registers `metric` in `registry`, logging (not failing) on a duplicate: a metric
 /// family registered twice is a programming error that must not take the proxy down.
-pub fn register<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &prometheus::Registry,
-    metric: M,
-) -> M {
+pub fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &prometheus::Registry, metric: M) -> M {
     if let Err(e) = registry.register(Box::new(metric.clone())) {
         tracing::error!(error = %e, "metric registration failed");
     }
@@ -34,6 +31,5 @@ pub fn register<M: prometheus::core::Collector + Clone + 'static>(
 }
 
 /// Latency buckets in seconds shared by the host's histograms (0.5 ms … 30 s).
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
