@@ -38,6 +38,8 @@ pub struct Config {
     pub reporter: Option<Reporter>,
     /// Defaults for the remote side's labels.
     pub peer: Workload,
+    /// Exchange workload metadata with the peer (`x-envoy-peer-metadata`, like Istio).
+    pub metadata_exchange: bool,
     /// Emit Istio's standard metrics.
     pub metrics: bool,
     /// Tracing; `None`: no propagation and no spans.
@@ -89,6 +91,8 @@ struct RawConfig {
     reporter: Option<String>,
     #[serde(default)]
     peer: RawPeer,
+    #[serde(default)]
+    metadata_exchange: bool,
     #[serde(default)]
     metrics: Option<RawMetrics>,
     #[serde(default)]
@@ -182,7 +186,14 @@ impl std::error::Error for ConfigError {}
 impl Default for Config {
     /// Metrics on, tracing and access logs off.
     fn default() -> Self {
-        Config { reporter: None, peer: Workload::default(), metrics: true, tracing: None, access_log: None }
+        Config {
+            reporter: None,
+            peer: Workload::default(),
+            metadata_exchange: false,
+            metrics: true,
+            tracing: None,
+            access_log: None,
+        }
     }
 }
 
@@ -221,7 +232,14 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(Config { reporter, peer, metrics: raw.metrics.is_none_or(|m| m.enabled), tracing, access_log })
+    Ok(Config {
+        reporter,
+        peer,
+        metadata_exchange: raw.metadata_exchange,
+        metrics: raw.metrics.is_none_or(|m| m.enabled),
+        tracing,
+        access_log,
+    })
 }
 
 fn percent(path: &str, v: Option<f64>, default: f64, errs: &mut Vec<ConfigError>) -> f64 {
@@ -377,6 +395,7 @@ mod tests {
     fn empty_config_means_metrics_only() {
         let c = parse(b"").unwrap_or_default();
         assert!(c.metrics && c.tracing.is_none() && c.access_log.is_none() && c.reporter.is_none());
+        assert!(!c.metadata_exchange);
         let c = parse(b"{}").unwrap_or_default();
         assert!(c.metrics && c.tracing.is_none());
     }
@@ -397,7 +416,7 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let c = parse(
-            br#"{"reporter":"source","peer":{"workload":"reviews-v1","namespace":"default"},
+            br#"{"reporter":"source","peer":{"workload":"reviews-v1","namespace":"default"},"metadata_exchange":true,
                 "metrics":{"enabled":false},
                 "tracing":{"cluster":"otel","path":"/otlp/v1/traces","max_batch":10,"max_buffer":50,
                            "flush_interval":"250ms","timeout":"2s","sampling":12.5,"propagation":["b3_single"],
@@ -408,6 +427,7 @@ mod tests {
         let c = c.expect("valid config");
         assert_eq!(c.reporter, Some(Reporter::Source));
         assert_eq!(c.peer.name.as_deref(), Some("reviews-v1"));
+        assert!(c.metadata_exchange);
         assert!(!c.metrics);
         let t = c.tracing.expect("tracing");
         assert_eq!((t.max_batch, t.max_buffer, t.flush_interval_ms, t.timeout_ms), (10, 50, 250, 2000));

@@ -23,7 +23,7 @@ use policy::labels::{self, LabelKey, Reporter, Workload};
 use policy::otlp::{self, Span, SpanKind, SpanStatics};
 use policy::rng::Rng;
 use policy::trace::{self, Hop};
-use policy::{flags, Record};
+use policy::{flags, peer, Record};
 
 /// Istio's standard HTTP metrics.
 const REQUESTS_TOTAL: &str = "istio_requests_total";
@@ -35,6 +35,8 @@ const SPANS_DROPPED: &str = "wasmesh_telemetry_spans_dropped_total";
 const SPANS_EXPORTED: &str = "wasmesh_telemetry_spans_exported_total";
 /// Most distinct label sets whose metric ids are cached (more are defined per request).
 const MAX_CACHED_LABEL_SETS: usize = 10_000;
+/// Most decoded peer headers cached per VM.
+const MAX_CACHED_PEERS: usize = 256;
 /// Most export requests in flight per VM.
 const MAX_EXPORTS_IN_FLIGHT: usize = 2;
 
@@ -70,6 +72,11 @@ struct Shared {
     service_name: String,
     /// Extra request/response headers the access-log format reads.
     log_headers: (Vec<String>, Vec<String>),
+    /// This workload's `x-envoy-peer-metadata` value and node id.
+    local_header: String,
+    node_id: String,
+    /// Decoded peer headers (header value → workload).
+    peers: RefCell<HashMap<String, Rc<Workload>>>,
     rng: RefCell<Rng>,
     series: RefCell<HashMap<LabelKey, Series>>,
     spans: RefCell<VecDeque<Span>>,
@@ -89,6 +96,8 @@ struct Stream {
     shared: Rc<Shared>,
     hop: Option<Hop>,
     reporter: Option<Reporter>,
+    /// The remote workload, learnt by metadata exchange.
+    peer: Option<Rc<Workload>>,
 }
 
 // === impl Series ===
@@ -134,6 +143,20 @@ impl Shared {
         spans.push_back(span);
     }
 
+    /// Decodes a peer's `x-envoy-peer-metadata` (cached; `None` when malformed).
+    fn peer(&self, header: &str) -> Option<Rc<Workload>> {
+        if let Some(w) = self.peers.borrow().get(header) {
+            return Some(w.clone());
+        }
+        let w = Rc::new(peer::decode(header)?);
+        let mut peers = self.peers.borrow_mut();
+        if peers.len() >= MAX_CACHED_PEERS {
+            peers.clear();
+        }
+        peers.insert(header.to_string(), w.clone());
+        Some(w)
+    }
+
     fn record_metrics(&self, key: LabelKey, r: &Record) {
         let mut cache = self.series.borrow_mut();
         if let Some(series) = cache.get(&key) {
@@ -176,7 +199,7 @@ impl Root {
         let local = Workload::from_node_metadata(node);
         let node_id = prop_str(vec!["node", "id"]).unwrap_or_default();
         let statics = SpanStatics {
-            node_id,
+            node_id: node_id.clone(),
             canonical_service: local.canonical_service().map(str::to_string),
             canonical_revision: local.canonical_revision().map(str::to_string),
             namespace: local.namespace.clone(),
@@ -196,6 +219,9 @@ impl Root {
             exported: counter(&[], SPANS_EXPORTED),
         };
         Shared {
+            local_header: peer::encode(&local),
+            node_id,
+            peers: RefCell::new(HashMap::new()),
             config,
             local,
             statics,
@@ -316,7 +342,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Stream { shared, hop: None, reporter: None }))
+        Some(Box::new(Stream { shared, hop: None, reporter: None, peer: None }))
     }
 }
 
@@ -400,6 +426,19 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.shared.clone();
+        if shared.config.metadata_exchange {
+            if self.reporter().local_is_destination() {
+                // Learn the client and strip its headers before the app sees them.
+                if let Some(h) = self.get_http_request_header(peer::HEADER) {
+                    self.peer = shared.peer(&h);
+                    self.set_http_request_header(peer::HEADER, None);
+                    self.set_http_request_header(peer::ID_HEADER, None);
+                }
+            } else {
+                self.set_http_request_header(peer::HEADER, Some(&shared.local_header));
+                self.set_http_request_header(peer::ID_HEADER, Some(&shared.node_id));
+            }
+        }
         let Some(t) = shared.tracing() else { return Action::Continue };
         let incoming = trace::extract(|h| self.get_http_request_header(h));
         let forced = self.get_http_request_header("x-client-trace-id").is_some()
@@ -409,6 +448,22 @@ impl HttpContext for Stream {
             self.set_http_request_header(name, value.as_deref());
         }
         self.hop = Some(hop);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let shared = self.shared.clone();
+        if shared.config.metadata_exchange {
+            if self.reporter().local_is_destination() {
+                self.set_http_response_header(peer::HEADER, Some(&shared.local_header));
+                self.set_http_response_header(peer::ID_HEADER, Some(&shared.node_id));
+            } else if let Some(h) = self.get_http_response_header(peer::HEADER) {
+                // Learn the server and strip its headers before the app sees them.
+                self.peer = shared.peer(&h);
+                self.set_http_response_header(peer::HEADER, None);
+                self.set_http_response_header(peer::ID_HEADER, None);
+            }
+        }
         Action::Continue
     }
 
@@ -427,6 +482,7 @@ impl HttpContext for Stream {
                 response_code: r.response_code,
                 grpc_status: r.grpc_status,
                 response_flags: r.flags_text(),
+                peer: self.peer.clone(),
             };
             shared.record_metrics(key, &r);
         }

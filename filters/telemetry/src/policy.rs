@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod flags;
 pub mod labels;
 pub mod otlp;
+pub mod peer;
 pub mod rng;
 pub mod time;
 pub mod trace;

@@ -2,6 +2,8 @@
 //! not known (as Kiali expects). The local side comes from the node metadata, the remote
 //! side from the plugin's `peer:` defaults; which side is which follows the reporter.
 
+use std::rc::Rc;
+
 /// Label names in Istio's order (`istio/proxy testdata/metric/*_request_total.yaml.tmpl`).
 pub const LABEL_NAMES: [&str; 25] = [
     "reporter",
@@ -89,6 +91,8 @@ pub struct LabelKey {
     pub grpc_status: Option<u64>,
     /// Response flags (`-` when none).
     pub response_flags: String,
+    /// The remote side learnt by metadata exchange (`None`: the configured defaults).
+    pub peer: Option<Rc<Workload>>,
 }
 
 // === impl Reporter ===
@@ -205,7 +209,8 @@ pub fn service_name_namespace<'a>(host: &'a str, fallback_ns: Option<&'a str>) -
 }
 
 /// The 25 label values in [`LABEL_NAMES`] order.
-pub fn values(key: &LabelKey, local: &Workload, peer: &Workload) -> Vec<String> {
+pub fn values(key: &LabelKey, local: &Workload, default_peer: &Workload) -> Vec<String> {
+    let peer = key.peer.as_deref().unwrap_or(default_peer);
     let u = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_string();
     let (src, dst) = if key.reporter.local_is_destination() { (peer, local) } else { (local, peer) };
     let (src_principal, dst_principal, policy) = if key.reporter.local_is_destination() {
@@ -302,6 +307,7 @@ mod tests {
             response_code: Some(200),
             grpc_status: None,
             response_flags: "-".into(),
+            peer: None,
         }
     }
 
@@ -387,6 +393,7 @@ mod tests {
             response_code: Some(503),
             grpc_status: Some(2),
             response_flags: "UH".into(),
+            peer: None,
         };
         let v = values(&k, &Workload::default(), &Workload::default());
         let m = map(&v);
@@ -401,6 +408,19 @@ mod tests {
             map(&values(&k2, &Workload::default(), &Workload::default()))["connection_security_policy"],
             "unknown"
         );
+    }
+
+    #[test]
+    fn exchanged_peer_replaces_the_configured_one() {
+        let configured = Workload { name: Some("configured".into()), ..Workload::default() };
+        let mut k = key(Reporter::Destination);
+        assert_eq!(map(&values(&k, &local(), &configured))["source_workload"], "configured");
+        k.peer =
+            Some(Rc::new(Workload { name: Some("exchanged".into()), app: Some("web".into()), ..Workload::default() }));
+        let v = values(&k, &local(), &configured);
+        assert_eq!(map(&v)["source_workload"], "exchanged");
+        assert_eq!(map(&v)["source_canonical_service"], "web");
+        assert_eq!(map(&v)["destination_workload"], "reviews-v1");
     }
 
     #[test]
