@@ -117,7 +117,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let Some(cluster) = text_property(props::UPSTREAM_CLUSTER) else { return Action::Continue };
+        let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };
         let Some(policy) = self.config.policy_for(&cluster).copied() else { return Action::Continue };
         if let Some(n) = policy.limits.max_retries {
             wasmesh_sdk::set_property(MAX_RETRIES_PROPERTY, n.to_string().as_bytes()).ok();
@@ -138,7 +138,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let Some(cluster) = text_property(props::UPSTREAM_CLUSTER) else { return Action::Continue };
+        let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };
         let Some(cfg) = self.config.policy_for(&cluster).and_then(|p| p.outlier) else { return Action::Continue };
         let Some(addr) = text_property(props::UPSTREAM_ADDRESS).filter(|a| !a.is_empty()) else {
             return Action::Continue;

@@ -123,11 +123,7 @@ impl Stream {
         if budget.is_none() && max_retries.is_none() {
             return true;
         }
-        let cluster = wasmesh_sdk::get_property(props::UPSTREAM_CLUSTER)
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let cluster = stream::upstream_cluster().ok().flatten().unwrap_or_default();
         let active =
             stream::get_decimal_property(&props::cluster_stat(&cluster, "active_requests")).ok().flatten().unwrap_or(0);
         let key = format!("wasmesh.retry.active_retries.{cluster}");
