@@ -78,6 +78,8 @@ pub enum Outcome {
     Overflow,
     /// No healthy endpoint (host: 503 + `UH`): never retried, another pick cannot help.
     NoHealthyUpstream,
+    /// The `fault` filter's abort (`FI`): never retried (Istio: faults skip retries).
+    FaultInjected,
 }
 
 /// What the filter does with an attempt's response.
@@ -191,7 +193,7 @@ impl RetryOn {
             Outcome::ConnectFailure => any_no_response || self.has(ConnectFailure),
             Outcome::Reset => any_no_response || self.has(Reset) || self.has(RefusedStream),
             Outcome::PerTryTimeout => any_no_response || self.has(Reset),
-            Outcome::Overflow | Outcome::NoHealthyUpstream => false,
+            Outcome::Overflow | Outcome::NoHealthyUpstream | Outcome::FaultInjected => false,
             Outcome::Response { status, grpc_status } => {
                 (self.has(FiveXx) && (500..=599).contains(&status))
                     || (self.has(GatewayError) && matches!(status, 502..=504))
@@ -224,6 +226,10 @@ impl Outcome {
     /// UT 504, UO 503, UH 503); otherwise it is a real upstream response.
     pub fn classify(status: u16, flags: &[&str], grpc_status: Option<u32>) -> Outcome {
         let has = |f: &str| flags.contains(&f);
+        if has("FI") {
+            // An injected abort never reached the upstream, whatever its status.
+            return Outcome::FaultInjected;
+        }
         match status {
             503 if has("UO") => Outcome::Overflow,
             503 if has("UH") => Outcome::NoHealthyUpstream,

@@ -107,6 +107,8 @@ fn classify_uses_flags_only_with_their_synthesised_status() {
     assert_eq!(Outcome::classify(504, &["UT"], None), Outcome::PerTryTimeout);
     assert_eq!(Outcome::classify(503, &["UO"], None), Outcome::Overflow);
     assert_eq!(Outcome::classify(503, &["UH"], None), Outcome::NoHealthyUpstream);
+    assert_eq!(Outcome::classify(503, &["DI", "FI"], None), Outcome::FaultInjected);
+    assert!(!on("5xx,retriable-status-codes,503").matches(Outcome::FaultInjected), "faults skip retries");
     // A stale UF from an earlier attempt does not turn a real 500 into a connect failure.
     assert_eq!(Outcome::classify(500, &["UF"], None), resp(500));
     assert_eq!(Outcome::classify(503, &[], Some(14)), Outcome::Response { status: 503, grpc_status: Some(14) });
