@@ -2,7 +2,10 @@
 //! integers 8 bytes little-endian, booleans 1 byte, timestamps and durations as int64
 //! nanoseconds, maps in the pairs encoding. `set_property` writes per-request filter
 //! state (by dotted path), readable by later filters and by the proxy
-//! (`HttpStream::property`), e.g. `wasmesh.upstream.cluster`.
+//! (`HttpStream::property`), e.g. `wasmesh.upstream.cluster`. wasmesh extras:
+//! `wasmesh.response.flags` (short codes, `,`-joined, empty when none; also
+//! `response.flags`), `wasmesh.response.flag` (set: codes accumulate), and
+//! `wasmesh.cluster.<name>.<stat>` (decimal text, from `HostServices::cluster_stat`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -124,7 +127,7 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
                 None => up.response_code? as i64,
             }),
             ["code_details"] => Value::Str(up.code_details.clone()?),
-            ["flags"] => Value::Str(up.flags.to_string()),
+            ["flags"] => Value::Str(flags(s)),
             ["grpc_status"] => {
                 let v = resp
                     .and_then(|r| r.headers.get("grpc-status"))
@@ -141,6 +144,8 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
             ["backend_latency"] => Value::Dur(up.backend_latency?),
             _ => return None,
         },
+        ["source", "principal"] => Value::Str(tls?.peer_uri_sans.first()?.clone()),
+        ["destination", "principal"] => Value::Str(tls?.local_uri_sans.first()?.clone()),
         ["source", "address"] => Value::Str(conn.source.to_string()),
         ["source", "port"] => Value::Int(conn.source.port() as i64),
         ["destination", "address"] => Value::Str(conn.destination.to_string()),
@@ -171,10 +176,14 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
         ["filter_state", key] => return state(key),
         _ => {
             let joined = path.join(".");
+            if joined == "wasmesh.response.flags" {
+                return Some(Value::Str(flags(s)));
+            }
             if let Some(rest) = joined.strip_prefix("wasmesh.cluster.") {
+                // Decimal text, as the wasmesh SDK reads it (`get_decimal_property`).
                 let (cluster, stat) = rest.rsplit_once('.')?;
                 let host = st.host.as_ref()?;
-                return Some(Value::Int(host.cluster_stat(cluster, stat)? as i64));
+                return Some(Value::Str(host.cluster_stat(cluster, stat)?.to_string()));
             }
             return state(&joined);
         }
@@ -233,6 +242,27 @@ fn request_property(s: &StreamShared, rest: &[&str]) -> Option<Value> {
     })
 }
 
+/// Filter state key where `set_property("wasmesh.response.flag", code)` accumulates codes.
+pub(crate) const RESPONSE_FLAG: &str = "wasmesh.response.flag";
+
+/// Response flags as short codes joined with `,` (empty when none): the proxy's flags and
+/// the ones filters added.
+fn flags(s: &StreamShared) -> String {
+    let mut codes: Vec<String> = crate::flags::ResponseFlags::ALL
+        .iter()
+        .filter(|(f, _)| s.upstream.flags.contains(*f))
+        .map(|(_, c)| (*c).to_owned())
+        .collect();
+    if let Some(extra) = s.filter_state.get(RESPONSE_FLAG) {
+        for c in String::from_utf8_lossy(extra).split(',').filter(|c| !c.is_empty()) {
+            if !codes.iter().any(|have| have == c) {
+                codes.push(c.to_owned());
+            }
+        }
+    }
+    codes.join(",")
+}
+
 /// Header values of `name`, repeated ones joined with `,`.
 fn joined(h: &HeaderMap, name: &str) -> Option<String> {
     let mut values = h.get_all(name).iter().peekable();
@@ -249,7 +279,23 @@ pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
     let key = segments(path).join(".");
     match st.current_stream() {
         Some(stream) => {
-            if let Ok(mut s) = stream.try_borrow_mut() {
+            let Ok(mut s) = stream.try_borrow_mut() else { return };
+            if key == RESPONSE_FLAG {
+                // Flags accumulate: `NR`, then `FI` → `NR,FI`.
+                let code = String::from_utf8_lossy(&value).trim().to_owned();
+                let mut all = s
+                    .filter_state
+                    .get(RESPONSE_FLAG)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                if !code.is_empty() && !all.split(',').any(|c| c == code) {
+                    if !all.is_empty() {
+                        all.push(',');
+                    }
+                    all.push_str(&code);
+                }
+                s.filter_state.insert(key, Bytes::from(all));
+            } else {
                 s.filter_state.insert(key, value);
             }
         }

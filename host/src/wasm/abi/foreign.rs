@@ -3,15 +3,19 @@
 //! Functions: `clear_route_cache` (accepted; routing reads properties when the upstream is
 //! chosen, so there is no cache to clear), `wasmesh.access_log` (one line to the access
 //! log sink), `wasmesh.retry_upstream` / `wasmesh.eject_endpoint` (recorded as filter
-//! state under their own name, with the arguments as value, for the proxy to act on).
-//! Anything else is `NotFound`.
+//! state under their own name, with the arguments as value, for the proxy to act on),
+//! `wasmesh.resume_after` (4-byte LE milliseconds: continues the current stream's
+//! current direction after that long; cancelled with the stream). Anything else is
+//! `NotFound`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::Linker;
 
 use super::status::Status;
 use super::{memory, C, R};
-use crate::wasm::state::HostState;
+use crate::wasm::state::{Ctx, HostState};
 
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
@@ -22,7 +26,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let args = memory::read(&mut c, aptr, alen)?;
             memory::check(&mut c, ret_ptr, 4)?;
             memory::check(&mut c, ret_len, 4)?;
-            let st = c.data();
+            let st = c.data_mut();
             let status = match name.as_str() {
                 "clear_route_cache" => Status::Ok,
                 "wasmesh.access_log" => match &st.host {
@@ -42,6 +46,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     },
                     None => Status::BadArgument,
                 },
+                "wasmesh.resume_after" => resume_after(c.data_mut(), &args),
                 _ => Status::NotFound,
             };
             if status == Status::Ok {
@@ -52,4 +57,36 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     l.func_wrap("env", "proxy_clear_route_cache", |_c: C<'_>| -> R { Ok(Status::Ok.raw()) })?;
     Ok(())
+}
+
+/// Continues the current stream after `args` (u32 LE) milliseconds, in the direction it
+/// is in now (response once a response head exists).
+fn resume_after(st: &mut HostState, args: &[u8]) -> Status {
+    let Ok(ms) = <[u8; 4]>::try_from(args).map(u32::from_le_bytes) else {
+        return Status::BadArgument;
+    };
+    if st.host.is_none() {
+        return Status::InternalFailure;
+    }
+    let Some(stream) = st.current_stream().cloned() else {
+        return Status::BadArgument;
+    };
+    let weak = std::rc::Rc::downgrade(&stream);
+    let task = tokio::task::spawn_local(async move {
+        tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+        let Some(stream) = weak.upgrade() else { return };
+        let Ok(mut s) = stream.try_borrow_mut() else { return };
+        if s.response.is_some() {
+            s.signals.continue_response = true;
+        } else {
+            s.signals.continue_request = true;
+        }
+        s.wake();
+    });
+    let token = st.token();
+    match st.contexts.get_mut(&st.current) {
+        Some(Ctx::Http(h)) => drop(h.calls.insert(token, task.abort_handle())),
+        _ => task.abort(),
+    }
+    Status::Ok
 }

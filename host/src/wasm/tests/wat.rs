@@ -306,7 +306,7 @@ fn cluster_stats_and_filter_state_properties() {
             (cluster == "web" && stat == "active_requests").then_some(5)
         }
     }
-    // get_property("wasmesh.cluster.web.active_requests") must be the int64 5; then
+    // get_property("wasmesh.cluster.web.active_requests") must be the decimal text "5"; then
     // set_property("a.b", "v") is readable by the host as "a.b".
     let wat = r#"(module
       (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
@@ -324,8 +324,8 @@ fn cluster_stats_and_filter_state_properties() {
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
         (if (i32.ne (call $get (i32.const 16) (i32.const 35) (i32.const 80) (i32.const 84)) (i32.const 0))
           (then unreachable))
-        (if (i32.ne (i32.load (i32.const 84)) (i32.const 8)) (then unreachable))
-        (if (i64.ne (i64.load (i32.load (i32.const 80))) (i64.const 5)) (then unreachable))
+        (if (i32.ne (i32.load (i32.const 84)) (i32.const 1)) (then unreachable))
+        (if (i32.ne (i32.load8_u (i32.load (i32.const 80))) (i32.const 0x35)) (then unreachable))
         (drop (call $set (i32.const 64) (i32.const 3) (i32.const 72) (i32.const 1)))
         i32.const 0))"#;
     run(async {
@@ -352,5 +352,57 @@ fn bodies_skip_filters_without_body_callbacks_without_copying() {
             BodyVerdict::Forward(out) => assert_eq!(out.as_ptr(), chunk.as_ptr(), "the chunk was copied"),
             other => panic!("{other:?}"),
         }
+    });
+}
+
+#[test]
+fn resume_after_and_accumulated_response_flags() {
+    // on_request_headers: flags NR, FI, NR (deduplicated), resume_after(30 ms), Pause.
+    // on_response_headers: wasmesh.response.flags must read "UF,NR,FI" (8 bytes).
+    let expected = i64::from_le_bytes(*b"UF,NR,FI");
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_property" (func $set (param i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "wasmesh.response.flag")
+      (data (i32.const 48) "NRFI")
+      (data (i32.const 64) "wasmesh.resume_after")
+      (data (i32.const 88) "\1e\00\00\00")
+      (data (i32.const 96) "wasmesh.response.flags")
+      (global $heap (mut i32) (i32.const 1024))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        global.get $heap local.set $p
+        global.get $heap local.get $n i32.add global.set $heap
+        local.get $p)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (drop (call $set (i32.const 16) (i32.const 21) (i32.const 48) (i32.const 2)))
+        (drop (call $set (i32.const 16) (i32.const 21) (i32.const 50) (i32.const 2)))
+        (drop (call $set (i32.const 16) (i32.const 21) (i32.const 48) (i32.const 2)))
+        (if (i32.ne (call $foreign (i32.const 64) (i32.const 20) (i32.const 88) (i32.const 4) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        i32.const 1)
+      (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+        (if (i32.ne (call $get (i32.const 96) (i32.const 22) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 84)) (i32.const 8)) (then unreachable))
+        (if (i64.ne (i64.load (i32.load (i32.const 80))) (i64.const {expected})) (then unreachable))
+        i32.const 0))"#
+    );
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("flags"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let t = Instant::now();
+        let v = within(s.request_headers(&mut request("/", &[]), true)).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+        assert!(t.elapsed() >= Duration::from_millis(30), "resumed after {:?}", t.elapsed());
+        assert_eq!(s.property("wasmesh.response.flag").unwrap(), "NR,FI");
+        s.upstream_info().flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+        let v = s.response_headers(&mut response(503, &[]), true).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
     });
 }
