@@ -169,6 +169,10 @@ impl Observation {
     /// attempts, so a flag counts only with the status the host synthesises for it.
     pub fn classify(status: u16, flags: &[&str]) -> Observation {
         let has = |f: &str| flags.contains(&f);
+        if has("FI") {
+            // An injected abort never reached an endpoint.
+            return Observation::Ignore;
+        }
         match status {
             503 if has("UO") || has("UH") => Observation::Ignore,
             503 if has("UF") => Observation::LocalOrigin,

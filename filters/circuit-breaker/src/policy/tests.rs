@@ -91,6 +91,7 @@ fn classify_counts_only_the_endpoints_faults() {
         "our own overflow is not the endpoint's fault"
     );
     assert_eq!(Observation::classify(503, &["UH"]), Observation::Ignore);
+    assert_eq!(Observation::classify(500, &["FI"]), Observation::Ignore, "a fault-injected abort");
     assert_eq!(Observation::classify(500, &["UF"]), E5XX, "a stale flag from an earlier attempt");
 }
 
