@@ -37,6 +37,10 @@ struct RawConfig {
     retry_non_idempotent: Option<bool>,
     /// Request-body bytes kept for replay.
     max_buffer_bytes: Option<u32>,
+    /// Istio `retryRemoteLocalities`: only `false` is supported.
+    retry_remote_localities: Option<bool>,
+    /// Istio `retryIgnorePreviousHosts`: only `true` (the default) is supported.
+    retry_ignore_previous_hosts: Option<bool>,
     /// Retry budget (Istio DestinationRule `retryBudget`).
     budget: Option<RawBudget>,
     /// Per-route policies.
@@ -57,6 +61,8 @@ struct RawRoute {
     max_backoff: Option<String>,
     retry_non_idempotent: Option<bool>,
     max_buffer_bytes: Option<u32>,
+    retry_remote_localities: Option<bool>,
+    retry_ignore_previous_hosts: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +108,7 @@ impl Config {
             serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?
         };
         let mut errors = Vec::new();
+        istio_only("", raw.retry_remote_localities, raw.retry_ignore_previous_hosts, &mut errors);
         let top = Fields {
             attempts: raw.attempts,
             per_try_timeout: raw.per_try_timeout.as_deref(),
@@ -117,6 +124,7 @@ impl Config {
         let mut routes: Vec<(String, RetryPolicy)> = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.iter().enumerate() {
             let path = format!("routes[{i}].");
+            istio_only(&path, r.retry_remote_localities, r.retry_ignore_previous_hosts, &mut errors);
             if r.name.is_empty() {
                 errors.push(format!("{path}name: must not be empty"));
             } else if let Some(j) = raw.routes[..i].iter().position(|o| o.name == r.name) {
@@ -180,6 +188,20 @@ fn owns(fields: &Fields<'_>, e: &str, path: &str) -> bool {
         "maxBackoff" => fields.max_backoff.is_some() || fields.backoff.is_some(),
         "maxBufferBytes" => fields.max_buffer_bytes.is_some(),
         _ => true,
+    }
+}
+
+/// Istio fields accepted only with the value the host's retry mechanism implements.
+fn istio_only(path: &str, remote_localities: Option<bool>, ignore_previous: Option<bool>, errors: &mut Vec<String>) {
+    if remote_localities == Some(true) {
+        errors.push(format!(
+            "{path}retryRemoteLocalities: true is not supported (no locality-aware load balancing); omit it"
+        ));
+    }
+    if ignore_previous == Some(false) {
+        errors.push(format!(
+            "{path}retryIgnorePreviousHosts: false is not supported (a retry always picks the endpoint afresh); omit it"
+        ));
     }
 }
 
@@ -336,6 +358,15 @@ mod tests {
             "routes[1].name: \"a\" is already used by routes[0]"
         );
         assert_eq!(err(r#"{"maxBufferBytes":99999999}"#), "maxBufferBytes: 99999999 is over the limit 16777216");
+        assert_eq!(
+            err(r#"{"routes":[{"name":"a","retryRemoteLocalities":true}]}"#),
+            "routes[0].retryRemoteLocalities: true is not supported (no locality-aware load balancing); omit it"
+        );
+        assert_eq!(
+            err(r#"{"retryIgnorePreviousHosts":false}"#),
+            "retryIgnorePreviousHosts: false is not supported (a retry always picks the endpoint afresh); omit it"
+        );
+        assert!(Config::from_json(br#"{"retryIgnorePreviousHosts":true,"retryRemoteLocalities":false}"#).is_ok());
     }
 
     #[test]
