@@ -7,7 +7,7 @@ pub mod config;
 pub mod policy;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,6 +19,7 @@ use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::{ext, props};
 
 use config::{Config, TracingConfig};
+use policy::export::ExportQueue;
 use policy::labels::{self, LabelKey, Reporter, Workload};
 use policy::otlp::{self, Span, SpanKind, SpanStatics};
 use policy::rng::Rng;
@@ -79,15 +80,13 @@ struct Shared {
     peers: RefCell<HashMap<String, Rc<Workload>>>,
     rng: RefCell<Rng>,
     series: RefCell<HashMap<LabelKey, Series>>,
-    spans: RefCell<VecDeque<Span>>,
+    spans: RefCell<ExportQueue>,
     export_metrics: ExportMetrics,
 }
 
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
-    /// Export calls in flight: token → number of spans.
-    in_flight: HashMap<u32, usize>,
     /// The last export failed (log only on the change).
     failing: Cell<bool>,
 }
@@ -133,14 +132,10 @@ impl Shared {
 
     /// Buffers a span; counts it as dropped when the buffer is full.
     fn push_span(&self, span: Span) {
-        let max = self.tracing().map_or(0, |t| t.max_buffer);
-        let mut spans = self.spans.borrow_mut();
-        if spans.len() >= max {
-            drop(spans);
+        let pushed = self.spans.borrow_mut().push(span);
+        if !pushed {
             Self::count(self.export_metrics.dropped_buffer_full, 1);
-            return;
         }
-        spans.push_back(span);
     }
 
     /// Decodes a peer's `x-envoy-peer-metadata` (cached; `None` when malformed).
@@ -218,6 +213,10 @@ impl Root {
             dropped_export_failed: counter(&[("reason", "export_failed")], SPANS_DROPPED),
             exported: counter(&[], SPANS_EXPORTED),
         };
+        let queue = match config.tracing.as_ref() {
+            Some(t) => ExportQueue::new(t.max_buffer, t.max_batch, MAX_EXPORTS_IN_FLIGHT),
+            None => ExportQueue::new(0, 1, 1),
+        };
         Shared {
             local_header: peer::encode(&local),
             node_id,
@@ -229,7 +228,7 @@ impl Root {
             log_headers,
             rng: RefCell::new(Rng::new(seed(self.now_ns()))),
             series: RefCell::new(HashMap::new()),
-            spans: RefCell::new(VecDeque::new()),
+            spans: RefCell::new(queue),
             export_metrics,
         }
     }
@@ -243,15 +242,8 @@ impl Root {
         let Some(shared) = self.shared.clone() else { return };
         let Some(t) = shared.tracing() else { return };
         let Some(cluster) = t.cluster.as_deref() else { return };
-        while self.in_flight.len() < MAX_EXPORTS_IN_FLIGHT {
-            let batch: Vec<Span> = {
-                let mut spans = shared.spans.borrow_mut();
-                let n = spans.len().min(t.max_batch);
-                spans.drain(..n).collect()
-            };
-            if batch.is_empty() {
-                return;
-            }
+        loop {
+            let Some(batch) = shared.spans.borrow_mut().next_batch() else { return };
             let body = otlp::encode(&shared.service_name, &batch);
             let headers = vec![
                 (":method", "POST"),
@@ -262,9 +254,7 @@ impl Root {
             ];
             let timeout = Duration::from_millis(t.timeout_ms);
             match self.dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout) {
-                Ok(token) => {
-                    self.in_flight.insert(token, batch.len());
-                }
+                Ok(token) => shared.spans.borrow_mut().sent(token, batch.len()),
                 Err(e) => {
                     Shared::count(shared.export_metrics.dropped_export_failed, batch.len());
                     self.note_failure(&format!("dispatching to cluster {cluster:?} failed: {e:?}"));
@@ -283,8 +273,8 @@ impl Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, _body: usize, _trailers: usize) {
-        let Some(n) = self.in_flight.remove(&token) else { return };
         let Some(shared) = self.shared.clone() else { return };
+        let Some(n) = shared.spans.borrow_mut().finished(token) else { return };
         let status = self.get_http_call_response_header(":status");
         match status.as_deref().and_then(|s| s.parse::<u16>().ok()) {
             Some(code) if (200..300).contains(&code) => {
@@ -366,47 +356,69 @@ impl Stream {
         self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     }
 
-    /// Reads what the host knows about the finished request.
+    /// Reads what metrics and the access-log filter need about the finished request.
     fn record(&self) -> Record {
-        let req = |h: &str| prop_str(vec!["request", "headers", h]);
         let flags_text = wasmesh_sdk::get_property(props::RESPONSE_FLAGS).ok().flatten();
         let flags = flags_text
             .or_else(|| prop_bytes(vec!["response", "flags"]))
             .and_then(|b| flags::decode(&b))
             .unwrap_or_default();
-        let mut r = Record {
-            start_unix_ns: prop_int(vec!["request", "time"]).map(|v| v.max(0) as u64),
+        let content_type = prop_str(vec!["request", "headers", "content-type"]);
+        let grpc = content_type.as_deref().is_some_and(|c| c.starts_with("application/grpc"));
+        let destination = self.reporter.is_none_or(Reporter::local_is_destination);
+        Record {
             duration_ns: prop_int(vec!["request", "duration"]).map(|v| v.max(0) as u64),
-            method: prop_str(vec!["request", "method"]),
-            path: prop_str(vec!["request", "path"]),
-            original_path: req("x-envoy-original-path"),
-            protocol: prop_str(vec!["request", "protocol"]),
             authority: prop_str(vec!["request", "host"]),
-            content_type: req("content-type"),
-            request_id: prop_str(vec!["request", "id"]),
-            user_agent: prop_str(vec!["request", "useragent"]),
-            x_forwarded_for: req("x-forwarded-for"),
+            content_type,
             response_code: prop_int(vec!["response", "code"]).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0),
-            grpc_status: prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok()),
+            grpc_status: if grpc {
+                prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok())
+            } else {
+                None
+            },
             response_flags: flags,
-            code_details: prop_str(vec!["response", "code_details"]),
             bytes_received: prop_int(vec!["request", "total_size"]).map(|v| v.max(0) as u64),
             bytes_sent: prop_int(vec!["response", "total_size"]).map(|v| v.max(0) as u64),
-            upstream_service_time: prop_str(vec!["response", "headers", "x-envoy-upstream-service-time"]),
-            upstream_host: prop_str(vec![props::UPSTREAM_ADDRESS]),
-            upstream_local_address: prop_str(vec!["upstream", "local_address"]),
             upstream_cluster: prop_str(vec![props::UPSTREAM_CLUSTER]).or_else(|| prop_str(vec!["cluster_name"])),
-            route_name: prop_str(vec!["route_name"]),
-            downstream_local_address: prop_str(vec!["destination", "address"]),
-            downstream_remote_address: prop_str(vec!["source", "address"]),
-            requested_server_name: prop_str(vec!["connection", "requested_server_name"]),
-            mtls: prop_bytes(vec!["connection", "mtls"]).and_then(|b| b.first().map(|v| *v != 0)),
-            peer_principal: prop_str(vec!["source", "principal"])
-                .or_else(|| prop_str(vec!["connection", "uri_san_peer_certificate"])),
-            local_principal: prop_str(vec!["connection", "uri_san_local_certificate"]),
+            mtls: if destination {
+                prop_bytes(vec!["connection", "mtls"]).and_then(|b| b.first().map(|v| *v != 0))
+            } else {
+                None
+            },
+            peer_principal: if destination {
+                prop_str(vec!["source", "principal"])
+                    .or_else(|| prop_str(vec!["connection", "uri_san_peer_certificate"]))
+            } else {
+                None
+            },
+            local_principal: if destination { prop_str(vec!["connection", "uri_san_local_certificate"]) } else { None },
             trace_id: self.hop.as_ref().map(Hop::trace_id_hex),
             ..Record::default()
-        };
+        }
+    }
+
+    /// Adds what spans need and, with `log`, everything the access log prints.
+    fn add_details(&self, r: &mut Record, log: bool) {
+        let req = |h: &str| prop_str(vec!["request", "headers", h]);
+        r.start_unix_ns = prop_int(vec!["request", "time"]).map(|v| v.max(0) as u64);
+        r.method = prop_str(vec!["request", "method"]);
+        r.path = prop_str(vec!["request", "path"]);
+        r.protocol = prop_str(vec!["request", "protocol"]);
+        r.request_id = prop_str(vec!["request", "id"]);
+        r.user_agent = prop_str(vec!["request", "useragent"]);
+        r.downstream_remote_address = prop_str(vec!["source", "address"]);
+        r.upstream_host = prop_str(vec![props::UPSTREAM_ADDRESS]);
+        if !log {
+            return;
+        }
+        r.original_path = req("x-envoy-original-path");
+        r.x_forwarded_for = req("x-forwarded-for");
+        r.code_details = prop_str(vec!["response", "code_details"]);
+        r.upstream_service_time = prop_str(vec!["response", "headers", "x-envoy-upstream-service-time"]);
+        r.upstream_local_address = prop_str(vec!["upstream", "local_address"]);
+        r.route_name = prop_str(vec!["route_name"]);
+        r.downstream_local_address = prop_str(vec!["destination", "address"]);
+        r.requested_server_name = prop_str(vec!["connection", "requested_server_name"]);
         for h in &self.shared.log_headers.0 {
             if let Some(v) = req(h) {
                 r.request_headers.insert(h.clone(), v);
@@ -417,7 +429,6 @@ impl Stream {
                 r.response_headers.insert(h.clone(), v);
             }
         }
-        r
     }
 }
 
@@ -470,7 +481,7 @@ impl HttpContext for Stream {
     fn on_log(&mut self) {
         let shared = self.shared.clone();
         let reporter = self.reporter();
-        let r = self.record();
+        let mut r = self.record();
         if shared.config.metrics {
             let key = LabelKey {
                 reporter,
@@ -486,15 +497,23 @@ impl HttpContext for Stream {
             };
             shared.record_metrics(key, &r);
         }
-        if let Some(hop) = self.hop.as_ref().filter(|h| h.sampled && shared.exporting()) {
+        let span = self.hop.as_ref().is_some_and(|h| h.sampled) && shared.exporting();
+        let line = shared
+            .config
+            .access_log
+            .as_ref()
+            .filter(|a| a.filter.matches(&r) && shared.rng.borrow_mut().chance(a.sampling));
+        if !span && line.is_none() {
+            return;
+        }
+        self.add_details(&mut r, line.is_some());
+        if let Some(hop) = self.hop.as_ref().filter(|_| span) {
             let kind = if reporter.local_is_destination() { SpanKind::Server } else { SpanKind::Client };
             shared.push_span(Span::from_record(hop, kind, &r, &shared.statics, self.now_ns()));
         }
-        if let Some(a) = &shared.config.access_log {
-            if a.filter.matches(&r) && shared.rng.borrow_mut().chance(a.sampling) {
-                if let Err(e) = ext::access_log(&a.format.render(&r)) {
-                    log(LogLevel::Warn, &format!("telemetry: wasmesh.access_log failed: {e:?}"));
-                }
+        if let Some(a) = line {
+            if let Err(e) = ext::access_log(&a.format.render(&r)) {
+                log(LogLevel::Warn, &format!("telemetry: wasmesh.access_log failed: {e:?}"));
             }
         }
     }

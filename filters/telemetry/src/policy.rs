@@ -3,6 +3,7 @@
 //! gathers a [`Record`] from the host's properties and hands it to these modules.
 
 pub mod access_log;
+pub mod export;
 pub mod flags;
 pub mod labels;
 pub mod otlp;
