@@ -58,6 +58,8 @@ struct Stream {
     rng: Rng,
     /// The shared key of the budget slot this stream holds while its retry is in flight.
     budget_slot: Option<String>,
+    /// Retries this stream asked for.
+    retries_issued: u32,
 }
 
 // === impl Root ===
@@ -101,6 +103,7 @@ impl RootContext for Root {
             idempotent: true,
             rng: Rng::new(self.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             budget_slot: None,
+            retries_issued: 0,
         }))
     }
 }
@@ -199,7 +202,9 @@ impl HttpContext for Stream {
         let flags = stream::response_flags().unwrap_or_default();
         let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
         let outcome = Outcome::classify(status, &flag_refs, grpc);
-        let attempt = stream::get_u64_le_property(props::REQUEST_ATTEMPT_COUNT).ok().flatten().unwrap_or(1);
+        // The host's count, never below our own: a host that miscounts cannot cause endless retries.
+        let host_count = stream::get_decimal_property(props::REQUEST_ATTEMPT_COUNT).ok().flatten().unwrap_or(1);
+        let attempt = host_count.max(u64::from(self.retries_issued) + 1);
         match self.policy().decide(outcome, self.idempotent, attempt) {
             Decision::Pass => {}
             Decision::NonIdempotent => self.count(|m| m.non_idempotent),
@@ -217,7 +222,10 @@ impl HttpContext for Stream {
                 let r = self.rng.next_u64();
                 let delay = self.policy().backoff.delay_ms(retry_number, r);
                 match ext::retry_upstream(delay) {
-                    Ok(()) => self.count(|m| m.retries),
+                    Ok(()) => {
+                        self.retries_issued = self.retries_issued.saturating_add(1);
+                        self.count(|m| m.retries);
+                    }
                     Err(Status::BadArgument) => {
                         // The body outgrew maxBufferBytes: this response is final.
                         self.release_budget();
