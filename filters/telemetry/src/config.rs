@@ -1,6 +1,7 @@
 //! The telemetry filter's configuration (JSON, unknown fields rejected), validated once
 //! into the [`Config`] the policy reads. Every error names the field path that is wrong.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -19,6 +20,8 @@ pub const DEFAULT_MAX_BUFFER: usize = 2048;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
 /// Default export timeout.
 pub const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 5000;
+/// Envoy's default `max_path_tag_length`.
+pub const DEFAULT_MAX_PATH_TAG_LENGTH: usize = 256;
 /// Istio's default trace sampling (ProxyConfig.tracing.sampling), percent.
 pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
 
@@ -71,6 +74,33 @@ pub struct TracingConfig {
     pub propagation: Vec<Propagation>,
     /// `service.name` of the exported resource (default `<canonical service>.<namespace>`).
     pub service_name: Option<String>,
+    /// Longest `http.url` attribute (characters; 0 = no limit).
+    pub max_path_tag_length: usize,
+    /// Extra span attributes, by name.
+    pub custom_tags: Vec<CustomTag>,
+}
+
+/// An extra span attribute (Istio Telemetry `customTags`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomTag {
+    /// Attribute name.
+    pub name: String,
+    /// Where its value comes from.
+    pub source: TagSource,
+}
+
+/// The value of a [`CustomTag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagSource {
+    /// A fixed value.
+    Literal(String),
+    /// A request header (lower-case name), with a value for when it is absent.
+    Header {
+        /// Header name.
+        name: String,
+        /// Value when the header is absent (`None`: no attribute).
+        default_value: Option<String>,
+    },
 }
 
 /// Validated `access_log:`.
@@ -134,6 +164,29 @@ struct RawTracing {
     sampling: Option<f64>,
     propagation: Option<Vec<String>>,
     service_name: Option<String>,
+    max_path_tag_length: Option<usize>,
+    #[serde(default)]
+    custom_tags: BTreeMap<String, RawTag>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTag {
+    literal: Option<RawLiteral>,
+    header: Option<RawHeaderTag>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLiteral {
+    value: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderTag {
+    name: String,
+    default_value: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,7 +367,37 @@ fn tracing(t: RawTracing, errs: &mut Vec<ConfigError>) -> TracingConfig {
             out
         }
     };
+    let mut custom_tags = Vec::new();
+    for (name, tag) in t.custom_tags {
+        let path = format!("tracing.custom_tags.{name}");
+        if name.is_empty() {
+            errs.push(ConfigError::new("tracing.custom_tags", "a tag name is empty"));
+            continue;
+        }
+        let source = match (tag.literal, tag.header) {
+            (Some(l), None) => TagSource::Literal(l.value),
+            (None, Some(h)) => {
+                let valid =
+                    !h.name.is_empty() && h.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    errs.push(ConfigError::new(
+                        format!("{path}.header.name"),
+                        format!("{:?} is not a header name", h.name),
+                    ));
+                    continue;
+                }
+                TagSource::Header { name: h.name.to_ascii_lowercase(), default_value: h.default_value }
+            }
+            _ => {
+                errs.push(ConfigError::new(path, "set exactly one of literal, header"));
+                continue;
+            }
+        };
+        custom_tags.push(CustomTag { name, source });
+    }
     TracingConfig {
+        max_path_tag_length: t.max_path_tag_length.unwrap_or(DEFAULT_MAX_PATH_TAG_LENGTH),
+        custom_tags,
         authority: t.authority.or_else(|| t.cluster.clone()).unwrap_or_default(),
         cluster: t.cluster,
         path,
@@ -411,6 +494,35 @@ mod tests {
         assert_eq!(t.max_batch, 100);
         assert_eq!(t.flush_interval_ms, 1000);
         assert_eq!(t.propagation, vec![Propagation::W3c, Propagation::B3]);
+        assert_eq!(t.max_path_tag_length, 256);
+        assert!(t.custom_tags.is_empty());
+    }
+
+    #[test]
+    fn custom_tags_follow_istio() {
+        let c = parse(
+            br#"{"tracing":{"custom_tags":{"env":{"literal":{"value":"prod"}},
+                "user":{"header":{"name":"X-User","default_value":"anon"}}}}}"#,
+        );
+        let t = c.ok().and_then(|c| c.tracing).expect("tracing");
+        assert_eq!(
+            t.custom_tags,
+            vec![
+                CustomTag { name: "env".into(), source: TagSource::Literal("prod".into()) },
+                CustomTag {
+                    name: "user".into(),
+                    source: TagSource::Header { name: "x-user".into(), default_value: Some("anon".into()) }
+                },
+            ]
+        );
+        let e = errors(r#"{"tracing":{"custom_tags":{"a":{},"b":{"header":{"name":"bad name"}}}}}"#);
+        assert_eq!(
+            e,
+            vec![
+                "tracing.custom_tags.a: set exactly one of literal, header".to_string(),
+                "tracing.custom_tags.b.header.name: \"bad name\" is not a header name".to_string(),
+            ]
+        );
     }
 
     #[test]

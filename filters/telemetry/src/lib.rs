@@ -18,10 +18,10 @@ use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::{ext, props};
 
-use config::{Config, TracingConfig};
+use config::{Config, TagSource, TracingConfig};
 use policy::export::ExportQueue;
 use policy::labels::{self, LabelKey, Reporter, Workload};
-use policy::otlp::{self, Span, SpanKind, SpanStatics};
+use policy::otlp::{self, AttrValue, Span, SpanKind, SpanStatics};
 use policy::rng::Rng;
 use policy::trace::{self, Hop};
 use policy::{flags, peer, Record};
@@ -198,6 +198,7 @@ impl Root {
             canonical_service: local.canonical_service().map(str::to_string),
             canonical_revision: local.canonical_revision().map(str::to_string),
             namespace: local.namespace.clone(),
+            max_path_tag_length: config.tracing.as_ref().map_or(0, |t| t.max_path_tag_length),
         };
         let service_name = config.tracing.as_ref().and_then(|t| t.service_name.clone()).unwrap_or_else(|| {
             match (local.canonical_service(), local.namespace.as_deref()) {
@@ -509,7 +510,19 @@ impl HttpContext for Stream {
         self.add_details(&mut r, line.is_some());
         if let Some(hop) = self.hop.as_ref().filter(|_| span) {
             let kind = if reporter.local_is_destination() { SpanKind::Server } else { SpanKind::Client };
-            shared.push_span(Span::from_record(hop, kind, &r, &shared.statics, self.now_ns()));
+            let mut span = Span::from_record(hop, kind, &r, &shared.statics, self.now_ns());
+            for tag in shared.tracing().map(|t| t.custom_tags.as_slice()).unwrap_or_default() {
+                let value = match &tag.source {
+                    TagSource::Literal(v) => Some(v.clone()),
+                    TagSource::Header { name, default_value } => {
+                        prop_str(vec!["request", "headers", name]).or_else(|| default_value.clone())
+                    }
+                };
+                if let Some(v) = value {
+                    span.attributes.push((tag.name.clone().into(), AttrValue::Str(v)));
+                }
+            }
+            shared.push_span(span);
         }
         if let Some(a) = line {
             if let Err(e) = ext::access_log(&a.format.render(&r)) {

@@ -1,6 +1,8 @@
 //! Spans and their OTLP/HTTP JSON encoding (`ExportTraceServiceRequest`): hex trace and
 //! span ids, enums as integers, 64-bit integers as decimal strings.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Value};
 
 use super::trace::Hop;
@@ -49,7 +51,7 @@ pub struct Span {
     /// End, Unix ns.
     pub end_unix_ns: u64,
     /// Attributes in order.
-    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
     /// Error status (5xx, or a gRPC error).
     pub error: bool,
 }
@@ -65,6 +67,8 @@ pub struct SpanStatics {
     pub canonical_revision: Option<String>,
     /// `istio.namespace`.
     pub namespace: Option<String>,
+    /// Longest `http.url` kept, in characters (Envoy's `max_path_tag_length`); 0: no limit.
+    pub max_path_tag_length: usize,
 }
 
 // === impl SpanKind ===
@@ -97,7 +101,7 @@ impl Span {
             ("node_id", AttrValue::Str(statics.node_id.clone())),
             ("guid:x-request-id", AttrValue::Str(s(&r.request_id))),
             ("http.method", AttrValue::Str(s(&r.method))),
-            ("http.url", AttrValue::Str(format!("http://{authority}{path}"))),
+            ("http.url", AttrValue::Str(truncate(format!("http://{authority}{path}"), statics.max_path_tag_length))),
             ("http.protocol", AttrValue::Str(s(&r.protocol))),
             ("user_agent", AttrValue::Str(s(&r.user_agent))),
             ("downstream_cluster", AttrValue::Str("-".into())),
@@ -112,8 +116,10 @@ impl Span {
         if let Some(h) = &r.upstream_host {
             attributes.push(("upstream_address", AttrValue::Str(h.clone())));
         }
+        let mut attributes: Vec<(Cow<'static, str>, AttrValue)> =
+            attributes.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect();
         if let Some(g) = r.grpc_status.filter(|_| r.is_grpc()) {
-            attributes.push(("grpc.status_code", AttrValue::Int(g as i64)));
+            attributes.push(("grpc.status_code".into(), AttrValue::Int(g as i64)));
         }
         for (k, v) in [
             ("istio.canonical_service", &statics.canonical_service),
@@ -121,12 +127,12 @@ impl Span {
             ("istio.namespace", &statics.namespace),
         ] {
             if let Some(v) = v {
-                attributes.push((k, AttrValue::Str(v.clone())));
+                attributes.push((k.into(), AttrValue::Str(v.clone())));
             }
         }
         let error = r.response_code.is_none_or(|c| c >= 500) || (r.is_grpc() && r.grpc_status.is_some_and(|g| g != 0));
         if error {
-            attributes.push(("error", AttrValue::Bool(true)));
+            attributes.push(("error".into(), AttrValue::Bool(true)));
         }
         Span {
             trace_id: hop.trace_id,
@@ -162,6 +168,16 @@ impl Span {
         }
         span
     }
+}
+
+/// Cuts `s` to at most `max` characters (0: no limit).
+fn truncate(mut s: String, max: usize) -> String {
+    if max > 0 {
+        if let Some((i, _)) = s.char_indices().nth(max) {
+            s.truncate(i);
+        }
+    }
+    s
 }
 
 fn attribute(key: &str, v: &AttrValue) -> Value {
@@ -289,5 +305,23 @@ mod tests {
         g.content_type = Some("application/grpc".into());
         g.grpc_status = Some(5);
         assert!(Span::from_record(&hop(None), SpanKind::Server, &g, &SpanStatics::default(), 7).error);
+    }
+
+    #[test]
+    fn long_urls_are_cut_at_max_path_tag_length() {
+        let mut r = record(Some(200));
+        r.path = Some(format!("/{}", "é".repeat(300)));
+        let statics = SpanStatics { max_path_tag_length: 256, ..SpanStatics::default() };
+        let s = Span::from_record(&hop(None), SpanKind::Server, &r, &statics, 0);
+        let url = s.attributes.iter().find(|(k, _)| k == "http.url").map(|(_, v)| v.clone());
+        match url {
+            Some(AttrValue::Str(u)) => {
+                assert_eq!(u.chars().count(), 256);
+                assert!(u.starts_with("http://reviews:9080/é"));
+            }
+            other => panic!("http.url missing: {other:?}"),
+        }
+        assert_eq!(truncate("abc".into(), 0), "abc");
+        assert_eq!(truncate("abc".into(), 5), "abc");
     }
 }
