@@ -155,7 +155,7 @@ impl ClientTls {
             f.sni = Some(d.as_ref().to_string());
         }
         f.local = self.current.load().local.clone();
-        f.mtls = f.local.is_some() && f.peer.is_some();
+        f.mtls = self.spec.settings.mode == UpstreamTlsMode::Mutual && f.peer.is_some();
         f
     }
 }

@@ -43,7 +43,9 @@ pub struct TlsFacts {
     pub peer: Option<PeerIdentity>,
     /// The identity of the certificate this side presented, when known.
     pub local: Option<PeerIdentity>,
-    /// Whether both sides presented certificates (`connection.mtls`).
+    /// Mutual TLS (`connection.mtls`): on a listener, the client presented a verified
+    /// certificate; upstream, a client certificate was configured (`mutual`) and the
+    /// server presented one.
     pub mtls: bool,
     /// Whether the session was resumed rather than fully authenticated in this handshake.
     pub resumed: bool,

@@ -141,7 +141,6 @@ impl ServerTls {
     pub fn facts(&self, conn: &ServerConnection) -> TlsFacts {
         let mut f = identity::facts(conn);
         f.local = self.current.load().resolver.pick(f.sni.as_deref()).identity.clone();
-        f.mtls = f.peer.is_some() && f.local.is_some();
         f
     }
 }
