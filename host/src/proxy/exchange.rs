@@ -1,7 +1,6 @@
 //! One request's journey: header fix-ups → request filters → route → upstream →
 //! response filters → downstream. Filters decide (intents); this file carries it out.
 
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,7 +41,7 @@ pub async fn handle(
     worker: Rc<WorkerCtx>,
     conn: Rc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, StreamReset> {
     let start = Instant::now();
     let generation = worker.generation.load_full();
     let Some(listener) = generation.listener(&conn.listener).cloned() else {
@@ -50,17 +49,38 @@ pub async fn handle(
         return Ok(ExchangeError::Draining.reply().into_response());
     };
     let mut outcome = Outcome { cluster: None, flags: ResponseFlags::NONE };
-    let response = match run(&worker, &conn, &generation, &listener, req, &mut outcome).await {
-        Ok(resp) => resp,
+    let result = run(&worker, &conn, &generation, &listener, req, &mut outcome).await;
+    let cluster = outcome.cluster.as_deref().unwrap_or("-");
+    match result {
+        Ok(resp) => {
+            listener.stats.record(cluster, resp.status().as_u16(), outcome.flags, start.elapsed().as_secs_f64());
+            Ok(resp)
+        }
+        Err(reply) if reply.reset => {
+            // A filter closed the stream: reset it (HTTP/2 RST_STREAM, HTTP/1 close).
+            outcome.flags.insert(reply.flags);
+            listener.stats.record(cluster, 0, outcome.flags, start.elapsed().as_secs_f64());
+            Err(StreamReset)
+        }
         Err(reply) => {
             outcome.flags.insert(reply.flags);
-            reply.into_response()
+            listener.stats.record(cluster, reply.status.as_u16(), outcome.flags, start.elapsed().as_secs_f64());
+            Ok(reply.into_response())
         }
-    };
-    let cluster = outcome.cluster.as_deref().unwrap_or("-");
-    listener.stats.record(cluster, response.status().as_u16(), outcome.flags, start.elapsed().as_secs_f64());
-    Ok(response)
+    }
 }
+
+/// The stream was reset on purpose (a filter called `close_stream`).
+#[derive(Debug)]
+pub struct StreamReset;
+
+impl std::fmt::Display for StreamReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stream closed by a filter")
+    }
+}
+
+impl std::error::Error for StreamReset {}
 
 /// Facts gathered along the way for metrics and logs.
 struct Outcome {
@@ -103,7 +123,7 @@ async fn run(
     let request_eos = body.is_end_stream();
     if let Some(s) = &stream {
         if let Verdict::LocalReply(r) = s.lock().await.request_headers(&mut parts, request_eos).await {
-            return Err(LocalReply::from_filter(r));
+            return Err(note_reply(s, LocalReply::from_filter(r)).await);
         }
     }
 
@@ -112,20 +132,29 @@ async fn run(
         Some(s) => route::decide(Some(&*s.lock().await), listener),
         None => route::decide(None, listener),
     };
-    let cluster_name = decision.cluster.ok_or_else(|| ExchangeError::NoRoute.reply())?;
+    let Some(cluster_name) = decision.cluster else {
+        return Err(fail(&stream, ExchangeError::NoRoute).await);
+    };
     outcome.cluster = Some(cluster_name.clone());
-    let entry: Arc<ClusterEntry> = generation
-        .clusters
-        .get(&cluster_name)
-        .cloned()
-        .ok_or_else(|| ExchangeError::UnknownCluster(cluster_name.clone()).reply())?;
+    let Some(entry) = generation.clusters.get(&cluster_name).cloned() else {
+        return Err(fail(&stream, ExchangeError::UnknownCluster(cluster_name)).await);
+    };
+    let entry: Arc<ClusterEntry> = entry;
     let hash_key = decision.hash_key.or_else(|| {
         entry.hash_key.as_ref().and_then(|k| route::hash_key_from_request(k, &parts, conn.info.source.ip()))
     });
-    let endpoint = entry
-        .cluster
-        .pick(&PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref() })
-        .map_err(|e| ExchangeError::Upstream(e).reply())?;
+    let endpoint =
+        match entry.cluster.pick(&PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref() }) {
+            Ok(e) => e,
+            Err(e) => return Err(fail(&stream, ExchangeError::Upstream(e)).await),
+        };
+    if let Some(s) = &stream {
+        let mut s = s.lock().await;
+        let info = s.upstream_info();
+        info.cluster = Some(Arc::from(cluster_name.as_str()));
+        info.address = Some(endpoint.addr());
+        info.attempt_count = 1;
+    }
     let timeout = decision.timeout.or(entry.request_timeout);
 
     // Request body: straight through, or through the filters.
@@ -145,13 +174,17 @@ async fn run(
     let upstream_req = Request::from_parts(parts, upstream_body);
 
     let _active = endpoint.track();
+    let sent_at = Instant::now();
     let send = worker.pools.send(&entry.cluster, &endpoint, upstream_req);
     let result = await_response(send, timeout, body_reply).await;
     let resp = match result {
         Ok(resp) => resp,
-        Err(Failure::Exchange(e)) => return Err(e.reply()),
-        Err(Failure::Filter(r)) => return Err(r),
+        Err(Failure::Exchange(e)) => return Err(fail(&stream, e).await),
+        Err(Failure::Filter(r)) => return Err(note_reply_opt(&stream, r).await),
     };
+    if let Some(s) = &stream {
+        s.lock().await.upstream_info().backend_latency = Some(sent_at.elapsed());
+    }
 
     // Response.
     let (mut rparts, rbody) = resp.into_parts();
@@ -167,14 +200,37 @@ async fn run(
     match stream {
         None => Ok(Response::from_parts(rparts, body::incoming(rbody))),
         Some(s) => {
-            if let Verdict::LocalReply(r) = s.lock().await.response_headers(&mut rparts, response_eos).await {
-                return Err(LocalReply::from_filter(r));
+            let verdict = s.lock().await.response_headers(&mut rparts, response_eos).await;
+            if let Verdict::LocalReply(r) = verdict {
+                return Err(note_reply(&s, LocalReply::from_filter(r)).await);
             }
             let (tx, down_body) = body::channel();
             tokio::task::spawn_local(pump_response(s, rbody, tx));
             Ok(Response::from_parts(rparts, down_body))
         }
     }
+}
+
+/// Records a local reply where filters' `on_log` sees it (`response.code`, flags).
+async fn note_reply(stream: &SharedStream, reply: LocalReply) -> LocalReply {
+    let mut s = stream.lock().await;
+    let info = s.upstream_info();
+    info.response_code = Some(reply.status.as_u16());
+    info.flags.insert(reply.flags);
+    info.code_details = Some(reply.details.to_string());
+    reply
+}
+
+async fn note_reply_opt(stream: &Option<SharedStream>, reply: LocalReply) -> LocalReply {
+    match stream {
+        Some(s) => note_reply(s, reply).await,
+        None => reply,
+    }
+}
+
+/// The local reply for `err`, recorded for the filters.
+async fn fail(stream: &Option<SharedStream>, err: ExchangeError) -> LocalReply {
+    note_reply_opt(stream, err.reply()).await
 }
 
 /// Why no upstream response came back.
@@ -215,100 +271,114 @@ where
 }
 
 /// Feeds the downstream request body through the request-body filters to the upstream.
+/// A filter's local reply goes to `reply_tx` and the upstream body is aborted.
 async fn pump_request(
     stream: SharedStream,
-    mut body: Incoming,
+    body: Incoming,
     tx: body::FrameSender,
     reply_tx: tokio::sync::oneshot::Sender<LocalReply>,
 ) {
-    let mut ended = body.is_end_stream();
-    while !ended {
-        let frame = match body.frame().await {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => {
-                let _ = tx.send(Err(Box::new(e))).await;
-                return;
-            }
-            None => break,
-        };
-        ended = body.is_end_stream();
-        let frame = match frame.into_data() {
-            Ok(data) => match stream.lock().await.request_body(data, ended).await {
-                BodyVerdict::Forward(b) if b.is_empty() => continue,
-                BodyVerdict::Forward(b) => http_body::Frame::data(b),
-                BodyVerdict::Hold => continue,
-                BodyVerdict::LocalReply(r) => {
-                    let _ = reply_tx.send(LocalReply::from_filter(r));
-                    let _ = tx.send(Err("request aborted by filter".into())).await;
-                    return;
-                }
-            },
-            Err(frame) => match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    if let Verdict::LocalReply(r) = stream.lock().await.request_trailers(&mut trailers).await {
-                        let _ = reply_tx.send(LocalReply::from_filter(r));
-                        let _ = tx.send(Err("request aborted by filter".into())).await;
-                        return;
-                    }
-                    ended = true;
-                    http_body::Frame::trailers(trailers)
-                }
-                Err(_) => continue,
-            },
-        };
-        if tx.send(Ok(frame)).await.is_err() {
-            return;
-        }
+    if let Err(reply) = pump(&stream, body, &tx, false).await {
+        let _ = reply_tx.send(note_reply(&stream, reply).await);
+        let _ = tx.send(Err("request aborted by a filter".into())).await;
     }
 }
 
 /// Feeds the upstream response body through the response-body filters downstream, then
-/// finishes the stream (on_log, on_done, on_delete).
-async fn pump_response(stream: SharedStream, mut body: Incoming, tx: body::FrameSender) {
-    let mut ended = body.is_end_stream();
-    if ended {
-        // A bodiless response still gives filters their end-of-stream body call.
-        if let BodyVerdict::Forward(b) = stream.lock().await.response_body(Bytes::new(), true).await {
-            if !b.is_empty() {
-                let _ = tx.send(Ok(http_body::Frame::data(b))).await;
-            }
-        }
+/// finishes the stream (on_done, on_log, on_delete).
+async fn pump_response(stream: SharedStream, body: Incoming, tx: body::FrameSender) {
+    if pump(&stream, body, &tx, true).await.is_err() {
+        // The response head already went downstream: all that is left is a reset.
+        let _ = tx.send(Err("response aborted by a filter".into())).await;
     }
-    while !ended {
+    stream.lock().await.finish();
+}
+
+/// Moves one body through the body/trailer callbacks into `tx`. Filters always get an
+/// end-of-stream call (an empty chunk when the body ended without one), and bytes a
+/// filter held are released before trailers.
+async fn pump(
+    stream: &SharedStream,
+    mut body: Incoming,
+    tx: &body::FrameSender,
+    response: bool,
+) -> Result<(), LocalReply> {
+    let mut told_end = body.is_end_stream();
+    loop {
         let frame = match body.frame().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 let _ = tx.send(Err(Box::new(e))).await;
-                break;
+                return Ok(());
             }
             None => break,
         };
-        ended = body.is_end_stream();
         let frame = match frame.into_data() {
-            Ok(data) => match stream.lock().await.response_body(data, ended).await {
-                BodyVerdict::Forward(b) if b.is_empty() => continue,
-                BodyVerdict::Forward(b) => http_body::Frame::data(b),
-                BodyVerdict::Hold => continue,
-                BodyVerdict::LocalReply(_) => {
-                    // Headers already went downstream: all we can do is reset.
-                    let _ = tx.send(Err("response aborted by filter".into())).await;
-                    break;
+            Ok(data) => {
+                let eos = body.is_end_stream();
+                told_end |= eos;
+                let verdict = {
+                    let mut s = stream.lock().await;
+                    if response {
+                        s.response_body(data, eos).await
+                    } else {
+                        s.request_body(data, eos).await
+                    }
+                };
+                match verdict {
+                    BodyVerdict::Forward(b) if b.is_empty() => continue,
+                    BodyVerdict::Forward(b) => http_body::Frame::data(b),
+                    BodyVerdict::Hold => continue,
+                    BodyVerdict::LocalReply(r) => return Err(LocalReply::from_filter(r)),
                 }
-            },
+            }
             Err(frame) => match frame.into_trailers() {
                 Ok(mut trailers) => {
-                    let _ = stream.lock().await.response_trailers(&mut trailers).await;
-                    ended = true;
+                    told_end = true;
+                    let (verdict, tail) = {
+                        let mut s = stream.lock().await;
+                        let v = if response {
+                            s.response_trailers(&mut trailers).await
+                        } else {
+                            s.request_trailers(&mut trailers).await
+                        };
+                        (v, s.take_body_tail(response))
+                    };
+                    if let Verdict::LocalReply(r) = verdict {
+                        return Err(LocalReply::from_filter(r));
+                    }
+                    if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                        if tx.send(Ok(http_body::Frame::data(tail))).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                     http_body::Frame::trailers(trailers)
                 }
                 Err(_) => continue,
             },
         };
         if tx.send(Ok(frame)).await.is_err() {
-            break;
+            return Ok(());
         }
     }
-    stream.lock().await.finish();
+    if !told_end {
+        let verdict = {
+            let mut s = stream.lock().await;
+            if response {
+                s.response_body(Bytes::new(), true).await
+            } else {
+                s.request_body(Bytes::new(), true).await
+            }
+        };
+        match verdict {
+            BodyVerdict::Forward(b) if !b.is_empty() => {
+                let _ = tx.send(Ok(http_body::Frame::data(b))).await;
+            }
+            BodyVerdict::LocalReply(r) => return Err(LocalReply::from_filter(r)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// HTTP/2 requests carry the authority in the URI; HTTP/1.1 upstreams need `Host`.

@@ -41,9 +41,11 @@ pub struct LocalReply {
     /// Response flags for logs and metrics.
     pub flags: ResponseFlags,
     /// Envoy's `response_code_details`.
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
     /// Extra headers (from filters).
     pub headers: Vec<(String, String)>,
+    /// Reset the stream instead of answering (a filter called `close_stream`).
+    pub reset: bool,
 }
 
 // === impl ExchangeError ===
@@ -95,7 +97,14 @@ impl ExchangeError {
                 (e.status(), body, flags, details)
             }
         };
-        LocalReply { status, body: Bytes::from_static(body.as_bytes()), flags, details, headers: Vec::new() }
+        LocalReply {
+            status,
+            body: Bytes::from_static(body.as_bytes()),
+            flags,
+            details: details.into(),
+            headers: Vec::new(),
+            reset: false,
+        }
     }
 }
 
@@ -104,11 +113,13 @@ impl ExchangeError {
 impl LocalReply {
     /// From a filter's `send_local_response`.
     pub fn from_filter(reply: crate::wasm::LocalReply) -> Self {
+        let reset = reply.details == "wasm_close_stream";
         LocalReply {
+            reset,
             status: StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body: reply.body,
             flags: reply.flags,
-            details: "via_filter",
+            details: if reply.details.is_empty() { "via_filter".into() } else { reply.details.into() },
             headers: reply.headers,
         }
     }
