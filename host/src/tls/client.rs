@@ -132,6 +132,11 @@ impl ClientTls {
         }
     }
 
+    /// Identity of the client certificate presented (`mutual`), from the current files.
+    pub fn client_identity(&self) -> Option<PeerIdentity> {
+        self.current.load().local.clone()
+    }
+
     /// Re-reads the files and swaps in a new configuration if any changed (`Ok(true)`).
     /// The new configuration has a fresh session store, so no session made under the
     /// old trust or client certificate resumes. On error the old one stays in force.

@@ -25,6 +25,8 @@ pub struct PeerIdentity {
     /// The SPIFFE ID: set when the certificate has exactly one URI SAN and it is a valid
     /// SPIFFE workload ID (an SVID with several URI SANs is invalid and yields none).
     pub spiffe_id: Option<String>,
+    /// End of the certificate's validity, in seconds since the Unix epoch.
+    pub not_after_unix: i64,
 }
 
 /// What a completed TLS handshake established.
@@ -58,6 +60,7 @@ impl PeerIdentity {
         let mut id = PeerIdentity {
             subject: rfc2253(cert.subject()),
             sha256_digest: hex(&Sha256::digest(der.as_ref())),
+            not_after_unix: cert.validity().not_after.timestamp(),
             ..PeerIdentity::default()
         };
         if let Ok(Some(san)) = cert.subject_alternative_name() {

@@ -112,6 +112,14 @@ impl ServerTls {
         Arc::clone(&self.current.load().config)
     }
 
+    /// Identities of the certificates currently served: the default first, then the
+    /// `sni` entries in order (e.g. for an admin `/certs` page or expiry metrics).
+    pub fn served_identities(&self) -> Vec<Option<PeerIdentity>> {
+        let state = self.current.load();
+        let r = &state.resolver;
+        std::iter::once(&r.default).chain(&r.entries).map(|s| s.identity.clone()).collect()
+    }
+
     /// The client-certificate policy.
     pub fn mode(&self) -> TlsMode {
         self.spec.settings.mode

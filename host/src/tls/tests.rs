@@ -333,6 +333,10 @@ async fn mutual_accepts_a_valid_client_and_extracts_its_identity() {
     assert_eq!((id.namespace.as_str(), id.service_account.as_str()), ("shop", "frontend"));
     assert_eq!(peer.subject, "CN=frontend");
     assert_eq!(peer.sha256_digest, hex_sha256(&f.client.der));
+    assert_eq!(peer.not_after_unix, rcgen::date_time_ymd(4096, 1, 1).unix_timestamp());
+    let served = server.served_identities();
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].as_ref().map(|s| s.sha256_digest.clone()), Some(hex_sha256(&f.server.der)));
     let local = facts.local.expect("local identity");
     assert_eq!(local.spiffe_id.as_deref(), Some(WEB_ID));
     assert_eq!(local.sha256_digest, hex_sha256(&f.server.der));
