@@ -926,7 +926,8 @@ def main(argv: list[str]) -> int:
             if h2p is not None:
                 p = subprocess.run(["h2load", "-n2", "-c1", f"http://127.0.0.1:{h2p}/small"], capture_output=True, text=True, timeout=30)
                 if "2 succeeded" not in p.stdout:
-                    startup_failures.append(f"{t.case.name}: h2c prior-knowledge check failed: {p.stdout[-200:]}")
+                    why = " / ".join(l for l in p.stdout.splitlines() if l.startswith(("requests:", "status codes:")))
+                    startup_failures.append(f"{t.case.name}: h2c prior-knowledge check failed: {why or p.stderr[-200:]}")
         for f in startup_failures:
             log("FAIL " + f)
         bad = {f.split(":", 1)[0].split(" ", 1)[0] for f in startup_failures}
