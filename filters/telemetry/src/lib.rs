@@ -91,6 +91,9 @@ struct Root {
     failing: Cell<bool>,
 }
 
+/// A stream of a root without a valid config: does nothing.
+struct PassThrough;
+
 struct Stream {
     shared: Rc<Shared>,
     hop: Option<Hop>,
@@ -208,7 +211,9 @@ impl Root {
             }
         });
         let log_headers = config.access_log.as_ref().map(|a| a.format.extra_headers()).unwrap_or_default();
-        let counter = |labels: &[(&str, &str)], name: &str| Counter::new(name, labels).ok();
+        let exporting = config.tracing.as_ref().is_some_and(|t| t.cluster.is_some());
+        let counter =
+            |labels: &[(&str, &str)], name: &str| if exporting { Counter::new(name, labels).ok() } else { None };
         let export_metrics = ExportMetrics {
             dropped_buffer_full: counter(&[("reason", "buffer_full")], SPANS_DROPPED),
             dropped_export_failed: counter(&[("reason", "export_failed")], SPANS_DROPPED),
@@ -283,6 +288,10 @@ impl Context for Root {
                 if self.failing.replace(false) {
                     log(LogLevel::Info, "telemetry: span export recovered");
                 }
+                // The collector keeps up: drain a backlog without waiting for the tick.
+                if !shared.spans.borrow().is_empty() {
+                    self.flush();
+                }
             }
             other => {
                 Shared::count(shared.export_metrics.dropped_export_failed, n);
@@ -292,10 +301,6 @@ impl Context for Root {
                 };
                 self.note_failure(&why);
             }
-        }
-        // Keep draining a backlog without waiting for the next tick.
-        if !shared.spans.borrow().is_empty() {
-            self.flush();
         }
     }
 }
@@ -313,9 +318,16 @@ impl RootContext for Root {
             }
         };
         let shared = self.build(config);
-        if let Some(t) = shared.tracing().filter(|_| shared.exporting()) {
-            if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(t.flush_interval_ms)) {
-                log(LogLevel::Error, &format!("telemetry: cannot start the export timer: {e:?}"));
+        let was_exporting = self.shared.as_ref().is_some_and(|s| s.exporting());
+        let period = match shared.tracing().filter(|_| shared.exporting()) {
+            Some(t) => Some(Duration::from_millis(t.flush_interval_ms)),
+            // A reconfiguration that stops exporting stops the timer.
+            None if was_exporting => Some(Duration::ZERO),
+            None => None,
+        };
+        if let Some(p) = period {
+            if let Err(e) = hostcalls::set_tick_period(p) {
+                log(LogLevel::Error, &format!("telemetry: cannot set the export timer: {e:?}"));
                 return false;
             }
         }
@@ -332,8 +344,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Stream { shared, hop: None, reporter: None, peer: None }))
+        // The SDK panics on `None`; without a config (the host refused it) pass through.
+        Some(match self.shared.clone() {
+            Some(shared) => Box::new(Stream { shared, hop: None, reporter: None, peer: None }),
+            None => Box::new(PassThrough),
+        })
     }
 }
 
@@ -432,6 +447,10 @@ impl Stream {
         }
     }
 }
+
+impl Context for PassThrough {}
+
+impl HttpContext for PassThrough {}
 
 impl Context for Stream {}
 
