@@ -113,11 +113,24 @@ impl WorkerWasm {
         self.chains.retain(|(w, _)| w.strong_count() > 0);
         let live: Vec<*const Plugin> =
             self.chains.iter().flat_map(|(_, c)| c.plugins.iter().map(Arc::as_ptr)).collect();
+        let mut retired = Vec::new();
         let mut pool = self.pool.borrow_mut();
         for slot in pool.slots.values_mut() {
-            slot.plugins.retain(|p| live.contains(&Arc::as_ptr(p)));
+            slot.plugins.retain(|p| {
+                let keep = live.contains(&Arc::as_ptr(p));
+                if !keep {
+                    if let Some(vm) = &slot.vm {
+                        retired.push((vm.clone(), p.clone()));
+                    }
+                }
+                keep
+            });
         }
         pool.slots.retain(|_, s| !s.plugins.is_empty());
+        drop(pool);
+        for (vm, plugin) in retired {
+            vm.retire(&plugin);
+        }
     }
 
     /// The runtime this worker uses.

@@ -46,6 +46,9 @@ pub(crate) struct Vm {
     broken_at: Cell<Option<Instant>>,
     created: Instant,
     roots: RefCell<Vec<(Arc<Plugin>, u32)>>,
+    /// Root contexts of plugins no chain uses any more, deleted once their last HTTP
+    /// context is gone (a paused stream may still need its root's timer).
+    retired: RefCell<Vec<(Arc<Plugin>, u32)>>,
 }
 
 struct Inner {
@@ -101,6 +104,7 @@ impl Vm {
             broken_at: Cell::new(None),
             created: Instant::now(),
             roots: RefCell::new(Vec::new()),
+            retired: RefCell::new(Vec::new()),
         });
         let mem_bytes = (first.limits.memory_mb as usize).saturating_mul(1 << 20);
         let limits = StoreLimitsBuilder::new()
@@ -303,11 +307,59 @@ impl Vm {
 
     /// Forgets a context without calling the guest.
     pub fn remove_ctx(&self, ctx: u32) {
-        let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
-        if let Some(inner) = guard.as_mut() {
-            if let Some(Ctx::Http(h)) = inner.store.data_mut().contexts.remove(&ctx) {
-                h.calls.values().for_each(tokio::task::AbortHandle::abort);
+        {
+            let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
+            let Some(inner) = guard.as_mut() else { return };
+            let st = inner.store.data_mut();
+            match st.contexts.remove(&ctx) {
+                Some(Ctx::Http(h)) => h.calls.values().for_each(tokio::task::AbortHandle::abort),
+                Some(Ctx::Root(r)) => {
+                    if let Some(t) = &r.tick {
+                        t.abort();
+                    }
+                    r.calls.values().for_each(tokio::task::AbortHandle::abort);
+                    st.queue_owners.retain(|_, root| *root != ctx);
+                }
+                None => {}
             }
+        }
+        if !self.retired.borrow().is_empty() {
+            self.reap();
+        }
+    }
+
+    /// Retires `plugin`'s root context (no chain uses the plugin any more): it gets
+    /// `on_done` + `on_delete` once its last HTTP context is finished.
+    pub fn retire(&self, plugin: &Arc<Plugin>) {
+        let found = {
+            let mut roots = self.roots.borrow_mut();
+            roots.iter().position(|(p, _)| Arc::ptr_eq(p, plugin)).map(|i| roots.remove(i))
+        };
+        if let Some(root) = found {
+            self.retired.borrow_mut().push(root);
+            self.reap();
+        }
+    }
+
+    /// Deletes retired root contexts that have no HTTP context left.
+    fn reap(&self) {
+        let idle: Vec<(Arc<Plugin>, u32)> = {
+            let Ok(guard) = self.inner.try_borrow() else { return };
+            let Some(inner) = guard.as_ref() else { return };
+            let contexts = &inner.store.data().contexts;
+            let busy = |root: u32| contexts.values().any(|c| matches!(c, Ctx::Http(h) if h.root == root));
+            let mut retired = self.retired.borrow_mut();
+            let (idle, keep): (Vec<_>, Vec<_>) = retired.drain(..).partition(|(_, id)| !busy(*id));
+            *retired = keep;
+            idle
+        };
+        for (plugin, id) in idle {
+            if !self.is_broken() {
+                let _ = self
+                    .call(&plugin, id, Scope::None, |c| c.done.clone(), id)
+                    .and_then(|_| self.call(&plugin, id, Scope::None, |c| c.delete.clone(), id));
+            }
+            self.remove_ctx(id);
         }
     }
 

@@ -398,3 +398,28 @@ fn non_utf8_header_values_do_not_crash_sdk_filters() {
         assert_eq!(head.headers["x-echo"].as_bytes(), "caf\u{fffd}".as_bytes());
     });
 }
+
+#[test]
+fn a_reload_keeps_the_old_root_context_until_its_streams_finish() {
+    run(async {
+        let (rt, _) = runtime();
+        let host = Rc::new(TestHost::default());
+        let mut w = WorkerWasm::new(rt.clone(), host);
+        let old = Arc::new(ChainSpec { plugins: vec![load(&rt, "pause", |_| {})] });
+        let chain = w.chain(&old);
+        let mut s = chain.stream(info(1024));
+        drop((chain, old));
+        // The old chain is gone; a new plugin of the same module and vm_id takes over and
+        // the old root context is retired — but the paused stream still needs its tick.
+        let new = Arc::new(ChainSpec { plugins: vec![load(&rt, "pause", |_| {})] });
+        let chain2 = w.chain(&new);
+        let mut head = request("/", &[]);
+        assert!(matches!(within(s.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-resumed-by"), "tick");
+        s.finish();
+        let mut s2 = chain2.stream(info(1024));
+        let mut head = request("/", &[]);
+        assert!(matches!(within(s2.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-resumed-by"), "tick");
+    });
+}
