@@ -67,6 +67,8 @@ impl std::fmt::Debug for SanMismatch {
     }
 }
 
+// === impl ClientTls ===
+
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
@@ -165,6 +167,8 @@ impl ClientTls {
     }
 }
 
+// === impl Spec ===
+
 impl Spec {
     fn paths(&self) -> Vec<&str> {
         let s = &self.settings;
@@ -225,6 +229,8 @@ fn parse_server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     }
     ServerName::try_from(bare.to_string()).map_err(|_| TlsError::InvalidServerName { name: host.to_string() })
 }
+
+// === impl SanVerifier ===
 
 impl SanVerifier {
     /// Whether the leaf carries one of the expected identities. A SPIFFE ID matches only

@@ -1,16 +1,6 @@
-//! TLS for listeners and clusters: rustls configs built from PEM files, hot rotation,
-//! peer identity (SPIFFE), and plaintext/TLS detection for permissive listeners.
-//!
-//! - [`ServerTls`]: a listener's server side. One `rustls::ServerConfig` behind an
-//!   `ArcSwap`; [`ServerTls::acceptor`] hands out the current one, [`ServerTls::reload`]
-//!   re-reads the files and swaps it. SNI picks among several certificates.
-//! - [`ClientTls`]: a cluster's client side, with identity (SAN) verification.
-//! - [`TlsFacts`] / [`PeerIdentity`]: what a handshake established, for properties,
-//!   access logs and authorization.
-//! - [`looks_like_tls`] / [`peek_is_tls`]: Istio PERMISSIVE mode on one port.
-//!
-//! Files are read with blocking `std::fs` calls: they are small and read at build and
-//! reload only, never per connection.
+//! TLS for listeners ([`ServerTls`]: SNI, client auth per mode, rotation) and clusters
+//! ([`ClientTls`]: identity-checked upstreams), what a handshake established
+//! ([`TlsFacts`], SPIFFE), and plaintext/TLS detection for permissive ports. See README.md.
 
 mod client;
 mod error;

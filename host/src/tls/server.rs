@@ -60,6 +60,8 @@ struct Served {
     identity: Option<PeerIdentity>,
 }
 
+// === impl ServerTls ===
+
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
@@ -153,6 +155,8 @@ impl ServerTls {
     }
 }
 
+// === impl Spec ===
+
 impl Spec {
     /// The client trust bundle in use, if the mode verifies client certificates.
     fn trust_path(&self) -> Option<&str> {
@@ -220,6 +224,8 @@ impl Spec {
         Ok(State { config: Arc::new(config), resolver, sources })
     }
 }
+
+// === impl SniResolver ===
 
 impl SniResolver {
     fn build(s: &ListenerTls, sources: &Sources, provider: &CryptoProvider) -> Result<SniResolver, TlsError> {
