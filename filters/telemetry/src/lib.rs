@@ -20,6 +20,7 @@ use wasmesh_sdk::{ext, props};
 
 use config::{Config, TagSource, TracingConfig};
 use policy::export::ExportQueue;
+use policy::grpc::FrameCounter;
 use policy::labels::{self, LabelKey, Reporter, Workload};
 use policy::otlp::{self, AttrValue, Span, SpanKind, SpanStatics};
 use policy::rng::Rng;
@@ -31,6 +32,8 @@ const REQUESTS_TOTAL: &str = "istio_requests_total";
 const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
 const REQUEST_BYTES: &str = "istio_request_bytes";
 const RESPONSE_BYTES: &str = "istio_response_bytes";
+const REQUEST_MESSAGES: &str = "istio_request_messages_total";
+const RESPONSE_MESSAGES: &str = "istio_response_messages_total";
 /// The filter's own span-export metrics.
 const SPANS_DROPPED: &str = "wasmesh_telemetry_spans_dropped_total";
 const SPANS_EXPORTED: &str = "wasmesh_telemetry_spans_exported_total";
@@ -56,6 +59,8 @@ struct Series {
     duration: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
+    /// gRPC label sets only.
+    messages: Option<(Counter, Counter)>,
 }
 
 /// Span-export counters.
@@ -100,12 +105,14 @@ struct Stream {
     reporter: Option<Reporter>,
     /// The remote workload, learnt by metadata exchange.
     peer: Option<Rc<Workload>>,
+    /// gRPC message counters (request, response); `None` for other requests.
+    frames: Option<(FrameCounter, FrameCounter)>,
 }
 
 // === impl Series ===
 
 impl Series {
-    fn observe(&self, r: &Record) {
+    fn observe(&self, r: &Record, messages: Option<(u64, u64)>) {
         // Metric updates are best effort: a failed hostcall must not fail the request.
         let _ = self.requests.add(1);
         if let Some(ms) = r.duration_ms() {
@@ -113,6 +120,10 @@ impl Series {
         }
         let _ = self.request_bytes.record(r.bytes_received.unwrap_or(0));
         let _ = self.response_bytes.record(r.bytes_sent.unwrap_or(0));
+        if let (Some((req, resp)), Some((n_req, n_resp))) = (&self.messages, messages) {
+            let _ = req.add(n_req);
+            let _ = resp.add(n_resp);
+        }
     }
 }
 
@@ -155,14 +166,14 @@ impl Shared {
         Some(w)
     }
 
-    fn record_metrics(&self, key: LabelKey, r: &Record) {
+    fn record_metrics(&self, key: LabelKey, r: &Record, messages: Option<(u64, u64)>) {
         let mut cache = self.series.borrow_mut();
         if let Some(series) = cache.get(&key) {
-            series.observe(r);
+            series.observe(r, messages);
             return;
         }
         let Some(series) = self.define_series(&key) else { return };
-        series.observe(r);
+        series.observe(r, messages);
         if cache.len() < MAX_CACHED_LABEL_SETS {
             cache.insert(key, series);
         }
@@ -177,6 +188,11 @@ impl Shared {
                 duration: Histogram::new(REQUEST_DURATION, &pairs)?,
                 request_bytes: Histogram::new(REQUEST_BYTES, &pairs)?,
                 response_bytes: Histogram::new(RESPONSE_BYTES, &pairs)?,
+                messages: if key.grpc {
+                    Some((Counter::new(REQUEST_MESSAGES, &pairs)?, Counter::new(RESPONSE_MESSAGES, &pairs)?))
+                } else {
+                    None
+                },
             })
         })();
         match defined {
@@ -346,7 +362,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`; without a config (the host refused it) pass through.
         Some(match self.shared.clone() {
-            Some(shared) => Box::new(Stream { shared, hop: None, reporter: None, peer: None }),
+            Some(shared) => Box::new(Stream { shared, hop: None, reporter: None, peer: None, frames: None }),
             None => Box::new(PassThrough),
         })
     }
@@ -457,6 +473,12 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.shared.clone();
+        if shared.config.metrics {
+            let ct = self.get_http_request_header("content-type");
+            if ct.is_some_and(|c| c.starts_with("application/grpc")) {
+                self.frames = Some(Default::default());
+            }
+        }
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {
                 // Learn the client and strip its headers before the app sees them.
@@ -479,6 +501,22 @@ impl HttpContext for Stream {
             self.set_http_request_header(name, value.as_deref());
         }
         self.hop = Some(hop);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, _eos: bool) -> Action {
+        if let Some((mut req, resp)) = self.frames.take() {
+            req.feed(size, |off, n| self.get_http_request_body(off, n));
+            self.frames = Some((req, resp));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, _eos: bool) -> Action {
+        if let Some((req, mut resp)) = self.frames.take() {
+            resp.feed(size, |off, n| self.get_http_response_body(off, n));
+            self.frames = Some((req, resp));
+        }
         Action::Continue
     }
 
@@ -515,7 +553,8 @@ impl HttpContext for Stream {
                 response_flags: r.flags_text(),
                 peer: self.peer.clone(),
             };
-            shared.record_metrics(key, &r);
+            let messages = self.frames.as_ref().map(|(q, p)| (q.messages, p.messages));
+            shared.record_metrics(key, &r, messages);
         }
         let span = self.hop.as_ref().is_some_and(|h| h.sampled) && shared.exporting();
         let line = shared

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod export;
 pub mod flags;
+pub mod grpc;
 pub mod labels;
 pub mod otlp;
 pub mod peer;
