@@ -107,6 +107,8 @@ struct Stream {
     peer: Option<Rc<Workload>>,
     /// gRPC message counters (request, response); `None` for other requests.
     frames: Option<(FrameCounter, FrameCounter)>,
+    /// `:status` seen in the response-headers phase (fallback for `response.code`).
+    status: Option<u16>,
 }
 
 // === impl Series ===
@@ -362,7 +364,9 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`; without a config (the host refused it) pass through.
         Some(match self.shared.clone() {
-            Some(shared) => Box::new(Stream { shared, hop: None, reporter: None, peer: None, frames: None }),
+            Some(shared) => {
+                Box::new(Stream { shared, hop: None, reporter: None, peer: None, frames: None, status: None })
+            }
             None => Box::new(PassThrough),
         })
     }
@@ -402,7 +406,10 @@ impl Stream {
             duration_ns: prop_int(vec!["request", "duration"]).map(|v| v.max(0) as u64),
             authority: prop_str(vec!["request", "host"]),
             content_type,
-            response_code: prop_int(vec!["response", "code"]).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0),
+            response_code: prop_int(vec!["response", "code"])
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| *c != 0)
+                .or(self.status),
             grpc_status: if grpc {
                 prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok())
             } else {
@@ -522,6 +529,7 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.shared.clone();
+        self.status = self.get_http_response_header(":status").and_then(|s| s.parse().ok());
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {
                 self.set_http_response_header(peer::HEADER, Some(&shared.local_header));
