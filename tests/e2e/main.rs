@@ -3,6 +3,7 @@
 mod balancing;
 mod basics;
 mod failures;
+mod filters;
 mod limits;
 mod reload;
 mod streaming;

@@ -122,7 +122,9 @@ async fn run(
     };
     let request_eos = body.is_end_stream();
     if let Some(s) = &stream {
-        if let Verdict::LocalReply(r) = s.lock().await.request_headers(&mut parts, request_eos).await {
+        // Bind the verdict first: the stream's lock must be released before note_reply.
+        let verdict = s.lock().await.request_headers(&mut parts, request_eos).await;
+        if let Verdict::LocalReply(r) = verdict {
             return Err(note_reply(s, LocalReply::from_filter(r)).await);
         }
     }
