@@ -146,12 +146,12 @@ impl Vm {
             .ok();
         store.data_mut().allocator = alloc;
         if let Some(init) = typed::<(), ()>(&instance, &mut store, "_initialize").map_err(|e| (e, "start"))? {
-            init.call(&mut store, ()).map_err(err)?;
+            exit_ok(init.call(&mut store, ())).map_err(err)?;
             if let Some(main) = typed::<(u32, u32), u32>(&instance, &mut store, "main").map_err(|e| (e, "start"))? {
-                main.call(&mut store, (0, 0)).map_err(err)?;
+                exit_ok(main.call(&mut store, (0, 0)).map(drop)).map_err(err)?;
             }
         } else if let Some(start) = typed::<(), ()>(&instance, &mut store, "_start").map_err(|e| (e, "start"))? {
-            start.call(&mut store, ()).map_err(err)?;
+            exit_ok(start.call(&mut store, ())).map_err(err)?;
         }
         *vm.inner.borrow_mut() = Some(Inner { store, cb });
         for p in plugins {
@@ -551,6 +551,14 @@ fn typed<P: WasmParams, R: WasmResults>(
     inst.get_typed_func::<P, R>(&mut *store, name)
         .map(Some)
         .map_err(|e| format!("export {name} has the wrong signature: {e}"))
+}
+
+/// A start function that ends with `proc_exit(0)` (WASI command model) succeeded.
+fn exit_ok(r: wasmtime::Result<()>) -> wasmtime::Result<()> {
+    match r {
+        Err(e) if e.downcast_ref::<ProcExit>().is_some_and(|p| p.0 == 0) => Ok(()),
+        other => other,
+    }
 }
 
 fn deadline_ticks(ms: u64) -> u64 {

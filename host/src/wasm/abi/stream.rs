@@ -38,6 +38,16 @@ fn continue_stream(st: &HostState, ty: u32) -> u32 {
     Status::Ok.raw()
 }
 
+/// True when the current stream's request is gRPC (`content-type: application/grpc…`).
+fn is_grpc(st: &HostState) -> bool {
+    let Some(stream) = st.current_stream() else { return false };
+    let Ok(s) = stream.try_borrow() else { return false };
+    s.request
+        .as_ref()
+        .and_then(|r| r.headers.get(http::header::CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_continue_stream", |c: C<'_>, ty: u32| -> R { Ok(continue_stream(c.data(), ty)) })?;
     l.func_wrap("env", "proxy_continue_request", |c: C<'_>| -> R { Ok(continue_stream(c.data(), 0)) })?;
@@ -68,7 +78,8 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 .into_iter()
                 .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned()))
                 .collect();
-            if grpc >= 0 {
+            // Like Envoy, the gRPC status only applies to gRPC requests.
+            if grpc >= 0 && is_grpc(c.data()) {
                 headers.push(("grpc-status".into(), grpc.to_string()));
             }
             let reply = LocalReply {

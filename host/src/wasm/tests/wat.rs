@@ -202,6 +202,15 @@ fn hostile_modules_are_load_errors() {
         (func (export "_start") (call $exit (i32.const 1))))"#,
     );
     assert!(err.contains("proc_exit"), "{err}");
+    // proc_exit(0) at the end of _start is a normal command-model exit.
+    Plugin::load(
+        &rt,
+        &filter("ok"),
+        br#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1"))
+        (func (export "_start") (call $exit (i32.const 0))))"#,
+    )
+    .unwrap();
     let err = load(
         r#"(module (func (export "proxy_abi_version_0_2_1"))
         (func (export "proxy_on_request_headers") (param f64) (result i32) i32.const 0))"#,
@@ -405,4 +414,27 @@ fn resume_after_and_accumulated_response_flags() {
         let v = s.response_headers(&mut response(503, &[]), true).await;
         assert!(matches!(v, Verdict::Continue), "{v:?}");
     });
+}
+
+#[test]
+fn local_reply_grpc_status_only_for_grpc_requests() {
+    let wat = module(
+        "(drop (call $local_response (i32.const 403) (i32.const 16) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 7)))",
+    );
+    let mut replies = Vec::new();
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("grpc"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        for ct in ["text/plain", "application/grpc+proto"] {
+            let mut s = chain.stream(info(1024));
+            match s.request_headers(&mut request("/", &[("content-type", ct)]), true).await {
+                Verdict::LocalReply(r) => replies.push(r),
+                Verdict::Continue => panic!("no local reply"),
+            }
+        }
+    });
+    assert_eq!((replies[0].status, replies[0].details.as_str()), (403, "x-key"));
+    assert!(replies[0].headers.is_empty(), "{:?}", replies[0].headers);
+    assert_eq!(replies[1].headers, vec![("grpc-status".to_owned(), "7".to_owned())]);
 }
