@@ -455,6 +455,7 @@ impl Stream {
         r.code_details = prop_str(vec!["response", "code_details"]);
         r.upstream_service_time = prop_str(vec!["response", "headers", "x-envoy-upstream-service-time"]);
         r.upstream_local_address = prop_str(vec!["upstream", "local_address"]);
+        r.attempt_count = prop_int(vec![props::REQUEST_ATTEMPT_COUNT]).and_then(|n| u64::try_from(n).ok());
         r.route_name = prop_str(vec!["route_name"]);
         r.downstream_local_address = prop_str(vec!["destination", "address"]);
         r.requested_server_name = prop_str(vec!["connection", "requested_server_name"]);

@@ -58,6 +58,8 @@ pub struct Record {
     pub upstream_service_time: Option<String>,
     /// `upstream.address`.
     pub upstream_host: Option<String>,
+    /// `upstream.request_attempt_count`.
+    pub attempt_count: Option<u64>,
     /// `upstream.local_address`.
     pub upstream_local_address: Option<String>,
     /// `wasmesh.upstream.cluster` (or `cluster_name`).

@@ -70,6 +70,10 @@ pub enum Op {
     Req(String, Option<String>),
     /// `%RESP(A?B)%`.
     Resp(String, Option<String>),
+    /// `%REQ_WITHOUT_QUERY(A?B)%`: like `REQ`, without the query string.
+    ReqWithoutQuery(String, Option<String>),
+    /// `%UPSTREAM_REQUEST_ATTEMPT_COUNT%`.
+    UpstreamRequestAttemptCount,
     /// `%PROTOCOL%`.
     Protocol,
     /// `%RESPONSE_CODE%`.
@@ -172,7 +176,7 @@ impl LogFormat {
         if let LogFormat::Text(tokens) = self {
             for t in tokens {
                 match t {
-                    Token::Op(Op::Req(a, b), _) => {
+                    Token::Op(Op::Req(a, b) | Op::ReqWithoutQuery(a, b), _) => {
                         for h in std::iter::once(a).chain(b) {
                             if !is_fixed_request_header(h) && !req.contains(h) {
                                 req.push(h.clone());
@@ -222,7 +226,10 @@ fn parse_op(body: &str) -> Option<Token> {
         Some((b, n)) => (format!("{b})"), Some(n.parse::<usize>().ok()?)),
         None => (body.to_string(), None),
     };
-    let op = if let Some(args) = body.strip_prefix("REQ(").and_then(|b| b.strip_suffix(')')) {
+    let op = if let Some(args) = body.strip_prefix("REQ_WITHOUT_QUERY(").and_then(|b| b.strip_suffix(')')) {
+        let (a, b) = header_alternatives(args)?;
+        Op::ReqWithoutQuery(a, b)
+    } else if let Some(args) = body.strip_prefix("REQ(").and_then(|b| b.strip_suffix(')')) {
         let (a, b) = header_alternatives(args)?;
         Op::Req(a, b)
     } else if let Some(args) = body.strip_prefix("RESP(").and_then(|b| b.strip_suffix(')')) {
@@ -249,6 +256,7 @@ fn parse_op(body: &str) -> Option<Token> {
             "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
             "ROUTE_NAME" => Op::RouteName,
             "TRACE_ID" => Op::TraceId,
+            "UPSTREAM_REQUEST_ATTEMPT_COUNT" => Op::UpstreamRequestAttemptCount,
             _ => return None,
         }
     };
@@ -320,6 +328,11 @@ fn text_value(op: &Op, r: &Record) -> String {
         Op::StartTime => r.start_unix_ns.map_or_else(|| "-".to_string(), rfc3339_millis),
         Op::Req(a, b) => dash(req_header(r, a).or_else(|| b.as_deref().and_then(|b| req_header(r, b))).as_deref()),
         Op::Resp(a, b) => dash(resp_header(r, a).or_else(|| b.as_deref().and_then(|b| resp_header(r, b))).as_deref()),
+        Op::ReqWithoutQuery(a, b) => {
+            let v = req_header(r, a).or_else(|| b.as_deref().and_then(|b| req_header(r, b)));
+            dash(v.as_deref().map(|v| v.split('?').next().unwrap_or(v)))
+        }
+        Op::UpstreamRequestAttemptCount => r.attempt_count.unwrap_or(0).to_string(),
         Op::Protocol => dash(r.protocol.as_deref()),
         Op::ResponseCode => r.response_code.unwrap_or(0).to_string(),
         Op::ResponseFlags => r.flags_text(),

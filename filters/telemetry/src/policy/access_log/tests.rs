@@ -93,6 +93,17 @@ fn original_path_wins_and_custom_formats_work() {
 }
 
 #[test]
+fn req_without_query_and_attempt_count() {
+    let mut r = record();
+    r.original_path = Some("/api/reviews/0?secret=1".into());
+    r.attempt_count = Some(3);
+    let f = LogFormat::parse_text("%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ_WITHOUT_QUERY(:PATH)% %REQ_WITHOUT_QUERY(x-none)% %UPSTREAM_REQUEST_ATTEMPT_COUNT%");
+    assert_eq!(f.map(|f| f.render(&r)), Ok("/api/reviews/0 /reviews/0 - 3".to_string()));
+    let f = LogFormat::parse_text("%UPSTREAM_REQUEST_ATTEMPT_COUNT%").unwrap_or(LogFormat::Json);
+    assert_eq!(f.render(&Record::default()), "0");
+}
+
+#[test]
 fn bad_formats_are_rejected_with_positions() {
     assert_eq!(LogFormat::parse_text("[%START_TIME").err().as_deref(), Some("unterminated operator at byte 1"));
     assert_eq!(LogFormat::parse_text("%REQ()%").err().as_deref(), Some("unknown operator %REQ()% at byte 0"));
