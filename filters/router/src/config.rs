@@ -505,7 +505,7 @@ pub trait Workload {
     fn namespace(&self) -> Option<String>;
 }
 
-/// A workload with no labels (for tests and when the host exposes no node metadata).
+/// Labels in a map; the `NAMESPACE` entry doubles as the namespace (as in node metadata).
 impl Workload for BTreeMap<String, String> {
     fn label(&self, key: &str) -> Option<String> {
         self.get(key).cloned()
@@ -692,8 +692,7 @@ fn compile_route(
     let forwards = matches!(action, RouteAction::Forward { .. });
 
     let rewrite = match r.rewrite {
-        Some(rw) if !forwards => {
-            let _ = rw;
+        Some(_) if !forwards => {
             return Err(ConfigError::new(
                 format!("{path}.rewrite"),
                 "only applies to a route (not to redirect or directResponse)",
