@@ -48,8 +48,19 @@ struct VmSlot {
     retry_at: Option<Instant>,
 }
 
-/// One request's run through a chain. Call the phases in order; `finish` (or drop) runs
-/// `on_done`, `on_log`, `on_delete` in every filter.
+/// One request's run through a chain. How the proxy drives it:
+///
+/// 1. `request_headers` (waits while a filter pauses; a timer, an http_call answer or a
+///    queue callback resumes it). `Verdict::LocalReply`: answer (or reset, if its flags
+///    hold `LOCAL_RESET`) and skip the rest but `finish`.
+/// 2. Routing reads `property("wasmesh.upstream.cluster")` and friends.
+/// 3. `request_body` per chunk: `Forward` bytes go upstream, `Hold` means a filter buffers
+///    (the next call sees them again). If the headers had no end of stream, the last call
+///    must say `end_of_stream = true` (an empty chunk is fine), unless trailers follow:
+///    then `request_trailers`, and send `take_body_tail(false)` before the trailers.
+/// 4. Set `upstream_info()` facts, then `response_headers`, `response_body`,
+///    `response_trailers` the same way (filters run in reverse order).
+/// 5. `finish` (or drop): `on_done`, `on_log`, `on_delete` in every filter, once.
 pub struct HttpStream {
     filters: Vec<Slot>,
     shared: Option<Rc<RefCell<StreamShared>>>,
@@ -498,12 +509,11 @@ impl HttpStream {
         if let Some(vm) = slot.vm.take() {
             vm.remove_ctx(slot.ctx);
         }
+        // Either way the filter is out of this stream: closed has answered already.
+        slot.skipped = true;
         match slot.plugin.failure {
             FailurePolicy::Closed => Step::Reply(LocalReply::wasm_failure()),
-            FailurePolicy::Open => {
-                slot.skipped = true;
-                Step::Continue
-            }
+            FailurePolicy::Open => Step::Continue,
         }
     }
 }
