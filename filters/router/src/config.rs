@@ -300,6 +300,8 @@ pub struct RouterConfig {
     pub needed_headers: Vec<String>,
     /// Cap on the request body copied to mirrors (larger bodies are not mirrored).
     pub mirror_body_limit: usize,
+    /// Valid but probably unintended settings (logged at configure time).
+    pub warnings: Vec<String>,
 }
 
 /// One `http:` rule.
@@ -573,7 +575,58 @@ fn compile(raw: RawConfig, node: &dyn Workload) -> Result<RouterConfig, ConfigEr
         }
     };
     let needed_headers = needed_headers(&routes);
-    Ok(RouterConfig { routes, strict: raw.strict, needs_port, needed_headers, mirror_body_limit })
+    let warnings = warnings(&routes);
+    Ok(RouterConfig { routes, strict: raw.strict, needs_port, needed_headers, mirror_body_limit, warnings })
+}
+
+/// Settings that are valid Istio but rarely what the author meant: Istio's well-known
+/// rewrite surprises and rules shadowed by an earlier catch-all.
+fn warnings(routes: &[Route]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut catch_all: Option<usize> = None;
+    for (i, r) in routes.iter().enumerate() {
+        if let Some(first) = catch_all {
+            out.push(format!("routes[{i}] is unreachable: routes[{first}] matches every request first"));
+        }
+        let takes_all = r.matches.is_empty()
+            || r.matches.iter().any(|m| {
+                m.source_selected
+                    && match &m.uri {
+                        None => true,
+                        Some(StringMatch::Prefix(p)) => p == "/",
+                        Some(_) => false,
+                    }
+                    && m.scheme.is_none()
+                    && m.method.is_none()
+                    && m.authority.is_none()
+                    && m.headers.is_empty()
+                    && m.without_headers.is_empty()
+                    && m.query_params.is_empty()
+                    && m.port.is_none()
+            });
+        if takes_all && catch_all.is_none() {
+            catch_all = Some(i);
+        }
+        let Some(uri) = r.rewrite.as_ref().and_then(|rw| rw.uri.as_deref()) else { continue };
+        let no_uri_match = r.matches.is_empty() || r.matches.iter().any(|m| m.uri.is_none());
+        if no_uri_match && uri != "/" && !uri.ends_with('/') {
+            out.push(format!(
+                "routes[{i}].rewrite.uri: without a uri match only the leading '/' is replaced (Istio semantics): \
+                 /foo becomes {uri}foo; end it with '/' or add a uri prefix match"
+            ));
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            if let Some(StringMatch::Prefix(p)) = &m.uri {
+                if !p.ends_with('/') && uri.ends_with('/') {
+                    out.push(format!(
+                        "routes[{i}].rewrite.uri: match[{j}] prefix {p:?} has no trailing '/' but {uri:?} has one: \
+                         {p}/x becomes {uri}/x"
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 impl RouterConfig {
@@ -585,6 +638,7 @@ impl RouterConfig {
             needs_port: false,
             needed_headers: Vec::new(),
             mirror_body_limit: DEFAULT_MIRROR_BODY_LIMIT,
+            warnings: Vec::new(),
         }
     }
 }

@@ -83,6 +83,9 @@ impl RootContext for Root {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0);
                 log(LogLevel::Info, &format!("router: {} route(s), strict: {}", config.routes.len(), config.strict));
+                for w in &config.warnings {
+                    log(LogLevel::Warn, &format!("router: {w}"));
+                }
                 self.shared = Rc::new(Shared { config, rng: Cell::new(Rng::new(seed)) });
                 true
             }

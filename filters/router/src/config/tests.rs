@@ -364,3 +364,29 @@ fn only_the_headers_rules_read_are_fetched() {
     let c = ok(r#"{"routes": [{"route": [{"destination": {"host": "a"}}]}]}"#);
     assert!(c.needed_headers.is_empty());
 }
+
+#[test]
+fn surprising_but_valid_settings_are_warned_about() {
+    let c = ok(r#"{"routes": [
+        {"match": [{"headers": {"x": {}}}], "rewrite": {"uri": "/v2"}, "route": [{"destination": {"host": "a"}}]},
+        {"match": [{"uri": {"prefix": "/api"}}], "rewrite": {"uri": "/"}, "route": [{"destination": {"host": "a"}}]},
+        {"match": [{"uri": {"prefix": "/"}}], "route": [{"destination": {"host": "a"}}]},
+        {"match": [{"uri": {"exact": "/never"}}], "route": [{"destination": {"host": "a"}}]}
+    ]}"#);
+    assert_eq!(c.warnings.len(), 3, "{:#?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("routes[0].rewrite.uri: without a uri match only the leading '/' is replaced"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(c.warnings[0].contains("/foo becomes /v2foo"), "{}", c.warnings[0]);
+    assert!(c.warnings[1].contains("/api/x becomes //x"), "{}", c.warnings[1]);
+    assert_eq!(c.warnings[2], "routes[3] is unreachable: routes[2] matches every request first");
+    // The usual shapes are quiet.
+    let c = ok(r#"{"routes": [
+        {"match": [{"uri": {"prefix": "/api/"}}], "rewrite": {"uri": "/"}, "route": [{"destination": {"host": "a"}}]},
+        {"match": [{"uri": {"prefix": "/"}, "method": {"exact": "GET"}}], "route": [{"destination": {"host": "a"}}]},
+        {"route": [{"destination": {"host": "a"}}]}
+    ]}"#);
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+}
