@@ -23,7 +23,19 @@ import {
   GrpcStatusValues,
 } from "@solo-io/proxy-runtime";
 
+// The configuration, copied out of the root context once. (With proxy-runtime 0.1.8 and
+// AssemblyScript 0.14, reading `this.root_context` from an HTTP context after an earlier
+// HTTP context was deleted trips the runtime's reference counting — a guest-side bug —
+// so the filter keeps what it needs in a global.)
+let CONFIG: string = "";
+
 class AddHeaderRoot extends RootContext {
+  onConfigure(configuration_size: u32): bool {
+    super.onConfigure(configuration_size);
+    CONFIG = this.getConfiguration();
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new AddHeader(context_id, this);
   }
@@ -43,8 +55,7 @@ class AddHeader extends Context {
   }
 
   onResponseHeaders(a: u32, end_of_stream: bool): FilterHeadersStatusValues {
-    const config = this.root_context.getConfiguration();
-    stream_context.headers.response.add("x-as-filter", config == "" ? "hello" : config);
+    stream_context.headers.response.add("x-as-filter", CONFIG == "" ? "hello" : CONFIG);
     return FilterHeadersStatusValues.Continue;
   }
 }
