@@ -1,6 +1,7 @@
 //! One request's journey: header fix-ups → request filters → route → upstream →
 //! response filters → downstream. Filters decide (intents); this file carries it out.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -145,71 +146,199 @@ async fn run(
     let hash_key = decision.hash_key.or_else(|| {
         entry.hash_key.as_ref().and_then(|k| route::hash_key_from_request(k, &parts, conn.info.source.ip()))
     });
-    let endpoint =
-        match entry.cluster.pick(&PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref() }) {
-            Ok(e) => e,
-            Err(e) => return Err(fail(&stream, ExchangeError::Upstream(e)).await),
-        };
-    if let Some(s) = &stream {
-        let mut s = s.lock().await;
-        let info = s.upstream_info();
-        info.cluster = Some(Arc::from(cluster_name.as_str()));
-        info.address = Some(endpoint.addr());
-        info.attempt_count = 1;
-    }
     let timeout = decision.timeout.or(entry.request_timeout);
-
-    // Request body: straight through, or through the filters.
-    let (upstream_body, body_reply) = match &stream {
-        None => (body::incoming(body), None),
-        Some(s) => {
-            let (tx, up_body) = body::channel();
-            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-            tokio::task::spawn_local(pump_request(s.clone(), body, tx, reply_tx));
-            (up_body, Some(reply_rx))
-        }
-    };
     parts.version = match entry.cluster.protocol() {
         crate::config::UpstreamProtocol::Http1 => Version::HTTP_11,
         crate::config::UpstreamProtocol::Http2 => Version::HTTP_2,
     };
-    let upstream_req = Request::from_parts(parts, upstream_body);
-
-    let _active = endpoint.track();
-    let sent_at = Instant::now();
-    let send = worker.pools.send(&entry.cluster, &endpoint, upstream_req);
-    let result = await_response(send, timeout, body_reply).await;
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(Failure::Exchange(e)) => return Err(fail(&stream, e).await),
-        Err(Failure::Filter(r)) => return Err(note_reply_opt(&stream, r).await),
-    };
-    if let Some(s) = &stream {
-        s.lock().await.upstream_info().backend_latency = Some(sent_at.elapsed());
-    }
-
-    // Response.
-    let (mut rparts, rbody) = resp.into_parts();
-    if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = downstream_upgrade {
-            let up = hyper::upgrade::on(Response::from_parts(rparts.clone(), rbody));
-            tokio::task::spawn_local(upgrade::tunnel(down, up));
-            return Ok(Response::from_parts(rparts, body::empty()));
-        }
-    }
-    headers::strip_hop_by_hop(&mut rparts.headers, false);
-    let response_eos = rbody.is_end_stream();
-    match stream {
-        None => Ok(Response::from_parts(rparts, body::incoming(rbody))),
-        Some(s) => {
-            let verdict = s.lock().await.response_headers(&mut rparts, response_eos).await;
-            if let Verdict::LocalReply(r) = verdict {
-                return Err(note_reply(&s, LocalReply::from_filter(r)).await);
+    let pick = PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref() };
+    let Some(stream) = stream else {
+        // No filters: one attempt, bodies pass through untouched.
+        let endpoint = entry.cluster.pick(&pick).map_err(|e| ExchangeError::Upstream(e).reply())?;
+        let _active = endpoint.track();
+        let send = worker.pools.send(&entry.cluster, &endpoint, Request::from_parts(parts, body::incoming(body)));
+        let resp = match await_response(send, timeout, None).await {
+            Ok(resp) => resp,
+            Err(Failure::Exchange(e)) => return Err(e.reply()),
+            Err(Failure::Filter(r)) => return Err(r),
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(down) = downstream_upgrade {
+                let up = hyper::upgrade::on(Response::from_parts(rparts.clone(), rbody));
+                tokio::task::spawn_local(upgrade::tunnel(down, up));
+                return Ok(Response::from_parts(rparts, body::empty()));
             }
-            let (tx, down_body) = body::channel();
-            tokio::task::spawn_local(pump_response(s, rbody, tx));
-            Ok(Response::from_parts(rparts, down_body))
         }
+        headers::strip_hop_by_hop(&mut rparts.headers, false);
+        return Ok(Response::from_parts(rparts, body::incoming(rbody)));
+    };
+
+    // With filters: attempts until a response is accepted (the retry filter asks for
+    // more through `wasmesh.retry_upstream`).
+    let (retry_limit, per_try) = {
+        let s = stream.lock().await;
+        (route::retry_buffer_bytes(&s), route::per_try_timeout(&s))
+    };
+    let replay: Option<SharedReplay> = (retry_limit > 0).then(|| Rc::new(RefCell::new(Replay::new(retry_limit))));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut first_body = Some(body);
+    let mut body_reply: Option<tokio::sync::oneshot::Receiver<LocalReply>> = None;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let upstream_body = match first_body.take() {
+            Some(b) => {
+                let (tx, up_body) = body::channel();
+                let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+                tokio::task::spawn_local(pump_request(stream.clone(), body::incoming(b), tx, reply_tx, replay.clone()));
+                body_reply = Some(reply_rx);
+                up_body
+            }
+            None => match replay.as_ref().and_then(|r| r.borrow().body()) {
+                Some(b) => b,
+                None => break Err(fail_stream(&stream, ExchangeError::Timeout).await),
+            },
+        };
+        let try_timeout = attempt_timeout(per_try, deadline);
+        let sent_at = Instant::now();
+        let result = match entry.cluster.pick(&pick) {
+            Ok(endpoint) => {
+                {
+                    let mut s = stream.lock().await;
+                    let info = s.upstream_info();
+                    info.address = Some(endpoint.addr());
+                    info.attempt_count = attempt;
+                }
+                let _active = endpoint.track();
+                let req = Request::from_parts(parts.clone(), upstream_body);
+                let send = worker.pools.send(&entry.cluster, &endpoint, req);
+                await_response(send, try_timeout, body_reply.take()).await
+            }
+            Err(e) => Err(Failure::Exchange(ExchangeError::Upstream(e))),
+        };
+        let (mut rparts, rbody): (http::response::Parts, ProxyBody) = match result {
+            Ok(resp) => {
+                stream.lock().await.upstream_info().backend_latency = Some(sent_at.elapsed());
+                let (p, b) = resp.into_parts();
+                if p.status == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(down) = downstream_upgrade {
+                        let up = hyper::upgrade::on(Response::from_parts(p.clone(), b));
+                        tokio::task::spawn_local(upgrade::tunnel(down, up));
+                        return Ok(Response::from_parts(p, body::empty()));
+                    }
+                }
+                (p, body::incoming(b))
+            }
+            Err(Failure::Filter(r)) => break Err(note_reply(&stream, r).await),
+            Err(Failure::Exchange(e)) => {
+                // The upstream failed: filters see it as a response carrying Envoy's flag,
+                // so a retry filter can act on it.
+                let reply = e.reply();
+                stream.lock().await.upstream_info().flags.insert(reply.flags);
+                let (mut p, _) = Response::new(()).into_parts();
+                p.status = reply.status;
+                if !reply.body.is_empty() {
+                    p.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                (p, body::full(reply.body))
+            }
+        };
+        headers::strip_hop_by_hop(&mut rparts.headers, false);
+        let response_eos = rbody.is_end_stream();
+        let can_retry = replay.as_ref().is_some_and(|r| r.borrow().replayable())
+            && deadline.is_none_or(|d| Instant::now() < d)
+            && attempt < MAX_ATTEMPTS;
+        let verdict = {
+            let mut s = stream.lock().await;
+            // (set_retry_available: lands with the wasm side of the retry extension)
+            s.response_headers(&mut rparts, response_eos).await
+        };
+        match verdict {
+            Verdict::Retry(backoff) if can_retry => {
+                drop(rbody);
+                let wait = match deadline {
+                    Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
+                    None => backoff,
+                };
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Verdict::LocalReply(r) => break Err(note_reply(&stream, LocalReply::from_filter(r)).await),
+            _ => {
+                stream.lock().await.upstream_info().response_code = Some(rparts.status.as_u16());
+                let (tx, down_body) = body::channel();
+                tokio::task::spawn_local(pump_response(stream, rbody, tx));
+                break Ok(Response::from_parts(rparts, down_body));
+            }
+        }
+    }
+}
+
+/// Upper bound on attempts the host makes for one request, whatever filters ask.
+const MAX_ATTEMPTS: u32 = 16;
+
+/// The timeout of one attempt: the per-try timeout, cut to what is left of the route's.
+fn attempt_timeout(per_try: Option<Duration>, deadline: Option<Instant>) -> Option<Duration> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+    match (per_try, left) {
+        (Some(p), Some(l)) => Some(p.min(l)),
+        (p, l) => p.or(l),
+    }
+}
+
+/// The request body as sent, kept (up to a limit) so it can be re-sent on a retry.
+struct Replay {
+    limit: u64,
+    bytes: u64,
+    data: Vec<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    complete: bool,
+    overflow: bool,
+}
+
+type SharedReplay = Rc<RefCell<Replay>>;
+
+// === impl Replay ===
+
+impl Replay {
+    fn new(limit: u64) -> Self {
+        Replay { limit, bytes: 0, data: Vec::new(), trailers: None, complete: false, overflow: false }
+    }
+
+    fn record(&mut self, frame: &http_body::Frame<Bytes>) {
+        if self.overflow {
+            return;
+        }
+        if let Some(d) = frame.data_ref() {
+            self.bytes += d.len() as u64;
+            if self.bytes > self.limit {
+                self.overflow = true;
+                self.data.clear();
+                return;
+            }
+            self.data.push(d.clone());
+        } else if let Some(t) = frame.trailers_ref() {
+            self.trailers = Some(t.clone());
+        }
+    }
+
+    /// The whole body went out and fits the limit.
+    fn replayable(&self) -> bool {
+        self.complete && !self.overflow
+    }
+
+    /// A fresh copy of the recorded body.
+    fn body(&self) -> Option<ProxyBody> {
+        if !self.replayable() {
+            return None;
+        }
+        let mut frames: Vec<Result<http_body::Frame<Bytes>, body::BoxError>> =
+            self.data.iter().cloned().map(|d| Ok(http_body::Frame::data(d))).collect();
+        if let Some(t) = &self.trailers {
+            frames.push(Ok(http_body::Frame::trailers(t.clone())));
+        }
+        Some(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
     }
 }
 
@@ -228,6 +357,11 @@ async fn note_reply_opt(stream: &Option<SharedStream>, reply: LocalReply) -> Loc
         Some(s) => note_reply(s, reply).await,
         None => reply,
     }
+}
+
+/// The local reply for `err`, recorded for the filters of `stream`.
+async fn fail_stream(stream: &SharedStream, err: ExchangeError) -> LocalReply {
+    note_reply(stream, err.reply()).await
 }
 
 /// The local reply for `err`, recorded for the filters.
@@ -276,11 +410,12 @@ where
 /// A filter's local reply goes to `reply_tx` and the upstream body is aborted.
 async fn pump_request(
     stream: SharedStream,
-    body: Incoming,
+    body: ProxyBody,
     tx: body::FrameSender,
     reply_tx: tokio::sync::oneshot::Sender<LocalReply>,
+    replay: Option<SharedReplay>,
 ) {
-    if let Err(reply) = pump(&stream, body, &tx, false).await {
+    if let Err(reply) = pump(&stream, body, &tx, false, replay.as_ref()).await {
         let _ = reply_tx.send(note_reply(&stream, reply).await);
         let _ = tx.send(Err("request aborted by a filter".into())).await;
     }
@@ -288,8 +423,8 @@ async fn pump_request(
 
 /// Feeds the upstream response body through the response-body filters downstream, then
 /// finishes the stream (on_done, on_log, on_delete).
-async fn pump_response(stream: SharedStream, body: Incoming, tx: body::FrameSender) {
-    if pump(&stream, body, &tx, true).await.is_err() {
+async fn pump_response(stream: SharedStream, body: ProxyBody, tx: body::FrameSender) {
+    if pump(&stream, body, &tx, true, None).await.is_err() {
         // The response head already went downstream: all that is left is a reset.
         let _ = tx.send(Err("response aborted by a filter".into())).await;
     }
@@ -301,16 +436,17 @@ async fn pump_response(stream: SharedStream, body: Incoming, tx: body::FrameSend
 /// filter held are released before trailers.
 async fn pump(
     stream: &SharedStream,
-    mut body: Incoming,
+    mut body: ProxyBody,
     tx: &body::FrameSender,
     response: bool,
+    replay: Option<&SharedReplay>,
 ) -> Result<(), LocalReply> {
     let mut told_end = body.is_end_stream();
     loop {
         let frame = match body.frame().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                let _ = tx.send(Err(Box::new(e))).await;
+                let _ = tx.send(Err(e)).await;
                 return Ok(());
             }
             None => break,
@@ -350,7 +486,11 @@ async fn pump(
                         return Err(LocalReply::from_filter(r));
                     }
                     if let Some(tail) = tail.filter(|t| !t.is_empty()) {
-                        if tx.send(Ok(http_body::Frame::data(tail))).await.is_err() {
+                        let frame = http_body::Frame::data(tail);
+                        if let Some(r) = replay {
+                            r.borrow_mut().record(&frame);
+                        }
+                        if tx.send(Ok(frame)).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -359,6 +499,9 @@ async fn pump(
                 Err(_) => continue,
             },
         };
+        if let Some(r) = replay {
+            r.borrow_mut().record(&frame);
+        }
         if tx.send(Ok(frame)).await.is_err() {
             return Ok(());
         }
@@ -374,11 +517,18 @@ async fn pump(
         };
         match verdict {
             BodyVerdict::Forward(b) if !b.is_empty() => {
-                let _ = tx.send(Ok(http_body::Frame::data(b))).await;
+                let frame = http_body::Frame::data(b);
+                if let Some(r) = replay {
+                    r.borrow_mut().record(&frame);
+                }
+                let _ = tx.send(Ok(frame)).await;
             }
             BodyVerdict::LocalReply(r) => return Err(LocalReply::from_filter(r)),
             _ => {}
         }
+    }
+    if let Some(r) = replay {
+        r.borrow_mut().complete = true;
     }
     Ok(())
 }

@@ -17,6 +17,11 @@ pub const PROP_HASH_KEY: &str = "wasmesh.upstream.hash_key";
 /// Property a filter sets to override the route timeout (milliseconds, decimal text).
 pub const PROP_TIMEOUT_MS: &str = "wasmesh.route.timeout_ms";
 
+/// Property a filter sets to keep this many request-body bytes for a retry.
+pub const PROP_BUFFER_FOR_RETRY: &str = "wasmesh.request.buffer_for_retry";
+/// Property a filter sets for the timeout of each attempt (milliseconds).
+pub const PROP_PER_TRY_TIMEOUT_MS: &str = "wasmesh.upstream.per_try_timeout_ms";
+
 /// The routing decision for one request.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Decision {
@@ -45,6 +50,22 @@ pub fn decide(stream: Option<&HttpStream>, listener: &ListenerSpec) -> Decision 
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),
     }
+}
+
+/// Decimal text property as a number.
+fn number(stream: &HttpStream, name: &str) -> Option<u64> {
+    let b = stream.property(name)?;
+    std::str::from_utf8(&b).ok()?.trim().parse().ok()
+}
+
+/// Request-body bytes to keep for replay (0: retries impossible).
+pub fn retry_buffer_bytes(stream: &HttpStream) -> u64 {
+    number(stream, PROP_BUFFER_FOR_RETRY).unwrap_or(0)
+}
+
+/// The per-try timeout a filter asked for.
+pub fn per_try_timeout(stream: &HttpStream) -> Option<Duration> {
+    number(stream, PROP_PER_TRY_TIMEOUT_MS).filter(|ms| *ms > 0).map(Duration::from_millis)
 }
 
 /// The consistent-hash key the request carries for `source`, if present.

@@ -149,6 +149,9 @@ pub enum Verdict {
     /// Answer locally with this response. `flags` containing `LOCAL_RESET` (details
     /// `wasm_close_stream`) means a filter closed the stream: reset it instead of answering.
     LocalReply(LocalReply),
+    /// Response headers only: a filter called `wasmesh.retry_upstream`. Earlier filters did
+    /// not see this response; drop it and re-send the request after the backoff.
+    Retry(std::time::Duration),
 }
 
 /// What a body phase decided about one chunk.
