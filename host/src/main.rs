@@ -97,14 +97,24 @@ fn main() -> ExitCode {
 /// The demo configuration, embedded so `wasmesh demo` works from any directory.
 const DEMO_CONFIG: &str = include_str!("../../config/demo.yaml");
 
+/// Checks what a start or reload would: the file, then every cluster and filter built
+/// (modules compiled, `on_vm_start` and `on_configure` run).
 fn validate(path: &Path) -> ExitCode {
-    match config::load_file(path) {
-        Ok(_) => {
+    let cfg = match config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    match wasmesh::server::check_config(cfg, &base_dir) {
+        Ok(()) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}: {e}", path.display());
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }

@@ -95,3 +95,24 @@ fn run_refuses_a_bad_config_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn validate_runs_the_filters_configure() {
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/filters/wasm32-wasip1/release/header_rewrite.wasm");
+    assert!(module.exists(), "run `cargo xtask filters` first");
+    let yaml = |cfg: &str| {
+        format!(
+            "listeners:\n  - name: a\n    address: 127.0.0.1:0\n    filters:\n      - name: rw\n        module: \"{}\"\n        config: {cfg}\n",
+            module.display()
+        )
+    };
+    let good = write_config("filter-good", &yaml("{ request_set: { x-a: b } }"));
+    let out = wasmesh().arg("validate").arg(&good).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = write_config("filter-bad", &yaml("{ no_such_field: 1 }"));
+    let out = wasmesh().arg("validate").arg(&bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listeners[0].filters[0] \"rw\""), "{err}");
+}

@@ -266,7 +266,12 @@ async fn run(
             }
             Verdict::LocalReply(r) => break Err(note_reply(&stream, LocalReply::from_filter(r)).await),
             _ => {
-                stream.lock().await.upstream_info().response_code = Some(rparts.status.as_u16());
+                {
+                    let mut s = stream.lock().await;
+                    let info = s.upstream_info();
+                    info.response_code = Some(rparts.status.as_u16());
+                    outcome.flags.insert(info.flags);
+                }
                 let (tx, down_body) = body::channel();
                 tokio::task::spawn_local(pump_response(stream, rbody, tx));
                 break Ok(Response::from_parts(rparts, down_body));
@@ -343,12 +348,14 @@ impl Replay {
 }
 
 /// Records a local reply where filters' `on_log` sees it (`response.code`, flags).
-async fn note_reply(stream: &SharedStream, reply: LocalReply) -> LocalReply {
+async fn note_reply(stream: &SharedStream, mut reply: LocalReply) -> LocalReply {
     let mut s = stream.lock().await;
     let info = s.upstream_info();
     info.response_code = Some(reply.status.as_u16());
     info.flags.insert(reply.flags);
     info.code_details = Some(reply.details.to_string());
+    // Flags filters added (`wasmesh.response.flag`) count for logs and metrics too.
+    reply.flags = info.flags;
     reply
 }
 

@@ -80,6 +80,24 @@ pub struct Shared {
     workers_running: AtomicUsize,
 }
 
+/// Builds everything a start (or reload) would — clusters, compiled modules, filters'
+/// `on_vm_start`/`on_configure` — without binding a socket; for `wasmesh validate`.
+pub fn check_config(config: Config, base_dir: &std::path::Path) -> Result<(), StartError> {
+    let registry = crate::telemetry::new_registry();
+    let wasm = WasmRuntime::new(RuntimeOptions { cache_dir: None, node: node_info(&config.node) }, &registry)
+        .map_err(|e| StartError::Wasm(e.to_string()))?;
+    let ctx = BuildContext {
+        wasm: &wasm,
+        upstream_metrics: &UpstreamMetrics::new(&registry),
+        proxy_metrics: &ProxyMetrics::new(&registry),
+        base_dir,
+        number: 1,
+        previous: None,
+    };
+    Generation::build(Arc::new(config), &ctx)?;
+    Ok(())
+}
+
 /// A running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
