@@ -496,10 +496,9 @@ pub fn plan<'c>(cfg: &'c RouterConfig, req: &Request<'_>, rng: &mut Rng) -> Plan
             Plan::Local(LocalReply { route, status: r.status, headers, body: &[] })
         }
         RouteAction::Direct(d) => {
+            // No default content-type: hosts add `text/plain` to a local reply with a body
+            // (Envoy and wasmesh alike) unless the filter gives one.
             let mut headers = Vec::new();
-            if !d.body.is_empty() {
-                headers.push(("content-type".to_string(), "text/plain".to_string()));
-            }
             route_response_headers(route, &mut headers);
             cors_headers(&mut headers);
             Plan::Local(LocalReply { route, status: d.status, headers, body: &d.body })

@@ -343,7 +343,7 @@ fn direct_response_and_route_response_headers() {
     let Plan::Local(l) = plan(&c, &Request::from_headers(&h, None), &mut Rng::new(1)) else { panic!("local") };
     assert_eq!(l.status, 418);
     assert_eq!(l.body, b"teapot");
-    // The route's `set` replaces the default content type.
+    // The route's headers ride on the local reply (the host supplies text/plain otherwise).
     assert_eq!(
         l.headers,
         vec![("content-type".to_string(), "text/teapot".to_string()), ("x-a".to_string(), "1".to_string())]
