@@ -260,15 +260,16 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
     raise RuntimeError(f"not listening on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def http_get(port: int, path: str) -> tuple[int, int]:
-    """One HTTP/1.1 GET; returns (status, body length)."""
+def http_get(port: int, path: str) -> tuple[int, int, dict[str, str]]:
+    """One HTTP/1.1 GET; returns (status, body length, lower-cased response headers)."""
     import http.client
 
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         c.request("GET", path)
         r = c.getresponse()
-        return r.status, len(r.read())
+        body = r.read()
+        return r.status, len(body), {k.lower(): v for k, v in r.getheaders()}
     finally:
         c.close()
 
@@ -466,16 +467,26 @@ class Case:
 
     name: str
     make: Optional[Callable[[Path, Server], ProxySpec]]  # None: straight to the upstream
-    requires: Optional[Path] = None  # skipped (not failed) when this file is missing
+    requires: tuple[Path, ...] = ()  # skipped (not failed) when one of these files is missing
     h2: bool = True
+    expect_header: Optional[tuple[str, str]] = None  # response header proving the case is what it claims
 
+
+FILTERS = ROOT / "target" / "filters" / "wasm32-wasip1" / "release"  # built by `cargo xtask filters`
+HEADER_REWRITE = FILTERS / "header_rewrite.wasm"
 
 # The table of cases. Adding one is a line: a name and how to start it.
 CASES: list[Case] = [
     Case("direct", None),
     Case("nginx", nginx_proxy),
     Case("haproxy", haproxy_proxy),
-    Case("wasmesh", wasmesh_proxy("[]"), requires=WASMESH_BIN),
+    Case("wasmesh", wasmesh_proxy("[]"), requires=(WASMESH_BIN,)),
+    # One custom filter written against the SDK (examples/header-rewrite): sets a request
+    # and a response header, bumps a counter.
+    Case("wasmesh-sdk-filter", wasmesh_proxy(
+        f"[{{name: rewrite, module: '{HEADER_REWRITE}', "
+        "config: {request_set: {x-bench: '1'}, response_set: {x-served-by: wasmesh}}}]"),
+        requires=(WASMESH_BIN, HEADER_REWRITE), expect_header=("x-served-by", "wasmesh")),
 ]
 
 
@@ -819,7 +830,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="cargo xtask bench", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="1 s runs, 1 repetition, no warm-up; exits non-zero if a run failed")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per case and scenario (default 5)")
-    ap.add_argument("--duration", type=int, default=4, help="seconds per run (default 4)")
+    ap.add_argument("--duration", type=int, default=3, help="seconds per run (default 3)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of the discarded warm-up run (default 2, 0 = none)")
     ap.add_argument("--cases", default="", help="comma-separated subset of: " + ",".join(c.name for c in CASES))
     ap.add_argument("--scenarios", default="", help="comma-separated subset of: " + ",".join(s.name for s in SCENARIOS))
@@ -848,8 +859,7 @@ def main(argv: list[str]) -> int:
     if args.wasmesh:
         WASMESH_BIN = Path(args.wasmesh).resolve()  # noqa: PLW0603
         for c in CASES:
-            if c.name.startswith("wasmesh"):
-                c.requires = WASMESH_BIN
+            c.requires = tuple(WASMESH_BIN if r.name == "wasmesh" else r for r in c.requires)
 
     cases = [c for c in CASES if not args.cases or c.name in args.cases.split(",")]
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
@@ -885,7 +895,7 @@ def main(argv: list[str]) -> int:
         "nice": args.nice,
     }
     log(f"load average {meta['loadavg_before']} (1/5/15 min); a busy box makes noisy numbers")
-    n_cases = sum(1 for c in cases if c.requires is None or c.requires.exists())
+    n_cases = sum(1 for c in cases if all(r.exists() for r in c.requires))
     est = len(scenarios) * n_cases * (args.reps * (args.duration + 0.4) + (args.warmup + 0.4 if args.warmup else 0))
     log(f"{n_cases} cases × {len(scenarios)} scenarios × {args.reps} reps of {args.duration}s: "
         f"about {est / 60:.1f} min (more if noisy runs are re-run)")
@@ -902,8 +912,11 @@ def main(argv: list[str]) -> int:
         wait_port(up.h1_port, up.proc)
         wait_port(up.h2_port or up.h1_port, up.proc)
         for c in cases:
-            if c.requires is not None and not c.requires.exists():
-                msg = f"{c.name}: {c.requires.relative_to(ROOT)} not found (build it: cargo build --release -p wasmesh)"
+            missing = [r for r in c.requires if not r.exists()]
+            if missing:
+                how = "cargo build --release -p wasmesh" if missing[0].name == "wasmesh" else "cargo xtask filters"
+                shown = missing[0].relative_to(ROOT) if missing[0].is_relative_to(ROOT) else missing[0]
+                msg = f"{c.name}: {shown} not found (build it: {how})"
                 log("SKIP " + msg)
                 skipped.append(msg)
                 continue
@@ -926,11 +939,14 @@ def main(argv: list[str]) -> int:
             port = t.port("h1", up)
             for path, size in (("/small", len(SMALL_BODY)), ("/large", LARGE_SIZE)):
                 try:
-                    status, n = http_get(port, path)
+                    status, n, headers = http_get(port, path)
                 except OSError as e:
-                    status, n = 0, f"error {e}"
+                    status, n, headers = 0, f"error {e}", {}
                 if status != 200 or n != size:
                     startup_failures.append(f"{t.case.name}: GET {path} gave status {status}, {n} bytes (want 200, {size})")
+                want = t.case.expect_header
+                if want and status == 200 and headers.get(want[0]) != want[1]:
+                    startup_failures.append(f"{t.case.name}: GET {path} lacks response header {want[0]}: {want[1]}")
             h2p = t.port("h2", up)
             if h2p is not None:
                 p = subprocess.run(["h2load", "-n2", "-c1", f"http://127.0.0.1:{h2p}/small"], capture_output=True, text=True, timeout=30)
