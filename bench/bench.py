@@ -776,6 +776,28 @@ def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], target
                     f"{ratio(c['proxy_cpu_us_per_req'], n and n['proxy_cpu_us_per_req'])} | {c['failed_runs']} / {c['noisy_runs']} of {c['runs']} |"
                 )
         L.append("")
+    chains = [nm for nm in names if nm.startswith("wasmesh-")]
+    if "wasmesh" in names and chains:
+        L.append("## Filter cost (vs the empty chain)\n")
+        L.append("Proxy CPU µs/req of the case minus that of `wasmesh` (empty chain), and its req/s ÷ "
+                 "`wasmesh` req/s, same run (shared/reference/performance.md G5).\n")
+        L.append("| case | " + " | ".join(sc.name for sc in scenarios) + " |")
+        L.append("|---|" + "---|" * len(scenarios))
+        for nm in chains:
+            cells = []
+            for sc in scenarios:
+                per = summary.get(sc.name, {})
+                c, e = per.get(nm), per.get("wasmesh")
+                if not c or not e or not c["proxy_cpu_us_per_req"] or not e["proxy_cpu_us_per_req"]:
+                    cells.append("–")
+                    continue
+                dcpu = c["proxy_cpu_us_per_req"][0] - e["proxy_cpu_us_per_req"][0]
+                cell = f"{dcpu:+.1f} µs"
+                if sc.tool != "openloop":
+                    cell += f", ×{ratio(c['rps'], e['rps'])} req/s"
+                cells.append(cell)
+            L.append(f"| {nm} | " + " | ".join(cells) + " |")
+        L.append("")
     L.append("## Memory\n")
     L.append("Sum over the proxy's processes (nginx: master + worker). Idle: VmRSS right after start. "
              "Peak: VmHWM after every run above.\n")
