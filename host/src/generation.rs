@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{self, Config, Direction, HashKey, HttpSettings};
 use crate::proxy::metrics::ListenerStats;
 use crate::proxy::ProxyMetrics;
+use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::{self, UpstreamMetrics};
 use crate::wasm::{ChainSpec, Plugin, WasmRuntime};
 
@@ -56,6 +57,14 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
+    /// TLS material could not be loaded.
+    #[error("{what}.tls: {message}")]
+    Tls {
+        /// Which listener or cluster.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A cluster could not be built.
     #[error("clusters[{index}] \"{name}\": {source}")]
     Cluster {
@@ -96,6 +105,8 @@ pub struct ListenerSpec {
     pub protocol: config::DownstreamProtocol,
     /// The compiled filter chain.
     pub chain: Arc<ChainSpec>,
+    /// TLS termination (`None`: plaintext).
+    pub tls: Option<Arc<ServerTls>>,
     /// Metric handles for this listener.
     pub stats: ListenerStats,
 }
@@ -123,11 +134,12 @@ impl Generation {
                 clusters.insert(c.name.clone(), prev.clone());
                 continue;
             }
-            let cluster = upstream::Cluster::build(c, ctx.upstream_metrics).map_err(|source| BuildError::Cluster {
-                index,
-                name: c.name.clone(),
-                source,
+            let tls = ClientTls::for_cluster(c, ctx.base_dir).map_err(|e| BuildError::Tls {
+                what: format!("clusters[{index}] \"{}\"", c.name),
+                message: e.to_string(),
             })?;
+            let cluster = upstream::Cluster::build_with_tls(c, ctx.upstream_metrics, tls)
+                .map_err(|source| BuildError::Cluster { index, name: c.name.clone(), source })?;
             let hash_key = (c.lb == config::LbPolicy::ConsistentHash).then(|| c.hash.key.clone());
             clusters.insert(
                 c.name.clone(),
@@ -168,6 +180,22 @@ impl Generation {
                     c.plugins.len() == plugins.len() && c.plugins.iter().zip(&plugins).all(|(a, b)| Arc::ptr_eq(a, b))
                 })
                 .unwrap_or_else(|| Arc::new(ChainSpec { plugins }));
+            // Unchanged TLS settings keep the running `ServerTls` (its session caches and
+            // rotation state); changed ones build anew.
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => match ctx
+                    .previous
+                    .and_then(|p| p.config.listeners.iter().zip(&p.listeners).find(|(pc, _)| pc.name == l.name))
+                    .filter(|(pc, _)| same(&pc.tls, &l.tls) && pc.protocol == l.protocol)
+                    .and_then(|(_, ps)| ps.tls.clone())
+                {
+                    Some(prev) => Some(prev),
+                    None => Some(ServerTls::build_for_protocol(t, ctx.base_dir, l.protocol).map_err(|e| {
+                        BuildError::Tls { what: format!("listeners[{index}] \"{}\"", l.name), message: e.to_string() }
+                    })?),
+                },
+            };
             let name: Arc<str> = Arc::from(l.name.as_str());
             listeners.push(Arc::new(ListenerSpec {
                 stats: ctx.proxy_metrics.listener(&name),
@@ -178,6 +206,7 @@ impl Generation {
                 http: l.http.clone(),
                 protocol: l.protocol,
                 chain,
+                tls,
             }));
         }
         Ok(Generation { number: ctx.number, config, listeners, clusters })

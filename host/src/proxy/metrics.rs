@@ -12,6 +12,7 @@ pub struct ProxyMetrics {
     connections_active: IntGaugeVec,
     connections_total: IntCounterVec,
     downstream_rejected: IntCounterVec,
+    tls_errors: IntCounterVec,
 }
 
 /// Handles for one listener, resolved at generation build.
@@ -23,6 +24,8 @@ pub struct ListenerStats {
     pub connections_total: IntCounter,
     /// Connections refused over `max_connections`.
     pub connections_rejected: IntCounter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_errors: IntCounter,
     requests: IntCounterVec,
     duration: HistogramVec,
     listener: std::sync::Arc<str>,
@@ -80,7 +83,15 @@ impl ProxyMetrics {
             )
             .expect("static metric definition"),
         );
-        ProxyMetrics { requests, duration, connections_active, connections_total, downstream_rejected }
+        let tls_errors = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new("wasmesh_downstream_tls_handshake_errors_total", "Failed or timed-out TLS handshakes"),
+                &["listener"],
+            )
+            .expect("static metric definition"),
+        );
+        ProxyMetrics { requests, duration, connections_active, connections_total, downstream_rejected, tls_errors }
     }
 
     /// Handles for `listener`.
@@ -89,6 +100,7 @@ impl ProxyMetrics {
             connections_active: self.connections_active.with_label_values(&[listener]),
             connections_total: self.connections_total.with_label_values(&[listener]),
             connections_rejected: self.downstream_rejected.with_label_values(&[listener]),
+            tls_handshake_errors: self.tls_errors.with_label_values(&[listener]),
             requests: self.requests.clone(),
             duration: self.duration.clone(),
             listener: listener.clone(),

@@ -14,8 +14,10 @@ use tokio::sync::{watch, Notify};
 
 use super::conn::{self, LocalExec};
 use super::Shared;
+use crate::config::TlsMode;
 use crate::proxy::{ConnCtx, WorkerCtx};
-use crate::wasm::ConnectionInfo;
+use crate::tls::{peek_is_tls_within, TlsFacts};
+use crate::wasm::{ConnectionInfo, TlsInfo};
 
 /// A listener socket handed to one worker, with the process-wide connection count.
 pub struct WorkerListener {
@@ -142,22 +144,54 @@ async fn accept_loop(
                 }
             }
         };
-        let info = Arc::new(ConnectionInfo {
+        let mut info = ConnectionInfo {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             source: peer,
             destination: tcp.local_addr().ok().or(local_addr).unwrap_or(peer),
             tls: None,
-        });
-        let ctx = Rc::new(ConnCtx { info, listener: name.clone(), scheme: "http" });
+        };
         let idle = spec.http.idle_timeout.get();
+        let handshake_timeout = spec.http.request_headers_timeout.get();
+        let tls = spec.tls.clone();
         let stats = spec.stats.clone();
         stats.connections_total.inc();
         stats.connections_active.inc();
         open.fetch_add(1, Ordering::Relaxed);
         live.count.set(live.count.get() + 1);
-        let (worker, live, open, drain) = (worker.clone(), live.clone(), open.clone(), drain.clone());
+        let (worker, live, open, drain, name) =
+            (worker.clone(), live.clone(), open.clone(), drain.clone(), name.clone());
         tokio::task::spawn_local(async move {
-            conn::serve(tcp, builder, worker, ctx, idle, drain).await;
+            match tls {
+                None => {
+                    let ctx = Rc::new(ConnCtx { info: Arc::new(info), listener: name, scheme: "http" });
+                    conn::serve(tcp, builder, worker, ctx, idle, drain).await;
+                }
+                Some(tls) => {
+                    // Permissive: plaintext and TLS on one port, told apart by the first bytes.
+                    let speaks_tls = tls.mode() != TlsMode::Permissive
+                        || peek_is_tls_within(&tcp, handshake_timeout).await.unwrap_or(false);
+                    if !speaks_tls {
+                        let ctx = Rc::new(ConnCtx { info: Arc::new(info), listener: name, scheme: "http" });
+                        conn::serve(tcp, builder, worker, ctx, idle, drain).await;
+                    } else {
+                        match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                info.tls = Some(tls_info(&tls.facts(stream.get_ref().1)));
+                                let ctx = Rc::new(ConnCtx { info: Arc::new(info), listener: name, scheme: "https" });
+                                conn::serve(stream, builder, worker, ctx, idle, drain).await;
+                            }
+                            Ok(Err(e)) => {
+                                stats.tls_handshake_errors.inc();
+                                tracing::debug!(listener = %name, peer = %peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                stats.tls_handshake_errors.inc();
+                                tracing::debug!(listener = %name, peer = %peer, "TLS handshake timed out");
+                            }
+                        }
+                    }
+                }
+            }
             stats.connections_active.dec();
             open.fetch_sub(1, Ordering::Relaxed);
             live.count.set(live.count.get().saturating_sub(1));
@@ -165,5 +199,24 @@ async fn accept_loop(
                 live.idle.notify_waiters();
             }
         });
+    }
+}
+
+/// The TLS facts filters see as `connection.*` properties.
+fn tls_info(f: &TlsFacts) -> TlsInfo {
+    let peer = f.peer.as_ref();
+    let local = f.local.as_ref();
+    TlsInfo {
+        version: f.version.to_string(),
+        sni: f.sni.clone(),
+        alpn: f.alpn.clone(),
+        peer_certificate_presented: f.mtls,
+        peer_uri_sans: peer.map(|p| p.uri_sans.clone()).unwrap_or_default(),
+        peer_dns_sans: peer.map(|p| p.dns_sans.clone()).unwrap_or_default(),
+        peer_subject: peer.map(|p| p.subject.clone()),
+        peer_sha256: peer.map(|p| p.sha256_digest.clone()),
+        local_uri_sans: local.map(|p| p.uri_sans.clone()).unwrap_or_default(),
+        local_dns_sans: local.map(|p| p.dns_sans.clone()).unwrap_or_default(),
+        local_subject: local.map(|p| p.subject.clone()),
     }
 }

@@ -125,6 +125,11 @@ impl ClientTls {
         Arc::clone(&self.current.load().config)
     }
 
+    /// The configured `sni` override, if any (the server name for every endpoint).
+    pub fn fixed_server_name(&self) -> Option<ServerName<'static>> {
+        self.spec.sni.clone()
+    }
+
     /// The name to hand the connector for an endpoint: the `sni` override, else the
     /// endpoint's host (an IP address sends no SNI). Brackets around IPv6 are accepted.
     pub fn server_name(&self, endpoint_host: &str) -> Result<ServerName<'static>, TlsError> {

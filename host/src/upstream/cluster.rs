@@ -15,6 +15,7 @@ use super::lb::{self, Balancer, Filter};
 use super::metrics::{ClusterMetrics, UpstreamMetrics};
 use super::resolve::{self, Target};
 use crate::config::{self, HashAlgorithm, HashSettings, LbPolicy, UpstreamProtocol};
+use crate::tls::ClientTls;
 
 /// A cluster as workers use it: pick an endpoint, read its settings.
 ///
@@ -36,6 +37,7 @@ pub struct Cluster {
     subsets: Vec<config::Subset>,
     set: ArcSwap<EndpointSet>,
     shared: Arc<ClusterShared>,
+    tls: Option<Arc<ClientTls>>,
 }
 
 /// What a request asks of the load balancer.
@@ -87,6 +89,16 @@ impl Cluster {
     /// call it on the control side), precomputes subsets and balancers, and resolves the
     /// metric handles.
     pub fn build(cfg: &config::Cluster, metrics: &UpstreamMetrics) -> Result<Arc<Cluster>, UpstreamError> {
+        Self::build_with_tls(cfg, metrics, None)
+    }
+
+    /// [`Cluster::build`] for a cluster reached over TLS (`tls` from the cluster's
+    /// `tls:` settings).
+    pub fn build_with_tls(
+        cfg: &config::Cluster,
+        metrics: &UpstreamMetrics,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Result<Arc<Cluster>, UpstreamError> {
         let invalid = |message: String| UpstreamError::InvalidConfig { cluster: cfg.name.clone(), message };
         if cfg.lb == LbPolicy::ConsistentHash {
             if cfg.hash.table_size == 0 {
@@ -153,9 +165,15 @@ impl Cluster {
             subsets: cfg.subsets.clone(),
             set: ArcSwap::from_pointee(set),
             shared,
+            tls,
         });
         metrics.track(&cluster);
         Ok(cluster)
+    }
+
+    /// The TLS settings for dialing endpoints (`None`: plaintext).
+    pub fn tls(&self) -> Option<&Arc<ClientTls>> {
+        self.tls.as_ref()
     }
 
     /// Picks an endpoint for one request (lock-free). Unknown subset → `UnknownSubset`;

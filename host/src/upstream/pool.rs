@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -18,17 +20,37 @@ use super::cluster::{Cluster, PoolConfig};
 use super::endpoint::EndpointState;
 use super::error::{BoxError, UpstreamError};
 use crate::config::UpstreamProtocol;
+use crate::tls::ClientTls;
 
 /// The request body type sent upstream (the same type as the proxy's body).
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-type HttpClient = Client<HttpConnector, UpstreamBody>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// What a pooled client was built from: rebuilt when either changes (a TLS rotation
+/// yields a new `ClientConfig`).
+#[derive(Clone)]
+struct ClientKey {
+    pool: PoolConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PartialEq for ClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.pool == other.pool
+            && match (&self.tls, &other.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
 
 /// One worker's upstream clients, keyed by cluster name. A client is kept across config
 /// reloads while its cluster's pool settings stay the same, so warm connections survive.
 #[derive(Default)]
 pub struct WorkerPools {
-    clients: RefCell<HashMap<String, (PoolConfig, HttpClient)>>,
+    clients: RefCell<HashMap<String, (ClientKey, HttpClient)>>,
 }
 
 // === impl WorkerPools ===
@@ -60,8 +82,9 @@ impl WorkerPools {
             }
         }
         let path = original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let scheme = if cluster.tls().is_some() { Scheme::HTTPS } else { Scheme::HTTP };
         *req.uri_mut() = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(scheme)
             .authority(endpoint.authority().clone())
             .path_and_query(path)
             .build()
@@ -106,14 +129,15 @@ impl WorkerPools {
 
     /// The client for `cluster`, created (or replaced, when its settings changed) here.
     fn client(&self, cluster: &Cluster) -> HttpClient {
+        let key = ClientKey { pool: cluster.pool, tls: cluster.tls().map(|t| t.config()) };
         let mut clients = self.clients.borrow_mut();
-        if let Some((cfg, client)) = clients.get(cluster.name()) {
-            if *cfg == cluster.pool {
+        if let Some((k, client)) = clients.get(cluster.name()) {
+            if *k == key {
                 return client.clone();
             }
         }
-        let client = build_client(&cluster.pool);
-        clients.insert(cluster.name().to_string(), (cluster.pool, client.clone()));
+        let client = build_client(&key, cluster.tls().map(Arc::as_ref));
+        clients.insert(cluster.name().to_string(), (key, client.clone()));
         client
     }
 }
@@ -125,11 +149,13 @@ impl std::fmt::Debug for WorkerPools {
     }
 }
 
-fn build_client(cfg: &PoolConfig) -> HttpClient {
+fn build_client(key: &ClientKey, tls: Option<&ClientTls>) -> HttpClient {
+    let cfg = &key.pool;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(cfg.connect_timeout));
     connector.set_nodelay(true);
-    connector.enforce_http(true);
+    connector.enforce_http(false);
+    let connector = https_connector(connector, key, tls);
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -138,6 +164,32 @@ fn build_client(cfg: &PoolConfig) -> HttpClient {
         .pool_max_idle_per_host(cfg.max_idle_per_endpoint)
         .http2_only(cfg.protocol == UpstreamProtocol::Http2);
     builder.build(connector)
+}
+
+/// Wraps the TCP connector with TLS for TLS clusters (SNI and identity checks come from
+/// the cluster's `ClientTls`); plaintext clusters pass straight through.
+fn https_connector(http: HttpConnector, key: &ClientKey, tls: Option<&ClientTls>) -> HttpsConnector<HttpConnector> {
+    let config = match &key.tls {
+        Some(c) => (**c).clone(),
+        // Never used for TLS (plaintext clusters dial `http://`), but the connector needs one.
+        None => rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+            .unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }),
+    };
+    let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+    let b = match tls.and_then(|t| t.fixed_server_name()) {
+        Some(name) => b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+        None => b,
+    };
+    match key.pool.protocol {
+        UpstreamProtocol::Http1 => b.enable_http1().wrap_connector(http),
+        UpstreamProtocol::Http2 => b.enable_http2().wrap_connector(http),
+    }
 }
 
 #[cfg(test)]
