@@ -58,8 +58,10 @@ struct VmSlot {
 ///    (the next call sees them again). If the headers had no end of stream, the last call
 ///    must say `end_of_stream = true` (an empty chunk is fine), unless trailers follow:
 ///    then `request_trailers`, and send `take_body_tail(false)` before the trailers.
-/// 4. Set `upstream_info()` facts, then `response_headers`, `response_body`,
-///    `response_trailers` the same way (filters run in reverse order).
+/// 4. Set `upstream_info()` facts and `set_retry_available`, then `response_headers`
+///    (`Verdict::Retry(backoff)`: a filter asked for another attempt; drop this response
+///    and send again), `response_body`, `response_trailers` the same way (filters run in
+///    reverse order).
 /// 5. `finish` (or drop): `on_done`, `on_log`, `on_delete` in every filter, once.
 pub struct HttpStream {
     filters: Vec<Slot>,
@@ -351,8 +353,25 @@ impl HttpStream {
             if let Some(r) = self.run(i, dir, cb).await {
                 return Verdict::LocalReply(r);
             }
+            if dir == Dir::Response {
+                let retry = self.shared.as_ref().and_then(|s| s.borrow_mut().signals.retry.take());
+                if let Some(backoff) = retry {
+                    return Verdict::Retry(backoff);
+                }
+            }
         }
         Verdict::Continue
+    }
+
+    /// Whether the proxy can make another attempt now (buffered request, attempts and
+    /// time left). `wasmesh.retry_upstream` fails for the filter while this is false
+    /// (the default).
+    pub fn set_retry_available(&mut self, available: bool) {
+        if let Some(s) = &self.shared {
+            let mut s = s.borrow_mut();
+            s.signals.retry_available = available;
+            s.signals.retry = None;
+        }
     }
 
     async fn trailers_phase(&mut self, dir: Dir) -> Verdict {

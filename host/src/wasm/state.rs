@@ -119,6 +119,10 @@ pub(crate) struct Signals {
     pub local_reply: Option<LocalReply>,
     /// A VM serving this stream broke while the stream waited.
     pub vm_failed: bool,
+    /// `wasmesh.retry_upstream` was called with this backoff (response-headers phase).
+    pub retry: Option<std::time::Duration>,
+    /// Whether the proxy can make another attempt (`HttpStream::set_retry_available`).
+    pub retry_available: bool,
 }
 
 // === impl HostState ===

@@ -2,8 +2,11 @@
 //!
 //! Functions: `clear_route_cache` (accepted; routing reads properties when the upstream is
 //! chosen, so there is no cache to clear), `wasmesh.access_log` (one line to the access
-//! log sink), `wasmesh.retry_upstream` / `wasmesh.eject_endpoint` (recorded as filter
-//! state under their own name, with the arguments as value, for the proxy to act on),
+//! log sink), `wasmesh.retry_upstream` (4-byte LE backoff ms, optional; only in the
+//! response-headers phase and when the proxy can retry, else `InternalFailure`: the
+//! stream answers `Verdict::Retry` and earlier filters do not see this response),
+//! `wasmesh.eject_endpoint` (recorded as filter state under its own name, with the
+//! arguments as value, for the proxy to act on),
 //! `wasmesh.resume_after` (4-byte LE milliseconds: continues the current stream's
 //! current direction after that long; cancelled with the stream). Anything else is
 //! `NotFound`.
@@ -36,7 +39,8 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     }
                     None => Status::InternalFailure,
                 },
-                "wasmesh.retry_upstream" | "wasmesh.eject_endpoint" => match st.current_stream() {
+                "wasmesh.retry_upstream" => retry_upstream(st, &args),
+                "wasmesh.eject_endpoint" => match st.current_stream() {
                     Some(stream) => match stream.try_borrow_mut() {
                         Ok(mut s) => {
                             s.filter_state.insert(name.clone(), Bytes::from(args));
@@ -88,5 +92,30 @@ fn resume_after(st: &mut HostState, args: &[u8]) -> Status {
         Some(Ctx::Http(h)) => drop(h.calls.insert(token, task.abort_handle())),
         _ => task.abort(),
     }
+    Status::Ok
+}
+
+/// Asks the proxy for another attempt instead of this response.
+fn retry_upstream(st: &HostState, args: &[u8]) -> Status {
+    let backoff = match args.len() {
+        0 => 0,
+        _ => match <[u8; 4]>::try_from(args) {
+            Ok(b) => u32::from_le_bytes(b),
+            Err(_) => return Status::BadArgument,
+        },
+    };
+    let Some(stream) = st.current_stream() else {
+        return Status::BadArgument;
+    };
+    let Ok(mut s) = stream.try_borrow_mut() else {
+        return Status::InternalFailure;
+    };
+    if !s.response_live {
+        return Status::BadArgument;
+    }
+    if !s.signals.retry_available {
+        return Status::InternalFailure;
+    }
+    s.signals.retry = Some(Duration::from_millis(backoff as u64));
     Status::Ok
 }

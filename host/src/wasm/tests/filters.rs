@@ -17,7 +17,7 @@ fn load(rt: &Arc<WasmRuntime>, name: &str, tweak: impl FnOnce(&mut Filter)) -> A
 fn reply(v: Verdict) -> LocalReply {
     match v {
         Verdict::LocalReply(r) => r,
-        Verdict::Continue => panic!("expected a local reply, got Continue"),
+        other => panic!("expected a local reply, got {other:?}"),
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod filters;
+mod fuzz;
 mod wat;
 
 use std::cell::RefCell;

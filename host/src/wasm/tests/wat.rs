@@ -89,7 +89,7 @@ fn assert_failed(v: &Verdict) {
             assert_eq!(r.status, 503);
             assert!(r.flags.contains(ResponseFlags::WASM_FAILURE));
         }
-        Verdict::Continue => panic!("expected a wasm failure"),
+        other => panic!("expected a wasm failure, got {other:?}"),
     }
 }
 
@@ -430,11 +430,57 @@ fn local_reply_grpc_status_only_for_grpc_requests() {
             let mut s = chain.stream(info(1024));
             match s.request_headers(&mut request("/", &[("content-type", ct)]), true).await {
                 Verdict::LocalReply(r) => replies.push(r),
-                Verdict::Continue => panic!("no local reply"),
+                other => panic!("no local reply: {other:?}"),
             }
         }
     });
     assert_eq!((replies[0].status, replies[0].details.as_str()), (403, "x-key"));
     assert!(replies[0].headers.is_empty(), "{:?}", replies[0].headers);
     assert_eq!(replies[1].headers, vec![("grpc-status".to_owned(), "7".to_owned())]);
+}
+
+#[test]
+fn retry_upstream_asks_for_another_attempt_before_earlier_filters_see_the_response() {
+    let header_adder = r#"(module
+      (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "x-a1")
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+        (drop (call $add (i32.const 2) (i32.const 16) (i32.const 3) (i32.const 19) (i32.const 1)))
+        i32.const 0))"#;
+    let retrier = r#"(module
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "wasmesh.retry_upstream")
+      (data (i32.const 40) "\19\00\00\00")
+      (data (i32.const 48) "x-refused1")
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+        (if (i32.ne (call $foreign (i32.const 16) (i32.const 22) (i32.const 40) (i32.const 4) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then (drop (call $add (i32.const 2) (i32.const 48) (i32.const 9) (i32.const 57) (i32.const 1)))))
+        i32.const 0))"#;
+    run(async {
+        let (rt, _) = runtime();
+        let a = Plugin::load(&rt, &filter("a"), header_adder.as_bytes()).unwrap();
+        let b = Plugin::load(&rt, &filter("b"), retrier.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![a, b]);
+        let mut s = chain.stream(info(1024));
+        assert!(matches!(s.request_headers(&mut request("/", &[]), true).await, Verdict::Continue));
+
+        s.set_retry_available(true);
+        let mut resp = response(503, &[]);
+        match s.response_headers(&mut resp, true).await {
+            Verdict::Retry(backoff) => assert_eq!(backoff, Duration::from_millis(25)),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        assert!(resp.headers.get("x-a").is_none(), "an earlier filter saw the dropped response");
+
+        s.set_retry_available(false);
+        let mut resp = response(503, &[]);
+        assert!(matches!(s.response_headers(&mut resp, true).await, Verdict::Continue));
+        assert_eq!(hv(&resp.headers, "x-refused"), "1");
+        assert_eq!(hv(&resp.headers, "x-a"), "1");
+    });
 }
