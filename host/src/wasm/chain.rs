@@ -305,8 +305,19 @@ impl HttpStream {
         self.tail[response as usize].take().map(BytesMut::freeze)
     }
 
-    /// Facts the proxy learns (upstream address, cluster, flags, sizes, attempts).
+    /// Facts the proxy learns (upstream address, cluster, flags, sizes, attempts). Its
+    /// `flags` include the ones filters added (`wasmesh.response.flag`).
     pub fn upstream_info(&mut self) -> &mut UpstreamInfo {
+        if let Some(shared) = &self.shared {
+            let s = shared.borrow();
+            if let Some(codes) = s.filter_state.get(super::properties::RESPONSE_FLAG) {
+                for code in String::from_utf8_lossy(codes).split(',') {
+                    if let Some(f) = crate::flags::ResponseFlags::from_code(code.trim()) {
+                        self.upstream.flags.insert(f);
+                    }
+                }
+            }
+        }
         &mut self.upstream
     }
 

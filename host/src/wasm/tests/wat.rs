@@ -410,7 +410,9 @@ fn resume_after_and_accumulated_response_flags() {
         assert!(matches!(v, Verdict::Continue), "{v:?}");
         assert!(t.elapsed() >= Duration::from_millis(30), "resumed after {:?}", t.elapsed());
         assert_eq!(s.property("wasmesh.response.flag").unwrap(), "NR,FI");
-        s.upstream_info().flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+        let flags = s.upstream_info().flags;
+        assert!(flags.contains(ResponseFlags::NO_ROUTE_FOUND) && flags.contains(ResponseFlags::FAULT_INJECTED));
+        s.upstream_info().flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
         let v = s.response_headers(&mut response(503, &[]), true).await;
         assert!(matches!(v, Verdict::Continue), "{v:?}");
     });
