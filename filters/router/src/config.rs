@@ -45,7 +45,11 @@ impl std::error::Error for ConfigError {}
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    expecting = "the router config object ({routes: [...], strict: bool})",
+    deny_unknown_fields,
+    rename_all = "camelCase"
+)]
 struct RawConfig {
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -60,7 +64,7 @@ struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(expecting = "an HTTPRoute object", deny_unknown_fields, rename_all = "camelCase")]
 struct RawRoute {
     #[serde(default)]
     name: Option<String>,
@@ -98,7 +102,7 @@ struct RawRoute {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(expecting = "an HTTPMatchRequest object", deny_unknown_fields, rename_all = "camelCase")]
 struct RawMatch {
     #[serde(default)]
     #[allow(dead_code)] // Istio's match name: accepted, only shown in Istio's logs
@@ -134,7 +138,7 @@ struct RawMatch {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "a StringMatch object ({exact|prefix|regex: string})", deny_unknown_fields)]
 struct RawStringMatch {
     #[serde(default)]
     exact: Option<String>,
@@ -145,7 +149,7 @@ struct RawStringMatch {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(expecting = "an HTTPRouteDestination object", deny_unknown_fields, rename_all = "camelCase")]
 struct RawRouteDestination {
     destination: RawDestination,
     #[serde(default)]
@@ -155,7 +159,7 @@ struct RawRouteDestination {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "a Destination object", deny_unknown_fields)]
 struct RawDestination {
     host: String,
     #[serde(default)]
@@ -166,14 +170,14 @@ struct RawDestination {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "a PortSelector object", deny_unknown_fields)]
 struct RawPortSelector {
     #[allow(dead_code)]
     number: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(expecting = "an HTTPRedirect object", deny_unknown_fields, rename_all = "camelCase")]
 struct RawRedirect {
     #[serde(default)]
     uri: Option<String>,
@@ -192,7 +196,7 @@ struct RawRedirect {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an HTTPDirectResponse object", deny_unknown_fields)]
 struct RawDirectResponse {
     status: u32,
     #[serde(default)]
@@ -200,7 +204,7 @@ struct RawDirectResponse {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an HTTPBody object", deny_unknown_fields)]
 struct RawBody {
     #[serde(default)]
     string: Option<String>,
@@ -209,7 +213,7 @@ struct RawBody {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(expecting = "an HTTPRewrite object", deny_unknown_fields, rename_all = "camelCase")]
 struct RawRewrite {
     #[serde(default)]
     uri: Option<String>,
@@ -220,7 +224,7 @@ struct RawRewrite {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "a RegexRewrite object", deny_unknown_fields)]
 struct RawRegexRewrite {
     #[serde(rename = "match")]
     pattern: String,
@@ -228,7 +232,7 @@ struct RawRegexRewrite {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an Headers object", deny_unknown_fields)]
 struct RawHeaders {
     #[serde(default)]
     request: Option<RawHeaderOps>,
@@ -237,7 +241,7 @@ struct RawHeaders {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an HeaderOperations object", deny_unknown_fields)]
 struct RawHeaderOps {
     #[serde(default)]
     set: BTreeMap<String, String>,
@@ -248,13 +252,13 @@ struct RawHeaderOps {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "a Percent object", deny_unknown_fields)]
 struct RawPercent {
     value: f64,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an HTTPMirrorPolicy object", deny_unknown_fields)]
 struct RawMirrorPolicy {
     destination: RawDestination,
     #[serde(default)]
@@ -262,7 +266,7 @@ struct RawMirrorPolicy {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(expecting = "a CorsPolicy object", deny_unknown_fields, rename_all = "camelCase")]
 struct RawCors {
     #[serde(default)]
     allow_origins: Vec<RawStringMatch>,
@@ -527,6 +531,12 @@ impl Workload for BTreeMap<String, String> {
 pub fn parse(bytes: &[u8], node: &dyn Workload) -> Result<RouterConfig, ConfigError> {
     let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
         RawConfig::default()
+    } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        // serde would read a list as the struct's fields in order: say what was meant.
+        return Err(ConfigError::new(
+            "",
+            "the router config is an object, not a list: put a VirtualService's http: list under routes:",
+        ));
     } else {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {

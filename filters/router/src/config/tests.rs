@@ -123,6 +123,18 @@ fn serde_errors_carry_the_path() {
     assert!(e.starts_with("routes[0].route[0].weight: invalid type"), "{e}");
     let e = err(r#"{"route": []}"#);
     assert!(e.contains("unknown field `route`"), "{e}");
+    // Type names in messages are Istio's, not Rust's.
+    let e = err(r#"{"routes": [{"match": [{"uri": "/foo"}], "route": [{"destination": {"host": "a"}}]}]}"#);
+    assert!(
+        e.starts_with(r#"routes[0].match[0].uri: invalid type: string "/foo", expected a StringMatch object ({exact|prefix|regex: string})"#),
+        "{e}"
+    );
+    let e = err(r#"[{"route": [{"destination": {"host": "a"}}]}]"#);
+    assert_eq!(e, "the router config is an object, not a list: put a VirtualService's http: list under routes:");
+    let e = err(r#""routes""#);
+    assert!(e.contains("expected the router config object"), "{e}");
+    let e = err(r#"{"routes": {"route": []}}"#);
+    assert!(e.starts_with("routes: invalid type: map, expected a sequence"), "{e}");
     let e = err(r#"{"routes": [{"route": [{"destination": {}}]}]}"#);
     assert!(e.starts_with("routes[0].route[0].destination: missing field `host`"), "{e}");
 }
