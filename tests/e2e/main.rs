@@ -7,3 +7,4 @@ mod filters;
 mod limits;
 mod reload;
 mod streaming;
+mod tls;

@@ -45,6 +45,15 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the standard upstream named `name`.
     pub async fn start(name: &str) -> Upstream {
+        Self::start_with(name, None).await
+    }
+
+    /// Starts the standard upstream behind TLS with this server config.
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Upstream {
+        Self::start_with(name, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let hits = Arc::new(AtomicUsize::new(0));
@@ -52,12 +61,20 @@ impl Upstream {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (n, h) = (n.clone(), h.clone());
+                let (n, h, tls) = (n.clone(), h.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| serve(req, n.clone(), h.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });

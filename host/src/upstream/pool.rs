@@ -170,7 +170,12 @@ fn build_client(key: &ClientKey, tls: Option<&ClientTls>) -> HttpClient {
 /// the cluster's `ClientTls`); plaintext clusters pass straight through.
 fn https_connector(http: HttpConnector, key: &ClientKey, tls: Option<&ClientTls>) -> HttpsConnector<HttpConnector> {
     let config = match &key.tls {
-        Some(c) => (**c).clone(),
+        // hyper-rustls sets ALPN from the enabled protocols and refuses a preset one.
+        Some(c) => {
+            let mut c = (**c).clone();
+            c.alpn_protocols.clear();
+            c
+        }
         // Never used for TLS (plaintext clusters dial `http://`), but the connector needs one.
         None => rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

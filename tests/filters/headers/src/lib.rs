@@ -89,6 +89,8 @@ impl HttpContext for Headers {
             ("x-prop-app", vec!["node", "metadata", "app"]),
             ("x-prop-listener", vec!["xds", "listener_name"]),
             ("x-prop-from-earlier", vec!["test.earlier"]),
+            ("x-prop-peer-uri-san", vec!["connection", "uri_san_peer_certificate"]),
+            ("x-prop-tls-version", vec!["connection", "tls_version"]),
         ] {
             if let Some(v) = self.get_property(path) {
                 self.set_http_request_header(header, Some(&String::from_utf8_lossy(&v)));
