@@ -40,6 +40,30 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every error found: the first one of each rule (so one bad rule does not hide the next).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 // ---------------------------------------------------------------------------------------
 // Raw (serde) shapes: Istio's YAML field names, camelCase.
 // ---------------------------------------------------------------------------------------
@@ -528,7 +552,7 @@ impl Workload for BTreeMap<String, String> {
 /// Parses and validates the plugin configuration (JSON). Empty bytes are an empty config
 /// (every request passes through). `node` supplies this workload's labels for
 /// `sourceLabels` when the config has no `workloadLabels`.
-pub fn parse(bytes: &[u8], node: &dyn Workload) -> Result<RouterConfig, ConfigError> {
+pub fn parse(bytes: &[u8], node: &dyn Workload) -> Result<RouterConfig, ConfigErrors> {
     let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
         RawConfig::default()
     } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -536,7 +560,8 @@ pub fn parse(bytes: &[u8], node: &dyn Workload) -> Result<RouterConfig, ConfigEr
         return Err(ConfigError::new(
             "",
             "the router config is an object, not a list: put a VirtualService's http: list under routes:",
-        ));
+        )
+        .into());
     } else {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -562,7 +587,7 @@ impl Workload for ConfigWorkload<'_> {
     }
 }
 
-fn compile(raw: RawConfig, node: &dyn Workload) -> Result<RouterConfig, ConfigError> {
+fn compile(raw: RawConfig, node: &dyn Workload) -> Result<RouterConfig, ConfigErrors> {
     let overridden;
     let workload: &dyn Workload = match &raw.workload_labels {
         Some(labels) => {
@@ -573,17 +598,25 @@ fn compile(raw: RawConfig, node: &dyn Workload) -> Result<RouterConfig, ConfigEr
     };
     let ns_override = raw.workload_namespace.clone();
     let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut errors = Vec::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
-        routes.push(compile_route(r, &format!("routes[{i}]"), workload, ns_override.as_deref())?);
+        match compile_route(r, &format!("routes[{i}]"), workload, ns_override.as_deref()) {
+            Ok(route) => routes.push(route),
+            Err(e) => errors.push(e),
+        }
     }
     let needs_port = routes.iter().any(|r| r.matches.iter().any(|m| m.port.is_some()))
         || routes.iter().any(|r| matches!(&r.action, RouteAction::Redirect(d) if d.port == RedirectPort::RequestPort));
     let mirror_body_limit = match raw.mirror_body_limit_bytes {
         None => DEFAULT_MIRROR_BODY_LIMIT,
-        Some(n) => {
-            usize::try_from(n).map_err(|_| ConfigError::new("mirrorBodyLimitBytes", format!("{n} is too large")))?
-        }
+        Some(n) => usize::try_from(n).unwrap_or_else(|_| {
+            errors.push(ConfigError::new("mirrorBodyLimitBytes", format!("{n} is too large")));
+            0
+        }),
     };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     let needed_headers = needed_headers(&routes);
     let warnings = warnings(&routes);
     Ok(RouterConfig { routes, strict: raw.strict, needs_port, needed_headers, mirror_body_limit, warnings })

@@ -3,6 +3,8 @@
 //! timeout properties — plus rewrites, redirects, direct responses, header edits, mirrors
 //! and CORS. `config` parses and validates, `policy` decides, this file talks to the host.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod policy;
 

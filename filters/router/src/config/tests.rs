@@ -402,3 +402,22 @@ fn surprising_but_valid_settings_are_warned_about() {
     ]}"#);
     assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
 }
+
+#[test]
+fn every_bad_rule_is_reported() {
+    let e = match parse(
+        br#"{"routes": [
+            {"match": [{"uri": {"regex": "("}}], "route": [{"destination": {"host": "a"}}]},
+            {"route": [{"destination": {"host": "a"}}]},
+            {"redirect": {"redirectCode": 200}}
+        ]}"#,
+        &no_labels(),
+    ) {
+        Ok(_) => panic!("two bad rules"),
+        Err(e) => e,
+    };
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert_eq!(e.0[0].path, "routes[0].match[0].uri.regex");
+    assert_eq!(e.0[1].path, "routes[2].redirect.redirectCode");
+    assert!(e.to_string().contains("; routes[2].redirect.redirectCode: 200 is not a redirect code"), "{e}");
+}
