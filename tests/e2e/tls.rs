@@ -113,3 +113,55 @@ async fn upstream_tls_talks_only_to_the_expected_identity() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(up.hits(), hits);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use wasmesh_tests::pki::client_config_trusting;
+
+    let p = pki("tls-rotate");
+    let up = Upstream::start("web").await;
+    let proxy = TestProxy::start(&tls_listener_yaml(&p, &up, "simple", "").replace("    filters:\n", ""), 1);
+    let addr = proxy.addr("main");
+    let new_ca = Ca::new("rotated CA");
+    let both = client_config_trusting(&[&p.ca, &new_ca], None, &[]);
+    let (stop, ok, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed, both) = (stop.clone(), ok.clone(), failed.clone(), both.clone());
+        tokio::spawn(async move {
+            // New connection per request, so every request does a handshake (bounded).
+            for _ in 0..5_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match tls_get(addr, "localhost", both.clone(), "/").await {
+                    Ok((s, _, _)) if s == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Rotate: a certificate from the new CA replaces the old one on disk.
+    let staging = temp_dir("tls-rotate-staging");
+    let leaf = new_ca.leaf(&staging, "server", &["localhost", "127.0.0.1"], &[SERVER_ID]);
+    wasmesh_tests::write_atomic(&p.dir.join("server.key"), &std::fs::read(&leaf.key).expect("key"));
+    wasmesh_tests::write_atomic(&p.dir.join("server.pem"), &std::fs::read(&leaf.cert).expect("cert"));
+    let only_new = client_config_trusting(&[&new_ca], None, &[]);
+    let started = Instant::now();
+    loop {
+        if tls_get(addr, "localhost", only_new.clone(), "/").await.is_ok_and(|r| r.0 == 200) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "rotated certificate never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.await;
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert!(ok > 20, "load ran: {ok}");
+    assert_eq!(failed, 0, "{failed} requests failed during rotation ({ok} ok)");
+}

@@ -77,11 +77,18 @@ impl Ca {
 
 /// A rustls client config trusting `ca`, presenting `client` if given, offering `alpn`.
 pub fn client_config(ca: &Ca, client: Option<&Leaf>, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    client_config_trusting(&[ca], client, alpn)
+}
+
+/// A rustls client config trusting every CA of `cas`.
+pub fn client_config_trusting(cas: &[&Ca], client: Option<&Leaf>, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
-        roots.add(c.expect("ca pem")).expect("add root");
+    for ca in cas {
+        for c in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+            roots.add(c.expect("ca pem")).expect("add root");
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)

@@ -285,8 +285,10 @@ fn control_main(shared: Arc<Shared>, admin: std::net::TcpListener, stop: tokio::
             shared.generation.load().clusters.values().filter_map(|c| c.cluster.spawn_dns_refresh()).collect();
         let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
         let watcher = crate::reload::spawn_watcher(shared.clone());
+        let rotation = tokio::spawn(rotate_certificates(shared.clone()));
         let _ = stop.await;
         admin_task.abort();
+        rotation.abort();
         if let Some((w, task)) = watcher {
             task.abort();
             drop(w);
@@ -306,4 +308,40 @@ fn node_info(node: &crate::config::Node) -> crate::wasm::NodeInfo {
         node.id.clone()
     };
     crate::wasm::NodeInfo { id, cluster: node.cluster.clone(), metadata: node.metadata.clone() }
+}
+
+/// How often certificate and key files are checked for rotation.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Re-reads every listener's and cluster's PEM files periodically; changed files swap in
+/// for new handshakes (existing connections are untouched), bad files keep the old ones.
+async fn rotate_certificates(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let generation = shared.generation.load_full();
+        for l in &generation.listeners {
+            if let Some(tls) = &l.tls {
+                match tls.reload() {
+                    Ok(true) => tracing::info!(listener = %l.name, "listener certificates rotated"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(listener = %l.name, error = %e, "certificate rotation failed; keeping the old ones")
+                    }
+                }
+            }
+        }
+        for (name, c) in &generation.clusters {
+            if let Some(tls) = c.cluster.tls() {
+                match tls.reload() {
+                    Ok(true) => tracing::info!(cluster = %name, "upstream TLS material rotated"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(cluster = %name, error = %e, "upstream TLS rotation failed; keeping the old")
+                    }
+                }
+            }
+        }
+    }
 }
