@@ -68,7 +68,11 @@ pub struct HttpStream {
     shared: Option<Rc<RefCell<StreamShared>>>,
     upstream: UpstreamInfo,
     finished: bool,
+    /// Per direction: the filter (index) whose held body sits in the stream state, where
+    /// its timers and callbacks can read it.
     hold: [Option<usize>; 2],
+    /// Per direction and filter index: other held bodies (allocated on first use).
+    held: [Vec<Option<BytesMut>>; 2],
     tail: [Option<BytesMut>; 2],
 }
 
@@ -214,6 +218,7 @@ impl WorkerChain {
             upstream: UpstreamInfo::default(),
             finished: false,
             hold: [None, None],
+            held: [Vec::new(), Vec::new()],
             tail: [None, None],
         };
         if self.plugins.is_empty() {
@@ -393,19 +398,25 @@ impl HttpStream {
             t.as_ref().map_or(0, |t| t.len() as u32)
         };
         let cb = if dir == Dir::Request { HttpCb::RequestTrailers(n) } else { HttpCb::ResponseTrailers(n) };
+        self.stash_active(&shared, dir);
         for pos in 0..self.filters.len() {
             let i = self.order(dir, pos);
+            // A filter holding a body reads it during its trailers callback, then releases it.
+            let held = self.take_held(dir, i);
+            let had = held.is_some();
+            if let Some(b) = held {
+                put_body(&shared, dir, b);
+            }
             if let Some(r) = self.run(i, dir, cb).await {
                 return Verdict::LocalReply(r);
             }
-            if self.hold[dir as usize] == Some(pos) {
-                self.hold[dir as usize] = None;
+            if had {
                 let data = take_body(&shared, dir).unwrap_or_default();
                 match self.push_body(dir, pos + 1, data, false).await {
                     BodyVerdict::Forward(b) => {
                         self.tail[dir as usize].get_or_insert_with(BytesMut::new).extend_from_slice(&b)
                     }
-                    BodyVerdict::Hold => {}
+                    BodyVerdict::Hold => self.stash_active(&shared, dir),
                     BodyVerdict::LocalReply(r) => return Verdict::LocalReply(r),
                 }
             }
@@ -414,28 +425,46 @@ impl HttpStream {
     }
 
     async fn body_phase(&mut self, dir: Dir, chunk: Bytes, eos: bool) -> BodyVerdict {
-        let Some(shared) = self.shared.clone() else { return BodyVerdict::Forward(chunk) };
-        let (start, data) = match self.hold[dir as usize].take() {
-            Some(pos) => {
-                let mut buf = take_body(&shared, dir).unwrap_or_default();
-                buf.extend_from_slice(&chunk);
-                if buf.len() as u64 > shared.borrow().info.max_buffered_body_bytes {
-                    return BodyVerdict::LocalReply(overflow(dir));
-                }
-                (pos, buf)
-            }
-            None if !self.wants_body(dir) => return BodyVerdict::Forward(chunk),
-            None => (0, BytesMut::from(chunk)),
-        };
-        self.push_body(dir, start, data, eos).await
+        if self.hold[dir as usize].is_none() && self.held[dir as usize].is_empty() && !self.wants_body(dir) {
+            return BodyVerdict::Forward(chunk);
+        }
+        self.push_body(dir, 0, BytesMut::from(chunk), eos).await
     }
 
-    /// Passes `data` through the filters from position `start` on.
+    /// Moves the held body of the active holder out of the stream state, before another
+    /// filter's buffer takes its place.
+    fn stash_active(&mut self, shared: &Rc<RefCell<StreamShared>>, dir: Dir) {
+        if let Some(i) = self.hold[dir as usize].take() {
+            let body = take_body(shared, dir).unwrap_or_default();
+            let n = self.filters.len();
+            let held = &mut self.held[dir as usize];
+            if held.len() < n {
+                held.resize(n, None);
+            }
+            held[i] = Some(body);
+        }
+    }
+
+    fn take_held(&mut self, dir: Dir, i: usize) -> Option<BytesMut> {
+        self.held[dir as usize].get_mut(i).and_then(Option::take)
+    }
+
+    /// Passes `data` through the filters from position `start` on. A filter holding a
+    /// body gets it back with `data` appended (it sees the whole body, Envoy's
+    /// StopIterationAndBuffer); filters before it see only the new bytes.
     async fn push_body(&mut self, dir: Dir, start: usize, mut data: BytesMut, eos: bool) -> BodyVerdict {
         let Some(shared) = self.shared.clone() else { return BodyVerdict::Forward(data.freeze()) };
+        self.stash_active(&shared, dir);
         let limit = shared.borrow().info.max_buffered_body_bytes;
         for pos in start..self.filters.len() {
             let i = self.order(dir, pos);
+            if let Some(mut held) = self.take_held(dir, i) {
+                held.extend_from_slice(&data);
+                data = held;
+                if data.len() as u64 > limit {
+                    return BodyVerdict::LocalReply(overflow(dir));
+                }
+            }
             if !self.slot_wants_body(i, dir) {
                 continue;
             }
@@ -454,11 +483,10 @@ impl HttpStream {
                     }
                 }
                 Step::Paused => {
-                    let held = body_len(&shared, dir);
-                    if held as u64 > limit {
+                    if body_len(&shared, dir) as u64 > limit {
                         return BodyVerdict::LocalReply(overflow(dir));
                     }
-                    self.hold[dir as usize] = Some(pos);
+                    self.hold[dir as usize] = Some(i);
                     return BodyVerdict::Hold;
                 }
             }

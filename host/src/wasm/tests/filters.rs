@@ -423,3 +423,28 @@ fn a_reload_keeps_the_old_root_context_until_its_streams_finish() {
         assert_eq!(hv(&head.headers, "x-resumed-by"), "tick");
     });
 }
+
+#[test]
+fn filters_before_a_buffering_filter_see_every_chunk() {
+    // `plus` appends "+" to each chunk it sees; `pause` (after it) buffers to the end and
+    // upper-cases: "ab" + "cd" must become "AB+CD+".
+    let plus = r#"(module
+      (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "+")
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+        (drop (call $set (i32.const 0) (i32.const -1) (i32.const 0) (i32.const 16) (i32.const 1)))
+        i32.const 0))"#;
+    run(async {
+        let (rt, _) = runtime();
+        let a = Plugin::load(&rt, &filter("plus"), plus.as_bytes()).unwrap();
+        let b = load(&rt, "pause", |_| {});
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![a, b]);
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[("x-no-pause", "1")]);
+        assert!(matches!(s.request_headers(&mut head, false).await, Verdict::Continue));
+        assert!(matches!(s.request_body(Bytes::from_static(b"ab"), false).await, BodyVerdict::Hold));
+        assert_eq!(forward(s.request_body(Bytes::from_static(b"cd"), true).await), "AB+CD+");
+    });
+}
