@@ -6,5 +6,6 @@ mod failures;
 mod filters;
 mod limits;
 mod reload;
+mod router;
 mod streaming;
 mod tls;

@@ -129,7 +129,8 @@ impl LocalReply {
         let mut resp = Response::new(body::full(self.body.clone()));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        if !self.body.is_empty() {
+        let filter_sets_type = self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !self.body.is_empty() && !filter_sets_type {
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         }
         for (k, v) in &self.headers {

@@ -1,8 +1,3 @@
-// End-to-end tests of builtin:router through the real proxy, written against the
-// wasmesh-tests harness. Not compiled here (the filters workspace cannot depend on the
-// host): move this file to tests/e2e/router.rs and add `mod router;` to tests/e2e/main.rs.
-// All six pass against the host at commit 7aa16f7 (run from a scratch crate).
-
 //! The `router` filter (builtin:router) through the real proxy: VirtualService rules
 //! steering cluster and subset, weighted splits, rewrites, redirects, direct responses,
 //! header edits, CORS, mirrors and strict mode.
@@ -180,7 +175,10 @@ async fn mirror_copies_reach_the_shadow_cluster() {
 
 #[test]
 fn a_bad_router_config_is_refused_with_the_field_path() {
-    let y = router_yaml(r#"{"routes": [{"match": [{"uri": {"regex": "("}}], "route": [{"destination": {"host": "web"}}]}]}"#, &[]);
+    let y = router_yaml(
+        r#"{"routes": [{"match": [{"uri": {"regex": "("}}], "route": [{"destination": {"host": "web"}}]}]}"#,
+        &[],
+    );
     let y = y.replace("clusters:\n", "clusters:\n  - name: web\n    endpoints: [ { address: \"127.0.0.1:9\" } ]\n");
     let config = wasmesh::config::parse_str(&y).expect("the YAML itself is valid");
     let opts = wasmesh::server::StartOptions {
