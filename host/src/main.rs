@@ -175,16 +175,18 @@ fn demo_banner(proxy: &Proxy) {
     let l = proxy.listener_addr("demo").map(|a| a.to_string()).unwrap_or_default();
     let admin = proxy.admin_addr();
     println!(
-        "\nwasmesh demo is running.\n\n  proxy:  http://{l}\n  admin:  http://{admin}\n\nTry:\n  \
-         curl -s http://{l}/hello                  # round-robin across v1 and v2 (see \"version\")\n  \
-         curl -s http://{l}/status/503 -i          # the backend's own 503 passes through\n  \
-         curl -s --http2-prior-knowledge http://{l}/h2   # HTTP/2 downstream\n  \
-         curl -s http://{admin}/metrics | grep wasmesh_http_requests_total\n  \
+        "\nwasmesh demo is running: the router filter splits demo-app 90/10 between v1 and v2,\n\
+         the telemetry filter records Istio metrics and an access-log line per request.\n\n  \
+         proxy:  http://{l}\n  admin:  http://{admin}\n\nTry:\n  \
+         for i in $(seq 20); do curl -s http://{l}/hello | grep '\"version\"'; done   # mostly v1, some v2\n  \
+         curl -s -H 'x-user: tester' http://{l}/hello        # header-based route: always v2\n  \
+         curl -s --http2-prior-knowledge http://{l}/h2        # HTTP/2 downstream\n  \
+         curl -s -i http://{l}/status/503                     # the backend's own 503 passes through\n  \
+         curl -s http://{admin}/metrics | grep istio_requests_total\n  \
          curl -s http://{admin}/clusters\n\nCtrl-C drains and stops.\n"
     );
 }
 
-/// Waits for SIGTERM/SIGINT; SIGHUP reloads the config file meanwhile.
 async fn wait_for_shutdown(proxy: &Proxy) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
