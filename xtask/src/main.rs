@@ -120,8 +120,23 @@ fn demo(extra: &[String]) -> Result<()> {
 fn test() -> Result<()> {
     build_filters()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    for ws in WASM_WORKSPACES {
+        let manifest = Path::new(ws).join("Cargo.toml");
+        if manifest.exists() {
+            run(cargo().args(["fmt", "--all", "--manifest-path"]).arg(&manifest).args(["--", "--check"]))?;
+        }
+    }
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     clippy_filters()?;
+    // The filters' policy and config logic is plain Rust: its unit tests run natively.
+    run(cargo().args([
+        "test",
+        "--target-dir",
+        "target/filters-native",
+        "--manifest-path",
+        "filters/Cargo.toml",
+        "--workspace",
+    ]))?;
     run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     bench::run(&["--smoke".to_string()])
 }

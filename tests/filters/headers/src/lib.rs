@@ -23,12 +23,13 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        self.config = self
-            .get_plugin_configuration()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        self.metric = proxy_wasm::hostcalls::define_metric(MetricType::Counter, "test_headers_requests_total{filter=\"headers\"}")
-            .unwrap_or(0);
+        self.config =
+            self.get_plugin_configuration().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        self.metric = proxy_wasm::hostcalls::define_metric(
+            MetricType::Counter,
+            "test_headers_requests_total{filter=\"headers\"}",
+        )
+        .unwrap_or(0);
         self.config != "reject"
     }
 
