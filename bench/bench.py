@@ -48,7 +48,7 @@ SMALL_BODY = (b"wasmesh-bench " * 8)[:99] + b"\n"  # exactly 100 bytes
 LARGE_SIZE = 64 * 1024
 NOISY_PCT = 15.0  # other processes' CPU during a run, in % of one core, above which it is noisy
 LOADGEN_CPU = 0
-NICE: list[str] = []  # e.g. ["nice", "-n", "-10"]: set from --nice
+PRIORITY = {"nice": 0}  # set from --nice; applied by `prioritize` in every child
 SUT_CPU = 1
 
 # Debian packages that provide each tool the harness runs.
@@ -310,11 +310,30 @@ class Server:
                 self.proc.wait(timeout=5)
 
 
+def prioritize() -> None:
+    """preexec_fn of every measured process: its own session, hence its own scheduler
+    autogroup (with autogroups, a plain nice value only counts inside the session), at
+    the --nice value, both for the task and for the autogroup."""
+    nice = PRIORITY["nice"]
+    os.setsid()
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(nice))
+        except OSError:
+            pass  # no autogroups here (or no CAP_SYS_NICE): the task nice still applies
+
+
 def spawn(name: str, cmd: list[str], tmp: Path, cpu: int) -> tuple[subprocess.Popen, Path, list[str]]:
     log_path = tmp / f"{name}.log"
-    full = [*NICE, "taskset", "-c", str(cpu), *cmd]
+    full = ["taskset", "-c", str(cpu), *cmd]
     f = open(log_path, "wb")
-    proc = subprocess.Popen(full, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(full, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=prioritize)
     f.close()
     return proc, log_path, full
 
@@ -593,7 +612,7 @@ class Target:
 def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Path, rep: int) -> dict:
     port = tgt.port(sc.proto, up)
     assert port is not None
-    cmd = [*NICE, "taskset", "-c", str(LOADGEN_CPU), *loadgen_cmd(sc, port, duration, openloop)]
+    cmd = ["taskset", "-c", str(LOADGEN_CPU), *loadgen_cmd(sc, port, duration, openloop)]
     proxy_pids = tgt.server.pids() if tgt.server else []
     up_pids = up.pids()
     p0, u0 = cpu_ticks(proxy_pids), cpu_ticks(up_pids)
@@ -601,7 +620,7 @@ def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Pat
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     s0 = system_ticks()
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, preexec_fn=prioritize)
     wall = time.monotonic() - t0
     s1 = system_ticks()
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -723,7 +742,8 @@ def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], target
     L.append(f"- Runs: {meta['reps']} repetitions × {meta['duration_s']} s per case and scenario, " +
              (f"one {meta['warmup_s']} s warm-up per case and scenario discarded; " if meta['warmup_s'] else "no warm-up; ") +
              "cases interleaved round-robin, start rotated each round; "
-             f"load generator, upstream and proxies at nice {meta['nice']}. "
+             f"load generator, upstream and proxies each in its own session at nice {meta['nice']} "
+             "(task and scheduler autogroup). "
              f"Total wall time {meta['wall_min']:.1f} min.")
     if meta.get("wasmesh_binary"):
         L.append(f"- wasmesh binary: `target/release/wasmesh`, built {meta['wasmesh_binary']}")
@@ -895,7 +915,7 @@ def main(argv: list[str]) -> int:
             log(f"smoke: {WASMESH_BIN.relative_to(ROOT)} missing, using {WASMESH_DEBUG_BIN.relative_to(ROOT)} "
                 "(debug build: checks that it proxies correctly; its figures mean nothing)")
             args.wasmesh = str(WASMESH_DEBUG_BIN)
-    NICE[:] = ["nice", "-n", str(args.nice)] if args.nice else []
+    PRIORITY["nice"] = args.nice
     if args.wasmesh:
         WASMESH_BIN = Path(args.wasmesh).resolve()  # noqa: PLW0603
         for c in CASES:
