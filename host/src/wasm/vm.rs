@@ -46,6 +46,10 @@ pub(crate) struct Vm {
     broken_at: Cell<Option<Instant>>,
     created: Instant,
     roots: RefCell<Vec<(Arc<Plugin>, u32)>>,
+    /// `wasmesh_wasm_vms` / `wasmesh_wasm_memory_bytes` of the building plugin, and the
+    /// memory size last reported.
+    gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
+    memory_reported: Cell<i64>,
     /// Root contexts of plugins no chain uses any more, deleted once their last HTTP
     /// context is gone (a paused stream may still need its root's timer).
     retired: RefCell<Vec<(Arc<Plugin>, u32)>>,
@@ -105,6 +109,12 @@ impl Vm {
             created: Instant::now(),
             roots: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
+            gauges: host.as_ref().map(|_| {
+                let vms = rt.metrics.vms.with_label_values(&[&first.name]);
+                vms.inc();
+                (vms, rt.metrics.memory.with_label_values(&[&first.name]))
+            }),
+            memory_reported: Cell::new(0),
         });
         let mem_bytes = (first.limits.memory_mb as usize).saturating_mul(1 << 20);
         let limits = StoreLimitsBuilder::new()
@@ -145,6 +155,7 @@ impl Vm {
             .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
             .ok();
         store.data_mut().allocator = alloc;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
         if let Some(init) = typed::<(), ()>(&instance, &mut store, "_initialize").map_err(|e| (e, "start"))? {
             exit_ok(init.call(&mut store, ())).map_err(err)?;
             if let Some(main) = typed::<(u32, u32), u32>(&instance, &mut store, "main").map_err(|e| (e, "start"))? {
@@ -154,6 +165,7 @@ impl Vm {
             exit_ok(start.call(&mut store, ())).map_err(err)?;
         }
         *vm.inner.borrow_mut() = Some(Inner { store, cb });
+        vm.report_memory();
         for p in plugins {
             vm.add_root(p)?;
         }
@@ -303,6 +315,17 @@ impl Vm {
                 .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.clone(), ctx));
         }
         self.remove_ctx(ctx);
+        self.report_memory();
+    }
+
+    /// Updates `wasmesh_wasm_memory_bytes` with this VM's current linear memory size.
+    pub fn report_memory(&self) {
+        let Some((_, gauge)) = &self.gauges else { return };
+        let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
+        let Some(inner) = guard.as_mut() else { return };
+        let Some(mem) = inner.store.data().memory else { return };
+        let size = mem.data_size(&inner.store) as i64;
+        gauge.add(size - self.memory_reported.replace(size));
     }
 
     /// Forgets a context without calling the guest.
@@ -500,6 +523,15 @@ impl Vm {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some((vms, memory)) = &self.gauges {
+            vms.dec();
+            memory.sub(self.memory_reported.get());
         }
     }
 }
