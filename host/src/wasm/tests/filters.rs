@@ -72,7 +72,7 @@ fn headers_filter_reads_writes_and_keeps_state() {
         assert_eq!(metric(&reg, "test_headers_requests_total", &[("filter", "headers")]), Some(2.0));
         assert_eq!(metric(&reg, "wasmesh_wasm_vms", &[("plugin", "headers")]), Some(1.0));
         let mem = metric(&reg, "wasmesh_wasm_memory_bytes", &[("plugin", "headers")]).unwrap();
-        assert!(mem >= 65536.0 && mem <= 64.0 * 1024.0 * 1024.0, "{mem}");
+        assert!((65536.0..=64.0 * 1024.0 * 1024.0).contains(&mem), "{mem}");
         assert_eq!(host.access_log.borrow().len(), 2, "drop runs on_log");
         drop((_w, chain));
         assert_eq!(metric(&reg, "wasmesh_wasm_vms", &[("plugin", "headers")]), Some(0.0));
