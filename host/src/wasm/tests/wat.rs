@@ -486,3 +486,24 @@ fn retry_upstream_asks_for_another_attempt_before_earlier_filters_see_the_respon
         assert_eq!(hv(&resp.headers, "x-a"), "1");
     });
 }
+
+#[test]
+fn a_trap_in_a_timer_fails_the_paused_streams_of_that_vm() {
+    let wat = r#"(module
+      (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (drop (call $tick (i32.const 20))) i32.const 1)
+      (func (export "proxy_on_tick") (param i32) unreachable)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) i32.const 1))"#;
+    run(async {
+        let (rt, reg) = runtime();
+        let p = Plugin::load(&rt, &filter("ticker"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let v = within(s.request_headers(&mut request("/", &[]), true)).await;
+        assert_failed(&v);
+        assert_eq!(metric(&reg, "wasmesh_wasm_failures_total", &[("plugin", "ticker"), ("kind", "trap")]), Some(1.0));
+    });
+}
