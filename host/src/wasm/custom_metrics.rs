@@ -20,6 +20,9 @@ const DURATION_BUCKETS: &[f64] = &[
     600000.0, 1800000.0, 3600000.0,
 ];
 
+/// Most distinct filter metrics (name + labels) per runtime.
+const MAX_METRICS: usize = 50_000;
+
 /// Kinds of `proxy_metric_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum MetricKind {
@@ -80,6 +83,18 @@ impl CustomMetrics {
         let mut inner = lock(&self.inner);
         if let Some(id) = inner.ids.get(&(kind, name.to_owned())) {
             return *id;
+        }
+        if inner.metrics.len() >= MAX_METRICS {
+            // Cardinality guard: every further metric shares one detached sink per kind.
+            tracing::warn!(metric = name, "too many filter metrics; not exported");
+            let sink = format!("wasmesh_filter_metrics_overflow_{}", kind as u8);
+            if let Some(id) = inner.ids.get(&(kind, sink.clone())) {
+                return *id;
+            }
+            let id = inner.metrics.len() as u32;
+            inner.metrics.push(detached(kind, &sink));
+            inner.ids.insert((kind, sink), id);
+            return id;
         }
         let (base, labels) = parse_name(name);
         let metric = self.resolve(&mut inner, kind, &base, &labels).unwrap_or_else(|why| {

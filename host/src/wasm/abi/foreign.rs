@@ -75,6 +75,10 @@ fn resume_after(st: &mut HostState, args: &[u8]) -> Status {
     let Some(stream) = st.current_stream().cloned() else {
         return Status::BadArgument;
     };
+    if matches!(st.contexts.get(&st.current), Some(Ctx::Http(h)) if h.calls.len() >= super::http_call::MAX_OUTSTANDING_CALLS)
+    {
+        return Status::InternalFailure;
+    }
     let weak = std::rc::Rc::downgrade(&stream);
     let task = tokio::task::spawn_local(async move {
         tokio::time::sleep(Duration::from_millis(ms as u64)).await;

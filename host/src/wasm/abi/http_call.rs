@@ -14,6 +14,9 @@ use super::{memory, C, R};
 use crate::wasm::maps::decode_pairs;
 use crate::wasm::state::{Ctx, HostState};
 
+/// Most calls (and `resume_after` timers) one context may have in flight.
+pub(super) const MAX_OUTSTANDING_CALLS: usize = 1024;
+
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
@@ -50,7 +53,13 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(Status::BadArgument.raw());
             };
             let ctx = st.current;
-            if !st.contexts.contains_key(&ctx) {
+            let outstanding = match st.contexts.get(&ctx) {
+                Some(Ctx::Root(r)) => r.calls.len(),
+                Some(Ctx::Http(h)) => h.calls.len(),
+                None => return Ok(Status::InternalFailure.raw()),
+            };
+            if outstanding >= MAX_OUTSTANDING_CALLS {
+                tracing::warn!(plugin = %st.current_plugin().name, "too many outstanding http_calls");
                 return Ok(Status::InternalFailure.raw());
             }
             let token = st.token();

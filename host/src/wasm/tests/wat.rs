@@ -507,3 +507,42 @@ fn a_trap_in_a_timer_fails_the_paused_streams_of_that_vm() {
         assert_eq!(metric(&reg, "wasmesh_wasm_failures_total", &[("plugin", "ticker"), ("kind", "trap")]), Some(1.0));
     });
 }
+
+#[test]
+fn outstanding_http_calls_are_capped_per_context() {
+    let pairs = crate::wasm::maps::encode_pairs(&[(":method", "GET"), (":path", "/"), (":authority", "a")]);
+    let data: String = pairs.iter().map(|b| format!("\\{b:02x}")).collect();
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "auth")
+      (data (i32.const 64) "{data}")
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $i i32) (local $ok i32)
+        (loop $l
+          (if (i32.eqz (call $call (i32.const 16) (i32.const 4) (i32.const 64) (i32.const {len})
+                (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8)))
+            (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 1100))))
+        (if (i32.ne (local.get $ok) (i32.const 1024)) (then unreachable))
+        i32.const 0))"#,
+        len = pairs.len()
+    );
+    run(async {
+        let (rt, _) = runtime();
+        // A peer that accepts and never answers keeps every call in flight.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = TestHost {
+            clusters: HashMap::from([("auth".to_owned(), silent.local_addr().unwrap())]),
+            ..Default::default()
+        };
+        let p = Plugin::load(&rt, &filter("caller"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(host), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let v = s.request_headers(&mut request("/", &[]), true).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+        s.finish();
+    });
+}
