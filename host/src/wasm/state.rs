@@ -73,6 +73,17 @@ pub(crate) enum Scope {
     Configure,
     /// `on_http_call_response`: the response maps and body are readable.
     CallResponse(Box<CallResponse>),
+    /// `on_grpc_receive` / `on_grpc_close`: metadata maps, the message and the status.
+    Grpc(Box<GrpcResult>),
+}
+
+/// The answer to a unary `grpc_call`.
+pub(crate) struct GrpcResult {
+    pub initial_metadata: http::HeaderMap,
+    pub message: Bytes,
+    pub trailing_metadata: http::HeaderMap,
+    pub status: u32,
+    pub status_message: String,
 }
 
 /// The answer to an `http_call`, readable during `on_http_call_response`.

@@ -32,6 +32,22 @@ pub trait HostServices {
     fn cluster_stat(&self, _cluster: &str, _stat: &str) -> Option<u64> {
         None
     }
+    /// True when `grpc_call` works; otherwise filters' gRPC calls fail at dispatch
+    /// (`InternalFailure`).
+    fn supports_grpc(&self) -> bool {
+        false
+    }
+    /// Sends an HTTP/2 request (a gRPC call the host framed: `POST /service/method`,
+    /// `content-type: application/grpc`, length-prefixed body) to cluster `cluster` and
+    /// returns the response with its trailers.
+    fn grpc_call(
+        &self,
+        _cluster: &str,
+        _req: http::Request<Bytes>,
+        _timeout: Option<Duration>,
+    ) -> LocalBoxFuture<'static, Result<(http::Response<Bytes>, http::HeaderMap), CalloutError>> {
+        Box::pin(async { Err(CalloutError::Failed("gRPC calls are not supported".into())) })
+    }
 }
 
 /// Why an `http_call` produced no response.

@@ -16,7 +16,7 @@ use super::abi::memory::GuestFault;
 use super::abi::wasi::ProcExit;
 use super::plugin::Plugin;
 use super::runtime::{WasmRuntime, EPOCH_TICK};
-use super::state::{CallResponse, Ctx, HostState, HttpCtx, RootCtx, Scope, StreamShared};
+use super::state::{CallResponse, Ctx, GrpcResult, HostState, HttpCtx, RootCtx, Scope, StreamShared};
 use super::types::{CalloutError, HostServices};
 
 /// A VM is identified by its module's sha256 and its vm_id.
@@ -86,6 +86,8 @@ struct Callbacks {
     response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     response_trailers: Option<TypedFunc<(u32, u32), u32>>,
     http_call_response: Option<CallResponseFn>,
+    grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
+    grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
 }
 
 // === impl Vm ===
@@ -447,6 +449,29 @@ impl Vm {
         let _ = self.call(&plugin, ctx, scope, |c| c.http_call_response.clone(), args);
     }
 
+    /// Delivers the one answer of unary `grpc_call` `token` made from `ctx`: the message
+    /// through `on_grpc_receive` (status OK), anything else through `on_grpc_close`.
+    pub fn deliver_grpc(&self, ctx: u32, token: u32, result: GrpcResult) {
+        let Some(plugin) = self.plugin_of(ctx) else { return };
+        {
+            let mut guard = self.inner.borrow_mut();
+            if let Some(inner) = guard.as_mut() {
+                match inner.store.data_mut().contexts.get_mut(&ctx) {
+                    Some(Ctx::Root(r)) => drop(r.calls.remove(&token)),
+                    Some(Ctx::Http(h)) => drop(h.calls.remove(&token)),
+                    None => return,
+                }
+            }
+        }
+        let (ok, size, status) = (result.status == 0, result.message.len() as u32, result.status);
+        let scope = Scope::Grpc(Box::new(result));
+        if ok {
+            let _ = self.call(&plugin, ctx, scope, |c| c.grpc_receive.clone(), (ctx, token, size));
+        } else {
+            let _ = self.call(&plugin, ctx, scope, |c| c.grpc_close.clone(), (ctx, token, status));
+        }
+    }
+
     fn plugin_of(&self, ctx: u32) -> Option<Arc<Plugin>> {
         let guard = self.inner.borrow();
         match guard.as_ref()?.store.data().contexts.get(&ctx)? {
@@ -567,6 +592,8 @@ impl Callbacks {
             response_body: typed(inst, store, "proxy_on_response_body")?,
             response_trailers: typed(inst, store, "proxy_on_response_trailers")?,
             http_call_response: typed(inst, store, "proxy_on_http_call_response")?,
+            grpc_receive: typed(inst, store, "proxy_on_grpc_receive")?,
+            grpc_close: typed(inst, store, "proxy_on_grpc_close")?,
         })
     }
 }

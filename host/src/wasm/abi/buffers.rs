@@ -2,7 +2,8 @@
 //! proxy_get_configuration (v0.1.0).
 //!
 //! Buffers: 0 request body, 1 response body (while in or paused from the body phase),
-//! 4 http_call response body (in `on_http_call_response`), 6 VM configuration, 7 plugin
+//! 4 http_call response body (in `on_http_call_response`), 5 gRPC message (in
+//! `on_grpc_receive`), 6 VM configuration, 7 plugin
 //! configuration. Others are `NotFound` (the SDK tolerates it; it panics on BadArgument).
 
 use bytes::BytesMut;
@@ -83,6 +84,10 @@ fn read_buffer<T>(st: &HostState, ty: u32, f: impl FnOnce(&[u8]) -> T) -> Option
         }
         4 => match &st.scope {
             Scope::CallResponse(r) => Some(f(&r.body)),
+            _ => None,
+        },
+        5 => match &st.scope {
+            Scope::Grpc(g) => Some(f(&g.message)),
             _ => None,
         },
         6 => Some(f(&st.current_plugin().vm_config)),

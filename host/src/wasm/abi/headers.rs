@@ -4,7 +4,7 @@
 //! proxy_get_header_map_size.
 //!
 //! Maps: 0 request headers, 1 request trailers, 2 response headers, 3 response trailers,
-//! 6/7 http_call response headers/trailers. A map not available in this phase reads as
+//! 4/5 gRPC call initial/trailing metadata, 6/7 http_call response headers/trailers. A map not available in this phase reads as
 //! empty and ignores writes (Envoy answers BadArgument there, which made the Rust SDK
 //! panic: envoy#26485). An unknown map id is `BadArgument`.
 
@@ -36,7 +36,11 @@ fn with_map<T>(st: &mut HostState, ty: u32, op: impl FnOnce(Option<(MapRef<'_>, 
             };
             Ok(op(map))
         }
-        4 | 5 => Ok(op(None)),
+        4 | 5 => match &mut st.scope {
+            Scope::Grpc(g) if ty == 4 => Ok(op(Some((MapRef::Plain(&mut g.initial_metadata), false)))),
+            Scope::Grpc(g) => Ok(op(Some((MapRef::Plain(&mut g.trailing_metadata), false)))),
+            _ => Ok(op(None)),
+        },
         6 | 7 => match &mut st.scope {
             Scope::CallResponse(r) if ty == 6 => Ok(op(r.head.as_mut().map(|h| (MapRef::Response(h), false)))),
             Scope::CallResponse(r) => Ok(op(Some((MapRef::Plain(&mut r.trailers), false)))),

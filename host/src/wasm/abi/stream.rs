@@ -106,6 +106,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_get_status", |mut c: C<'_>, ret_code: u32, ret_ptr: u32, ret_len: u32| -> R {
         let (code, msg) = match &c.data().scope {
             Scope::CallResponse(r) => (r.status as u32, r.message.clone()),
+            Scope::Grpc(g) => (g.status, g.status_message.clone()),
             _ => (0, String::new()),
         };
         memory::write_u32(&mut c, ret_code, code)?;

@@ -454,3 +454,38 @@ fn filters_before_a_buffering_filter_see_every_chunk() {
         assert_eq!(forward(s.request_body(Bytes::from_static(b"cd"), true).await), "AB+CD+");
     });
 }
+
+#[test]
+fn unary_grpc_call_through_host_services() {
+    run(async {
+        let (rt, _) = runtime();
+        let p = load(&rt, "grpc", |_| {});
+        let server = grpc_server().await;
+        let host =
+            TestHost { clusters: HashMap::from([("grpc".to_owned(), server)]), grpc: true, ..Default::default() };
+        let (_w, chain, _spec) = worker(&rt, Rc::new(host), vec![p.clone()]);
+
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[("x-msg", "hello")]);
+        assert!(matches!(within(s.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-grpc-reply"), "olleh|1");
+
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[("x-msg", "fail")]);
+        assert!(matches!(within(s.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-grpc-status"), "7");
+        assert_eq!(hv(&head.headers, "x-grpc-message"), "denied");
+
+        let mut s = chain.stream(info(1024));
+        let mut head = request("/", &[("x-cluster", "nope")]);
+        assert!(matches!(within(s.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-grpc-dispatch"), "parse-failure");
+
+        // A host without gRPC: the dispatch fails, the filter carries on.
+        let (_w2, chain2, _spec2) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain2.stream(info(1024));
+        let mut head = request("/", &[]);
+        assert!(matches!(within(s.request_headers(&mut head, true)).await, Verdict::Continue));
+        assert_eq!(hv(&head.headers, "x-grpc-dispatch"), "InternalFailure");
+    });
+}

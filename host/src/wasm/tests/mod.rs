@@ -131,6 +131,8 @@ pub(super) fn metric(reg: &prometheus::Registry, name: &str, labels: &[(&str, &s
 pub(super) struct TestHost {
     pub clusters: HashMap<String, SocketAddr>,
     pub access_log: RefCell<Vec<String>>,
+    /// Offer gRPC calls (over HTTP/2 with prior knowledge).
+    pub grpc: bool,
 }
 
 impl HostServices for TestHost {
@@ -170,6 +172,42 @@ impl HostServices for TestHost {
         self.clusters.contains_key(name)
     }
 
+    fn supports_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        req: http::Request<Bytes>,
+        timeout: Option<Duration>,
+    ) -> LocalBoxFuture<'static, Result<(http::Response<Bytes>, http::HeaderMap), CalloutError>> {
+        let addr = self.clusters.get(cluster).copied();
+        Box::pin(async move {
+            let addr = addr.ok_or(CalloutError::UnknownCluster)?;
+            let call = async move {
+                let fail = |e: &dyn std::fmt::Display| CalloutError::Failed(e.to_string());
+                let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(&e))?;
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tcp))
+                        .await
+                        .map_err(|e| fail(&e))?;
+                tokio::task::spawn_local(conn);
+                let (parts, body) = req.into_parts();
+                let resp =
+                    send.send_request(http::Request::from_parts(parts, Full::new(body))).await.map_err(|e| fail(&e))?;
+                let (p, b) = resp.into_parts();
+                let collected = b.collect().await.map_err(|e| fail(&e))?;
+                let trailers = collected.trailers().cloned().unwrap_or_default();
+                Ok((http::Response::from_parts(p, collected.to_bytes()), trailers))
+            };
+            match timeout {
+                Some(t) => tokio::time::timeout(t, call).await.map_err(|_| CalloutError::Timeout)?,
+                None => call.await,
+            }
+        })
+    }
+
     fn access_log(&self, line: &str) {
         self.access_log.borrow_mut().push(line.to_owned());
     }
@@ -200,6 +238,72 @@ pub(super) async fn auth_server() -> SocketAddr {
 /// Awaits `f` for at most 5 s.
 pub(super) async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(5), f).await.expect("timed out")
+}
+
+/// A body of one data frame then trailers.
+struct TrailerBody {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for TrailerBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = match (this.data.take(), this.trailers.take()) {
+            (Some(d), t) => {
+                this.trailers = t;
+                Some(Ok(http_body::Frame::data(d)))
+            }
+            (None, Some(t)) => Some(Ok(http_body::Frame::trailers(t))),
+            (None, None) => None,
+        };
+        std::task::Poll::Ready(frame)
+    }
+}
+
+/// A loopback HTTP/2 gRPC server for `/test.Echo/Say`: answers the reversed message and
+/// the `x-md` metadata (`"olleh|1"`), or status 7 `denied` (trailers-only) for `fail`.
+pub(super) async fn grpc_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::task::spawn_local(async move {
+        for _ in 0..64 {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let path_ok = req.uri().path() == "/test.Echo/Say"
+                    && req.headers().get("content-type").is_some_and(|v| v == "application/grpc");
+                let md = req.headers().get("x-md").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
+                let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let msg = body.get(5..).unwrap_or_default();
+                let mut resp = http::Response::builder().header("content-type", "application/grpc");
+                let out = if !path_ok || msg == b"fail" {
+                    resp = resp.header("grpc-status", "7").header("grpc-message", "denied");
+                    TrailerBody { data: None, trailers: None }
+                } else {
+                    let mut reply: Vec<u8> = msg.iter().rev().copied().collect();
+                    reply.extend_from_slice(format!("|{md}").as_bytes());
+                    let mut framed = vec![0u8];
+                    framed.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+                    framed.extend_from_slice(&reply);
+                    let mut t = http::HeaderMap::new();
+                    t.insert("grpc-status", "0".parse().unwrap());
+                    TrailerBody { data: Some(Bytes::from(framed)), trailers: Some(t) }
+                };
+                Ok::<_, std::convert::Infallible>(resp.body(out).unwrap())
+            });
+            tokio::task::spawn_local(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    addr
 }
 
 /// A worker with `host` and one chain of `plugins`.
