@@ -1,5 +1,6 @@
 //! The proxy-wasm host: engine, module cache, plugins, per-worker VMs, filter chains.
 //! `Plugin::load` compiles and validates off the workers; each worker's `WorkerWasm`
+//! (used inside the worker's `LocalSet`: timers and callouts are `spawn_local` tasks)
 //! turns a `ChainSpec` into a `WorkerChain` whose `HttpStream`s run the callbacks.
 
 pub(crate) mod abi;
