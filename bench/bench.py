@@ -620,7 +620,10 @@ def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Pat
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     s0 = system_ticks()
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, preexec_fn=prioritize)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, preexec_fn=prioritize)
+    except subprocess.TimeoutExpired as e:  # the generator hung: killed by run(); flag, go on
+        p = subprocess.CompletedProcess(cmd, -9, str(e.stdout or ""), f"timed out after {duration + 60}s")
     wall = time.monotonic() - t0
     s1 = system_ticks()
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
