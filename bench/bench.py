@@ -623,7 +623,8 @@ def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Pat
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, preexec_fn=prioritize)
     except subprocess.TimeoutExpired as e:  # the generator hung: killed by run(); flag, go on
-        p = subprocess.CompletedProcess(cmd, -9, str(e.stdout or ""), f"timed out after {duration + 60}s")
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        p = subprocess.CompletedProcess(cmd, -9, out, f"timed out after {duration + 60}s")
     wall = time.monotonic() - t0
     s1 = system_ticks()
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
