@@ -116,8 +116,8 @@ impl WorkerWasm {
         for p in &spec.plugins {
             let vm = self.pool.borrow_mut().vm_for(p);
             if let Some(vm) = vm {
-                if let Err((why, _)) = vm.root_of(p) {
-                    tracing::error!(plugin = %p.name, error = %why, "plugin failed to configure");
+                if let Err(e) = vm.root_of(p) {
+                    tracing::error!(plugin = %p.name, error = %e.message, "plugin failed to configure");
                 }
             }
         }
@@ -189,10 +189,12 @@ impl VmPool {
                 slot.vm = Some(vm.clone());
                 Some(vm)
             }
-            Err((why, kind)) => {
-                tracing::error!(plugin = %plugin.name, kind, error = %why, "wasm VM failed to start");
+            Err(e) => {
+                tracing::error!(plugin = %plugin.name, kind = e.kind, error = %e.message, "wasm VM failed to start");
                 self.rt.metrics.vm_starts.with_label_values(&[&plugin.name, "failed"]).inc();
-                self.rt.metrics.failures.with_label_values(&[&plugin.name, kind]).inc();
+                if !e.counted {
+                    self.rt.metrics.failures.with_label_values(&[&plugin.name, e.kind]).inc();
+                }
                 slot.failures += 1;
                 slot.retry_at = Some(Instant::now() + backoff(slot.failures));
                 None

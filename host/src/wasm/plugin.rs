@@ -88,10 +88,10 @@ impl Plugin {
             abi,
             pre,
         });
-        Vm::new(rt, None, std::slice::from_ref(&plugin)).map_err(|(error, kind)| WasmError::Start {
+        Vm::new(rt, None, std::slice::from_ref(&plugin)).map_err(|e| WasmError::Start {
             plugin: name.clone(),
-            kind,
-            error,
+            kind: e.kind,
+            error: e.message,
         })?;
         tracing::debug!(plugin = %name, sha256 = %hex(&sha256), ?abi, "plugin loaded");
         Ok(plugin)

@@ -22,6 +22,22 @@ use super::types::{CalloutError, HostServices};
 /// A VM is identified by its module's sha256 and its vm_id.
 pub(crate) type VmKey = ([u8; 32], Arc<str>);
 
+/// Why a VM could not start.
+#[derive(Debug)]
+pub(crate) struct StartError {
+    pub message: String,
+    /// Failure kind (`trap`, `deadline`, `start`, …).
+    pub kind: &'static str,
+    /// True when the failure was already counted in `wasmesh_wasm_failures_total`.
+    pub counted: bool,
+}
+
+impl StartError {
+    fn new(message: impl Into<String>, kind: &'static str) -> Self {
+        StartError { message: message.into(), kind, counted: false }
+    }
+}
+
 /// A guest call failed; the VM is broken from now on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Failed {
@@ -99,9 +115,9 @@ impl Vm {
         rt: &Arc<WasmRuntime>,
         host: Option<Rc<dyn HostServices>>,
         plugins: &[Arc<Plugin>],
-    ) -> Result<Rc<Vm>, (String, &'static str)> {
+    ) -> Result<Rc<Vm>, StartError> {
         let Some(first) = plugins.first().cloned() else {
-            return Err(("no plugin".into(), "start"));
+            return Err(StartError::new("no plugin", "start"));
         };
         let vm = Rc::new(Vm {
             rt: rt.clone(),
@@ -149,21 +165,27 @@ impl Vm {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(start_ticks(&first));
-        let err = |e: wasmtime::Error| (format!("{e:#}"), classify(&e));
+        let err = |e: wasmtime::Error| StartError::new(format!("{e:#}"), classify(&e));
         let instance = first.pre.instantiate(&mut store).map_err(err)?;
-        let cb = Callbacks::lookup(&instance, &mut store).map_err(|e| (e, "start"))?;
+        let cb = Callbacks::lookup(&instance, &mut store).map_err(|e| StartError::new(e, "start"))?;
         let alloc = instance
             .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
             .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
             .ok();
         store.data_mut().allocator = alloc;
         store.data_mut().memory = instance.get_memory(&mut store, "memory");
-        if let Some(init) = typed::<(), ()>(&instance, &mut store, "_initialize").map_err(|e| (e, "start"))? {
+        if let Some(init) =
+            typed::<(), ()>(&instance, &mut store, "_initialize").map_err(|e| StartError::new(e, "start"))?
+        {
             exit_ok(init.call(&mut store, ())).map_err(err)?;
-            if let Some(main) = typed::<(u32, u32), u32>(&instance, &mut store, "main").map_err(|e| (e, "start"))? {
+            if let Some(main) =
+                typed::<(u32, u32), u32>(&instance, &mut store, "main").map_err(|e| StartError::new(e, "start"))?
+            {
                 exit_ok(main.call(&mut store, (0, 0)).map(drop)).map_err(err)?;
             }
-        } else if let Some(start) = typed::<(), ()>(&instance, &mut store, "_start").map_err(|e| (e, "start"))? {
+        } else if let Some(start) =
+            typed::<(), ()>(&instance, &mut store, "_start").map_err(|e| StartError::new(e, "start"))?
+        {
             exit_ok(start.call(&mut store, ())).map_err(err)?;
         }
         *vm.inner.borrow_mut() = Some(Inner { store, cb });
@@ -185,32 +207,36 @@ impl Vm {
     }
 
     /// The root context of `plugin`, creating and configuring it if needed.
-    pub fn root_of(&self, plugin: &Arc<Plugin>) -> Result<u32, (String, &'static str)> {
+    pub fn root_of(&self, plugin: &Arc<Plugin>) -> Result<u32, StartError> {
         if let Some((_, id)) = self.roots.borrow().iter().find(|(p, _)| Arc::ptr_eq(p, plugin)) {
             return Ok(*id);
         }
         self.add_root(plugin)
     }
 
-    fn add_root(&self, plugin: &Arc<Plugin>) -> Result<u32, (String, &'static str)> {
+    fn add_root(&self, plugin: &Arc<Plugin>) -> Result<u32, StartError> {
         let id = self
             .new_ctx(Ctx::Root(RootCtx { plugin: plugin.clone(), tick: None, calls: Default::default() }))
-            .ok_or(("VM is not running".to_owned(), "start"))?;
-        let failed = |f: Failed| (format!("plugin {} failed while starting ({})", plugin.name, f.kind), f.kind);
+            .ok_or(StartError::new("VM is not running", "start"))?;
+        let failed = |f: Failed| StartError {
+            message: format!("plugin {} failed while starting ({})", plugin.name, f.kind),
+            kind: f.kind,
+            counted: true,
+        };
         self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, 0)).map_err(failed)?;
         let ok = self
             .call(plugin, id, Scope::VmStart, |c| c.vm_start.clone(), (id, plugin.vm_config.len() as u32))
             .map_err(failed)?;
         if ok == Some(0) {
             self.break_vm();
-            return Err((format!("plugin {}: on_vm_start returned false", plugin.name), "start"));
+            return Err(StartError::new(format!("plugin {}: on_vm_start returned false", plugin.name), "start"));
         }
         let ok = self
             .call(plugin, id, Scope::Configure, |c| c.configure.clone(), (id, plugin.config.len() as u32))
             .map_err(failed)?;
         if ok == Some(0) {
             self.break_vm();
-            return Err((format!("plugin {}: on_configure returned false", plugin.name), "start"));
+            return Err(StartError::new(format!("plugin {}: on_configure returned false", plugin.name), "start"));
         }
         self.roots.borrow_mut().push((plugin.clone(), id));
         Ok(id)
@@ -230,7 +256,7 @@ impl Vm {
         if self.is_broken() {
             return Err(Failed { kind: "unavailable" });
         }
-        let root = self.root_of(plugin).map_err(|(_, kind)| Failed { kind })?;
+        let root = self.root_of(plugin).map_err(|e| Failed { kind: e.kind })?;
         let id = self
             .new_ctx(Ctx::Http(HttpCtx {
                 root,

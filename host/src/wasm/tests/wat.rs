@@ -546,3 +546,36 @@ fn outstanding_http_calls_are_capped_per_context() {
         s.finish();
     });
 }
+
+#[test]
+fn a_worker_vm_that_fails_to_start_is_counted_once_and_fails_closed() {
+    // on_configure passes the first time (validation) and traps afterwards (workers).
+    let wat = r#"(module
+      (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "seen")
+      (global $heap (mut i32) (i32.const 1024))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        global.get $heap local.set $p
+        global.get $heap local.get $n i32.add global.set $heap
+        local.get $p)
+      (func (export "proxy_on_configure") (param i32 i32) (result i32)
+        (if (i32.eqz (call $get (i32.const 16) (i32.const 4) (i32.const 80) (i32.const 84) (i32.const 88)))
+          (then unreachable))
+        (drop (call $set (i32.const 16) (i32.const 4) (i32.const 16) (i32.const 4) (i32.const 0)))
+        i32.const 1))"#;
+    run(async {
+        let (rt, reg) = runtime();
+        let p = Plugin::load(&rt, &filter("flaky"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        assert_failed(&s.request_headers(&mut request("/", &[]), true).await);
+        assert_eq!(metric(&reg, "wasmesh_wasm_failures_total", &[("plugin", "flaky"), ("kind", "trap")]), Some(1.0));
+        assert_eq!(
+            metric(&reg, "wasmesh_wasm_vm_starts_total", &[("plugin", "flaky"), ("result", "failed")]),
+            Some(1.0)
+        );
+    });
+}
