@@ -333,6 +333,12 @@ impl HttpStream {
         self.shared.as_ref()?.borrow().filter_state.get(path).cloned()
     }
 
+    /// Removes and returns a property a filter set (e.g. `wasmesh.eject_endpoint`), so the
+    /// proxy acts on it once.
+    pub fn take_property(&mut self, path: &str) -> Option<Bytes> {
+        self.shared.as_ref()?.borrow_mut().filter_state.remove(path)
+    }
+
     /// `on_done`, `on_log`, `on_delete` in every filter (once; also run on drop).
     pub fn finish(&mut self) {
         if std::mem::replace(&mut self.finished, true) {
