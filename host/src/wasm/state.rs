@@ -60,6 +60,8 @@ pub(crate) struct HttpCtx {
     pub plugin: Arc<Plugin>,
     pub stream: Rc<RefCell<StreamShared>>,
     pub calls: HashMap<u32, AbortHandle>,
+    /// `on_done` returned false: `on_log`/`on_delete` wait for `proxy_done` (or a timeout).
+    pub done_pending: bool,
 }
 
 /// What the running callback may read besides its context.

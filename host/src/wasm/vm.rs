@@ -22,6 +22,9 @@ use super::types::{CalloutError, HostServices};
 /// A VM is identified by its module's sha256 and its vm_id.
 pub(crate) type VmKey = ([u8; 32], Arc<str>);
 
+/// How long a context whose `on_done` returned false may take to call `proxy_done`.
+const DONE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a VM could not start.
 #[derive(Debug)]
 pub(crate) struct StartError {
@@ -263,6 +266,7 @@ impl Vm {
                 plugin: plugin.clone(),
                 stream: stream.clone(),
                 calls: Default::default(),
+                done_pending: false,
             }))
             .ok_or(Failed { kind: "unavailable" })?;
         if let Err(f) = self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, root)) {
@@ -337,10 +341,60 @@ impl Vm {
     /// outstanding calls).
     pub fn finish_http(&self, plugin: &Arc<Plugin>, ctx: u32) {
         if !self.is_broken() {
+            if let Ok(Some(0)) = self.call(plugin, ctx, Scope::None, |c| c.done.clone(), ctx) {
+                // The filter finishes later with proxy_done (e.g. after a last callout).
+                if self.defer_done(ctx) {
+                    return;
+                }
+            }
             let _ = self
-                .call(plugin, ctx, Scope::None, |c| c.done.clone(), ctx)
-                .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.log.clone(), ctx))
+                .call(plugin, ctx, Scope::None, |c| c.log.clone(), ctx)
                 .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.clone(), ctx));
+        }
+        self.remove_ctx(ctx);
+        self.report_memory();
+    }
+
+    /// Marks `ctx` as waiting for `proxy_done`, with a timeout; false when it cannot wait
+    /// (validation VM, unknown context).
+    fn defer_done(&self, ctx: u32) -> bool {
+        let Ok(mut guard) = self.inner.try_borrow_mut() else { return false };
+        let Some(inner) = guard.as_mut() else { return false };
+        let st = inner.store.data_mut();
+        if st.host.is_none() {
+            return false;
+        }
+        let vm = st.vm.clone();
+        let token = st.token();
+        let Some(Ctx::Http(h)) = st.contexts.get_mut(&ctx) else { return false };
+        h.done_pending = true;
+        let timeout = tokio::task::spawn_local(async move {
+            tokio::time::sleep(DONE_TIMEOUT).await;
+            if let Some(vm) = vm.upgrade() {
+                vm.complete_done(ctx);
+            }
+        });
+        h.calls.insert(token, timeout.abort_handle());
+        true
+    }
+
+    /// `on_log` + `on_delete` of a context whose `on_done` returned false, once.
+    pub fn complete_done(&self, ctx: u32) {
+        let plugin = {
+            let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
+            let Some(inner) = guard.as_mut() else { return };
+            match inner.store.data_mut().contexts.get_mut(&ctx) {
+                Some(Ctx::Http(h)) if h.done_pending => {
+                    h.done_pending = false;
+                    h.plugin.clone()
+                }
+                _ => return,
+            }
+        };
+        if !self.is_broken() {
+            let _ = self
+                .call(&plugin, ctx, Scope::None, |c| c.log.clone(), ctx)
+                .and_then(|_| self.call(&plugin, ctx, Scope::None, |c| c.delete.clone(), ctx));
         }
         self.remove_ctx(ctx);
         self.report_memory();

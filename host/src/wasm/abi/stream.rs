@@ -12,7 +12,7 @@ use super::status::Status;
 use super::{memory, C, R};
 use crate::flags::ResponseFlags;
 use crate::wasm::maps::decode_pairs;
-use crate::wasm::state::{HostState, Scope, Signals};
+use crate::wasm::state::{Ctx, HostState, Scope, Signals};
 use crate::wasm::types::LocalReply;
 
 /// Applies `f` to the signals of the current stream (no stream: nothing happens).
@@ -102,7 +102,21 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(Status::BadArgument.raw())
         }
     })?;
-    l.func_wrap("env", "proxy_done", |_c: C<'_>| -> R { Ok(Status::Ok.raw()) })?;
+    l.func_wrap("env", "proxy_done", |c: C<'_>| -> R {
+        // Finishes a context whose on_done returned false, after this guest call returns.
+        let st = c.data();
+        let ctx = st.current;
+        if matches!(st.contexts.get(&ctx), Some(Ctx::Http(h)) if h.done_pending) && st.host.is_some() {
+            let vm = st.vm.clone();
+            tokio::task::spawn_local(async move {
+                if let Some(vm) = vm.upgrade() {
+                    vm.complete_done(ctx);
+                }
+            });
+        }
+        // The Rust SDK accepts only Ok here.
+        Ok(Status::Ok.raw())
+    })?;
     l.func_wrap("env", "proxy_get_status", |mut c: C<'_>, ret_code: u32, ret_ptr: u32, ret_len: u32| -> R {
         let (code, msg) = match &c.data().scope {
             Scope::CallResponse(r) => (r.status as u32, r.message.clone()),

@@ -579,3 +579,45 @@ fn a_worker_vm_that_fails_to_start_is_counted_once_and_fails_closed() {
         );
     });
 }
+
+#[test]
+fn on_done_false_defers_on_log_until_proxy_done() {
+    // on_done returns false and arms a 20 ms tick; on_tick switches to the context and
+    // calls proxy_done; on_log records "logged" in shared data.
+    let wat = r#"(module
+      (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+      (import "env" "proxy_set_effective_context" (func $ctx (param i32) (result i32)))
+      (import "env" "proxy_done" (func $done (result i32)))
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "logged")
+      (global $pending (mut i32) (i32.const 0))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_done") (param $c i32) (result i32)
+        (global.set $pending (local.get $c))
+        (drop (call $tick (i32.const 20)))
+        i32.const 0)
+      (func (export "proxy_on_tick") (param i32)
+        (if (global.get $pending) (then
+          (drop (call $ctx (global.get $pending)))
+          (drop (call $done))
+          (global.set $pending (i32.const 0)))))
+      (func (export "proxy_on_log") (param i32)
+        (drop (call $set (i32.const 16) (i32.const 6) (i32.const 16) (i32.const 6) (i32.const 0)))))"#;
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("late"), wat.as_bytes()).unwrap();
+        let vm_id = p.vm_id.clone();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        assert!(matches!(s.request_headers(&mut request("/", &[]), true).await, Verdict::Continue));
+        s.finish();
+        assert!(rt.shared_data.get(&vm_id, "logged").is_none(), "on_log ran before proxy_done");
+        let mut waited = 0;
+        while rt.shared_data.get(&vm_id, "logged").is_none() && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(rt.shared_data.get(&vm_id, "logged").is_some(), "proxy_done never completed the context");
+    });
+}
