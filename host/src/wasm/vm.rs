@@ -308,7 +308,7 @@ impl Vm {
         eos: u32,
     ) -> Result<Option<u32>, Failed> {
         let f = {
-            let guard = self.inner.borrow();
+            let Ok(guard) = self.inner.try_borrow() else { return Err(Failed { kind: "reentrant" }) };
             let Some(inner) = guard.as_ref() else { return Err(Failed { kind: "unavailable" }) };
             if request {
                 inner.cb.request_headers.clone()
@@ -325,7 +325,7 @@ impl Vm {
 
     /// True when the module exports the body callback of that direction.
     pub fn has_body_callback(&self, response: bool) -> bool {
-        let guard = self.inner.borrow();
+        let Ok(guard) = self.inner.try_borrow() else { return true };
         guard.as_ref().is_some_and(
             |i| {
                 if response {
@@ -478,7 +478,7 @@ impl Vm {
     /// `on_queue_ready` for every root context that registered `queue`.
     pub fn queue_ready(&self, queue: u32) {
         let owner = {
-            let guard = self.inner.borrow();
+            let Ok(guard) = self.inner.try_borrow() else { return };
             guard.as_ref().and_then(|i| i.store.data().queue_owners.get(&queue).copied())
         };
         if let Some(ctx) = owner {
@@ -492,7 +492,7 @@ impl Vm {
     pub fn deliver_call(&self, ctx: u32, token: u32, result: Result<http::Response<Bytes>, CalloutError>) {
         let Some(plugin) = self.plugin_of(ctx) else { return };
         {
-            let mut guard = self.inner.borrow_mut();
+            let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
             if let Some(inner) = guard.as_mut() {
                 match inner.store.data_mut().contexts.get_mut(&ctx) {
                     Some(Ctx::Root(r)) => drop(r.calls.remove(&token)),
@@ -534,7 +534,7 @@ impl Vm {
     pub fn deliver_grpc(&self, ctx: u32, token: u32, result: GrpcResult) {
         let Some(plugin) = self.plugin_of(ctx) else { return };
         {
-            let mut guard = self.inner.borrow_mut();
+            let Ok(mut guard) = self.inner.try_borrow_mut() else { return };
             if let Some(inner) = guard.as_mut() {
                 match inner.store.data_mut().contexts.get_mut(&ctx) {
                     Some(Ctx::Root(r)) => drop(r.calls.remove(&token)),
@@ -553,7 +553,7 @@ impl Vm {
     }
 
     fn plugin_of(&self, ctx: u32) -> Option<Arc<Plugin>> {
-        let guard = self.inner.borrow();
+        let guard = self.inner.try_borrow().ok()?;
         match guard.as_ref()?.store.data().contexts.get(&ctx)? {
             Ctx::Root(r) => Some(r.plugin.clone()),
             Ctx::Http(h) => Some(h.plugin.clone()),
