@@ -53,7 +53,10 @@ struct VmSlot {
 /// 1. `request_headers` (waits while a filter pauses; a timer, an http_call answer or a
 ///    queue callback resumes it). `Verdict::LocalReply`: answer (or reset, if its flags
 ///    hold `LOCAL_RESET`) and skip the rest but `finish`.
-/// 2. Routing reads `property("wasmesh.upstream.cluster")` and friends.
+///    Before it, set `upstream_info().cluster` to the listener's default cluster, so
+///    `cluster_name` (and the SDK's `upstream_cluster()`) resolve in the request phase.
+/// 2. Routing reads `property("wasmesh.upstream.cluster")` and friends; set
+///    `upstream_info().cluster` to the chosen cluster.
 /// 3. `request_body` per chunk: `Forward` bytes go upstream, `Hold` means a filter buffers
 ///    (the next call sees them again). If the headers had no end of stream, the last call
 ///    must say `end_of_stream = true` (an empty chunk is fine), unless trailers follow:
@@ -256,6 +259,7 @@ impl HttpStream {
     /// Runs `on_request_headers` in chain order on `head` (pseudo-headers map onto it).
     pub async fn request_headers(&mut self, head: &mut http::request::Parts, end_of_stream: bool) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        shared.borrow_mut().upstream = self.upstream.clone();
         let n = head.headers.len() as u32 + 4;
         let _lend = Lend::request(&shared, head);
         self.headers_phase(Dir::Request, HttpCb::RequestHeaders(n, end_of_stream)).await
@@ -275,6 +279,7 @@ impl HttpStream {
     /// trailers.
     pub async fn request_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
+        shared.borrow_mut().upstream = self.upstream.clone();
         let _lend = Lend::trailers(&shared, Dir::Request, trailers);
         self.trailers_phase(Dir::Request).await
     }
@@ -291,9 +296,10 @@ impl HttpStream {
     /// chunk. When the headers had no end of stream, call this at least once with
     /// `end_of_stream = true` (an empty chunk is fine) unless trailers follow.
     pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyVerdict {
-        if self.shared.is_none() {
+        let Some(shared) = &self.shared else {
             return BodyVerdict::Forward(chunk);
-        }
+        };
+        shared.borrow_mut().upstream = self.upstream.clone();
         self.body_phase(Dir::Request, chunk, end_of_stream).await
     }
 
@@ -331,6 +337,15 @@ impl HttpStream {
     /// A property a filter set (e.g. `wasmesh.upstream.cluster`), by dotted path.
     pub fn property(&self, path: &str) -> Option<Bytes> {
         self.shared.as_ref()?.borrow().filter_state.get(path).cloned()
+    }
+
+    /// Sets a property as the host (e.g. the listener's default cluster as
+    /// `wasmesh.upstream.cluster`, so filters see where the request goes unless they
+    /// change it).
+    pub fn set_property(&mut self, path: &str, value: Bytes) {
+        if let Some(shared) = &self.shared {
+            shared.borrow_mut().filter_state.insert(path.to_string(), value);
+        }
     }
 
     /// Removes and returns a property a filter set (e.g. `wasmesh.eject_endpoint`), so the

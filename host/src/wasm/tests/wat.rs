@@ -621,3 +621,32 @@ fn on_done_false_defers_on_log_until_proxy_done() {
         assert!(rt.shared_data.get(&vm_id, "logged").is_some(), "proxy_done never completed the context");
     });
 }
+
+#[test]
+fn cluster_name_is_readable_in_the_request_phase() {
+    let wat = r#"(module
+      (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "cluster_name")
+      (global $heap (mut i32) (i32.const 1024))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        global.get $heap local.set $p
+        global.get $heap local.get $n i32.add global.set $heap
+        local.get $p)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (if (i32.ne (call $get (i32.const 16) (i32.const 12) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 84)) (i32.const 3)) (then unreachable))
+        (if (i32.ne (i32.load16_u (i32.load (i32.const 80))) (i32.const 0x6577)) (then unreachable))
+        i32.const 0))"#;
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("cn"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        s.upstream_info().cluster = Some("web".into());
+        let v = s.request_headers(&mut request("/", &[]), true).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+    });
+}
