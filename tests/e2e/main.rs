@@ -9,3 +9,4 @@ mod reload;
 mod router;
 mod streaming;
 mod tls;
+mod traffic;

@@ -81,6 +81,11 @@ impl Upstream {
         Upstream { addr, name: name.to_string(), hits, task }
     }
 
+    /// Starts an upstream that answers every request with `status` (a sick backend).
+    pub async fn start_failing(name: &str, status: u16) -> Upstream {
+        Self::start(&format!("{name}#fail={status}")).await
+    }
+
     /// Requests served so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
@@ -95,6 +100,10 @@ impl Drop for Upstream {
 
 async fn serve(req: Request<Incoming>, name: String, hits: Arc<AtomicUsize>) -> Result<Response<Body>, std::io::Error> {
     hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(code) = name.split_once("#fail=").and_then(|(_, c)| c.parse::<u16>().ok()) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(reply(status, name));
+    }
     let path = req.uri().path().to_string();
     if let Some(code) = path.strip_prefix("/status/") {
         let status =

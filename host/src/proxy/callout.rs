@@ -73,6 +73,19 @@ impl HostServices for CalloutHost {
         self.generation.load().clusters.contains_key(name)
     }
 
+    fn cluster_stat(&self, cluster: &str, stat: &str) -> Option<u64> {
+        let generation = self.generation.load();
+        let c = &generation.clusters.get(cluster)?.cluster;
+        match stat {
+            "active_requests" => Some(c.active_requests()),
+            "healthy_endpoints" => Some(c.healthy_endpoints() as u64),
+            "endpoints" => Some(c.endpoints().len() as u64),
+            // `pending_requests`: requests wait inside hyper's pool, which exposes no queue
+            // length, so it is unknown (filters then assume HTTP/1 queueing).
+            _ => None,
+        }
+    }
+
     fn access_log(&self, line: &str) {
         tracing::info!(target: "wasmesh::access", "{line}");
     }

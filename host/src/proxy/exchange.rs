@@ -119,7 +119,11 @@ async fn run(
             start: SystemTime::now(),
             max_buffered_body_bytes: listener.http.max_buffered_body_bytes,
         };
-        Some(Rc::new(Mutex::new(chain.stream(info))))
+        let mut stream = chain.stream(info);
+        if let Some(default) = &listener.default_cluster {
+            stream.set_property(route::PROP_CLUSTER, Bytes::copy_from_slice(default.as_bytes()));
+        }
+        Some(Rc::new(Mutex::new(stream)))
     };
     let request_eos = body.is_end_stream();
     if let Some(s) = &stream {
@@ -251,9 +255,10 @@ async fn run(
             && attempt < MAX_ATTEMPTS;
         let verdict = {
             let mut s = stream.lock().await;
-            // (set_retry_available: lands with the wasm side of the retry extension)
+            s.set_retry_available(can_retry);
             s.response_headers(&mut rparts, response_eos).await
         };
+        eject_if_asked(&stream, &entry).await;
         match verdict {
             Verdict::Retry(backoff) if can_retry => {
                 drop(rbody);
@@ -277,6 +282,22 @@ async fn run(
                 break Ok(Response::from_parts(rparts, down_body));
             }
         }
+    }
+}
+
+/// Acts on `wasmesh.eject_endpoint` (u32 LE milliseconds): the endpoint that served this
+/// attempt leaves load balancing on every worker for that long.
+async fn eject_if_asked(stream: &SharedStream, entry: &ClusterEntry) {
+    let mut s = stream.lock().await;
+    let Some(args) = s.take_property("wasmesh.eject_endpoint") else { return };
+    let ms = args.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes).unwrap_or(0);
+    let Some(addr) = s.upstream_info().address else { return };
+    if ms == 0 {
+        return;
+    }
+    if let Some(endpoint) = entry.cluster.endpoint(addr) {
+        endpoint.eject(Duration::from_millis(u64::from(ms)));
+        tracing::info!(cluster = entry.cluster.name(), endpoint = %addr, ms, "endpoint ejected by a filter");
     }
 }
 
