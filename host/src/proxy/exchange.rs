@@ -120,6 +120,7 @@ async fn run(
             max_buffered_body_bytes: listener.http.max_buffered_body_bytes,
         };
         let mut stream = chain.stream(info);
+        stream.upstream_info().request_header_bytes = header_bytes(&parts.headers);
         if let Some(default) = &listener.default_cluster {
             stream.set_property(route::PROP_CLUSTER, Bytes::copy_from_slice(default.as_bytes()));
         }
@@ -275,6 +276,7 @@ async fn run(
                     let mut s = stream.lock().await;
                     let info = s.upstream_info();
                     info.response_code = Some(rparts.status.as_u16());
+                    info.response_header_bytes = header_bytes(&rparts.headers);
                     outcome.flags.insert(info.flags);
                 }
                 let (tx, down_body) = body::channel();
@@ -299,6 +301,11 @@ async fn eject_if_asked(stream: &SharedStream, entry: &ClusterEntry) {
         endpoint.eject(Duration::from_millis(u64::from(ms)));
         tracing::info!(cluster = entry.cluster.name(), endpoint = %addr, ms, "endpoint ejected by a filter");
     }
+}
+
+/// Bytes of a header block as HTTP/1.1 would carry it (`name: value\r\n`).
+fn header_bytes(headers: &http::HeaderMap) -> u64 {
+    headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum()
 }
 
 /// Upper bound on attempts the host makes for one request, whatever filters ask.
@@ -464,10 +471,31 @@ async fn pump_response(stream: SharedStream, body: ProxyBody, tx: body::FrameSen
 /// filter held are released before trailers.
 async fn pump(
     stream: &SharedStream,
+    body: ProxyBody,
+    tx: &body::FrameSender,
+    response: bool,
+    replay: Option<&SharedReplay>,
+) -> Result<(), LocalReply> {
+    let mut bytes = 0u64;
+    let result = pump_frames(stream, body, tx, response, replay, &mut bytes).await;
+    let mut s = stream.lock().await;
+    let info = s.upstream_info();
+    if response {
+        info.response_body_bytes += bytes;
+    } else {
+        info.request_body_bytes += bytes;
+    }
+    result
+}
+
+/// The loop of [`pump`]; `bytes` counts the body bytes received.
+async fn pump_frames(
+    stream: &SharedStream,
     mut body: ProxyBody,
     tx: &body::FrameSender,
     response: bool,
     replay: Option<&SharedReplay>,
+    bytes: &mut u64,
 ) -> Result<(), LocalReply> {
     let mut told_end = body.is_end_stream();
     loop {
@@ -481,6 +509,7 @@ async fn pump(
         };
         let frame = match frame.into_data() {
             Ok(data) => {
+                *bytes += data.len() as u64;
                 let eos = body.is_end_stream();
                 told_end |= eos;
                 let verdict = {
