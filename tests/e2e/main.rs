@@ -8,5 +8,6 @@ mod limits;
 mod reload;
 mod router;
 mod streaming;
+mod telemetry;
 mod tls;
 mod traffic;
