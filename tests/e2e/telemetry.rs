@@ -168,16 +168,18 @@ async fn trace_context_survives_two_hops_and_spans_reach_the_collector() {
     loop {
         let bodies: Vec<serde_json::Value> =
             spans.lock().expect("lock").iter().filter_map(|b| serde_json::from_slice(b).ok()).collect();
-        let found: Vec<&serde_json::Value> = bodies
-            .iter()
-            .flat_map(|v| v["resourceSpans"].as_array().cloned().unwrap_or_default().into_iter().collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-            .leak()
-            .iter()
-            .flat_map(|rs| rs["scopeSpans"].as_array().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default())
-            .flat_map(|ss| ss["spans"].as_array().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default())
-            .filter(|sp| sp["traceId"] == trace_id)
-            .collect();
+        let mut found: Vec<serde_json::Value> = Vec::new();
+        for body in &bodies {
+            for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for sp in ss["spans"].as_array().into_iter().flatten() {
+                        if sp["traceId"] == trace_id {
+                            found.push(sp.clone());
+                        }
+                    }
+                }
+            }
+        }
         if found.len() >= 2 {
             let kinds: Vec<i64> = found.iter().filter_map(|sp| sp["kind"].as_i64()).collect();
             assert!(kinds.contains(&2) && kinds.contains(&3), "SERVER and CLIENT spans: {kinds:?}");
