@@ -31,7 +31,14 @@ impl HttpContext for Grpc {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let msg = self.get_http_request_header("x-msg").unwrap_or_default();
         let cluster = self.get_http_request_header("x-cluster").unwrap_or_else(|| "grpc".into());
-        match self.dispatch_grpc_call(&cluster, "test.Echo", "Say", vec![("x-md", b"1")], Some(msg.as_bytes()), Duration::from_secs(2)) {
+        match self.dispatch_grpc_call(
+            &cluster,
+            "test.Echo",
+            "Say",
+            vec![("x-md", b"1")],
+            Some(msg.as_bytes()),
+            Duration::from_secs(2),
+        ) {
             Ok(_) => Action::Pause,
             Err(Status::ParseFailure) => {
                 self.set_http_request_header("x-grpc-dispatch", Some("parse-failure"));
