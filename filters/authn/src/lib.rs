@@ -1,29 +1,274 @@
-//! The `authn` filter (not written yet: passes every request through).
+//! The `authn` filter: Istio `RequestAuthentication` (JWT) on wasmesh. Host glue only;
+//! the decisions are in [`policy`], the crypto in [`jwk`], the config in [`config`].
+//!
+//! Per request: remove every inbound header this filter may output (injection defence),
+//! find tokens, and — no token: continue without identity; an invalid token: 401 with
+//! `www-authenticate: Bearer realm="…", error="invalid_token"` and the precise reason;
+//! a valid one: publish `request.auth.principal` (`<iss>/<sub>`), `request.auth.claims`
+//! (payload JSON), `request.auth.audiences` (`,`-joined), `request.auth.presenter`, add
+//! the claim/payload headers, and remove the token header unless `forwardOriginalToken`.
+//! A `jwksUri` is fetched with `dispatch_http_call` (the request pauses meanwhile).
+
+pub mod config;
+pub mod jwk;
+pub mod policy;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::ContextType;
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use config::{Config, KeySource, Location};
+use policy::{Identity, JwksCache, Keys, Outcome};
+
+/// Per-request properties this filter publishes (read by `authz` and logs).
+pub mod props {
+    /// `<iss>/<sub>` of the verified token.
+    pub const PRINCIPAL: &str = "request.auth.principal";
+    /// The verified payload as JSON.
+    pub const CLAIMS: &str = "request.auth.claims";
+    /// The token's `aud`, joined by `,`.
+    pub const AUDIENCES: &str = "request.auth.audiences";
+    /// The token's `azp`.
+    pub const PRESENTER: &str = "request.auth.presenter";
+}
+
+/// Most JWKS fetches one request may cause (cold cache, then an unknown `kid`).
+const MAX_FETCHES_PER_REQUEST: u32 = 2;
+/// Largest JWKS body read.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-struct Root;
+fn log(level: LogLevel, msg: &str) {
+    let _ = proxy_wasm::hostcalls::log(level, msg);
+}
+
+/// One VM's configuration and remote-JWKS caches (one per rule).
+#[derive(Default)]
+struct Root {
+    config: Rc<Config>,
+    caches: Rc<RefCell<Vec<JwksCache>>>,
+}
 
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        ) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                log(LogLevel::Error, &format!("authn: cannot read the configuration: {e:?}"));
+                return false;
+            }
+        };
+        match Config::parse(&bytes) {
+            Ok(c) => {
+                self.caches = Rc::new(RefCell::new((0..c.rules.len()).map(|_| JwksCache::default()).collect()));
+                self.config = Rc::new(c);
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("authn: {e}"));
+                false
+            }
+        }
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Pass))
+        Some(Box::new(Authn { config: self.config.clone(), caches: self.caches.clone(), pending: None, fetches: 0 }))
     }
 }
 
-struct Pass;
+/// One request.
+struct Authn {
+    config: Rc<Config>,
+    caches: Rc<RefCell<Vec<JwksCache>>>,
+    /// (call token, rule) of the JWKS fetch this request waits for.
+    pending: Option<(u32, usize)>,
+    fetches: u32,
+}
 
-impl Context for Pass {}
+impl Context for Authn {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some((want, rule)) = self.pending.take() else { return };
+        if want != token {
+            return;
+        }
+        let now = self.now_ms();
+        let status = self.get_http_call_response_header(":status");
+        let result = if status.as_deref() != Some("200") {
+            Err(format!("status {}", status.as_deref().unwrap_or("none")))
+        } else if body_size > MAX_JWKS_BYTES {
+            Err(format!("body of {body_size} bytes is over {MAX_JWKS_BYTES}"))
+        } else {
+            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            jwk::Jwks::parse(&String::from_utf8_lossy(&body))
+        };
+        let uri = match &self.config.rules.get(rule).map(|r| &r.keys) {
+            Some(KeySource::Remote(r)) => r.uri.clone(),
+            _ => String::new(),
+        };
+        if let Some(c) = self.caches.borrow_mut().get_mut(rule) {
+            if let Err(e) = c.fetched(result, now) {
+                log(LogLevel::Warn, &format!("authn: JWKS fetch from {uri} failed: {e}"));
+            }
+        }
+        if self.run() == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
 
-impl HttpContext for Pass {}
+impl HttpContext for Authn {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if self.config.rules.is_empty() {
+            return Action::Continue;
+        }
+        // Header-injection defence: whatever a client sent under a name this filter
+        // outputs is dropped before anything is decided.
+        for h in &self.config.output_headers {
+            self.set_http_request_header(h, None);
+        }
+        self.run()
+    }
+}
+
+struct View<'a>(&'a Authn);
+
+impl policy::RequestView for View<'_> {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.get_http_request_header(name)
+    }
+    fn path(&self) -> Option<String> {
+        self.0.get_http_request_header(":path")
+    }
+}
+
+impl Authn {
+    fn now_ms(&self) -> u64 {
+        self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    /// Decides (again, after a fetch) and acts; `Pause` while a fetch or a local reply is under way.
+    fn run(&mut self) -> Action {
+        let found = policy::extract(&self.config, &View(self));
+        let now_ms = self.now_ms();
+        let outcome = {
+            let cfg = self.config.clone();
+            let caches = self.caches.clone();
+            let mut keys = |ri: usize, jwt: &policy::Jwt| match &cfg.rules[ri].keys {
+                KeySource::Inline(k) => Keys::Ready(k.clone()),
+                KeySource::Remote(r) => match caches.borrow().get(ri) {
+                    Some(c) => c.keys_for(r, jwt, now_ms),
+                    None => Keys::Unavailable,
+                },
+            };
+            policy::decide(&self.config, &found, now_ms / 1000, &mut keys)
+        };
+        match outcome {
+            Outcome::NoToken => Action::Continue,
+            Outcome::Verified(id) => {
+                self.publish(&id);
+                Action::Continue
+            }
+            Outcome::Rejected(e) => self.reject(&e.to_string()),
+            Outcome::FetchKeys(ri) => {
+                if self.fetches >= MAX_FETCHES_PER_REQUEST {
+                    return self.reject(&policy::JwtError::JwksFetchFail.to_string());
+                }
+                self.fetches += 1;
+                self.fetch(ri, now_ms)
+            }
+        }
+    }
+
+    fn fetch(&mut self, ri: usize, now_ms: u64) -> Action {
+        let KeySource::Remote(r) = &self.config.rules[ri].keys else {
+            return self.reject(&policy::JwtError::JwksFetchFail.to_string());
+        };
+        let r = r.clone();
+        if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
+            c.dispatched(now_ms);
+        }
+        let headers = vec![
+            (":method", "GET"),
+            (":path", r.path.as_str()),
+            (":authority", r.authority.as_str()),
+            (":scheme", r.scheme.as_str()),
+            ("accept", "application/json"),
+        ];
+        match self.dispatch_http_call(&r.cluster, headers, None, vec![], Duration::from_millis(r.timeout_ms)) {
+            Ok(token) => {
+                self.pending = Some((token, ri));
+                Action::Pause
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("authn: JWKS fetch from {} via cluster {} not sent: {e:?}", r.uri, r.cluster),
+                );
+                if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
+                    let _ = c.fetched(Err(format!("{e:?}")), now_ms);
+                }
+                self.run()
+            }
+        }
+    }
+
+    fn publish(&mut self, id: &Identity) {
+        let set = |k: &str, v: &[u8]| {
+            let _ = wasmesh_sdk::set_property(k, v);
+        };
+        set(props::PRINCIPAL, id.principal.as_bytes());
+        set(props::CLAIMS, id.claims_json.as_bytes());
+        set(props::AUDIENCES, id.audiences.join(",").as_bytes());
+        if let Some(p) = &id.presenter {
+            set(props::PRESENTER, p.as_bytes());
+        }
+        let rule = &self.config.rules[id.rule];
+        if !rule.forward_original_token {
+            if let Location::Header { name, .. } = &id.location {
+                self.set_http_request_header(name, None);
+            }
+        }
+        for (h, v) in &id.headers {
+            self.set_http_request_header(h, Some(v));
+        }
+        for h in &id.refused {
+            log(
+                LogLevel::Warn,
+                &format!("authn: claim for header {h} not forwarded (not a scalar, or unsafe characters)"),
+            );
+        }
+    }
+
+    fn reject(&mut self, reason: &str) -> Action {
+        let scheme = self.get_http_request_header(":scheme").unwrap_or_else(|| "http".into());
+        let authority = self.get_http_request_header(":authority").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let www = policy::www_authenticate(&scheme, &authority, &path);
+        self.send_http_response(
+            401,
+            vec![("www-authenticate", www.as_str()), ("content-type", "text/plain")],
+            Some(reason.as_bytes()),
+        );
+        Action::Pause
+    }
+}

@@ -200,6 +200,10 @@ fn request_property(s: &StreamShared, rest: &[&str]) -> Option<Value> {
         let end = up.end.unwrap_or_else(SystemTime::now);
         return Some(Value::Dur(end.duration_since(info.start).unwrap_or_default()));
     }
+    if let ["auth", ..] = rest {
+        // `request.auth.*` is published by the authn filter (set_property → filter state).
+        return s.filter_state.get(&format!("request.{}", rest.join("."))).cloned().map(Value::Bytes);
+    }
     let req = s.request.as_ref()?;
     let h = &req.headers;
     let hs = |name| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);

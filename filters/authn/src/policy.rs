@@ -1,0 +1,566 @@
+//! The authn decision, with no host calls: finding tokens, decoding and checking JWTs
+//! (Envoy `jwt_authn` semantics and messages), the remote-JWKS cache policy, and what a
+//! verified token publishes.
+
+use std::rc::Rc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::config::{Config, KeySource, Location, RemoteJwks, Rule};
+use crate::jwk::{verify, Alg, Jwks};
+
+/// Tokens longer than this are rejected before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// After a failed fetch with no keys cached, requests fail fast this long (Envoy
+/// `failed_refetch_duration`, 1 s) instead of each waiting for another fetch.
+pub const FAILED_FETCH_BACKOFF_MS: u64 = 1_000;
+
+/// Why a token is refused. `Display` gives Envoy's `jwt_authn` messages (what Istio
+/// users see in the 401 body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtError {
+    /// Over [`MAX_TOKEN_BYTES`].
+    TooLarge,
+    /// Not three dot-separated parts.
+    BadFormat,
+    /// Header is not base64url.
+    HeaderBadBase64,
+    /// Header is not a JSON object.
+    HeaderBadJson,
+    /// No string `alg`.
+    HeaderBadAlg,
+    /// `alg` is `none` or unsupported.
+    AlgNotImplemented,
+    /// `kid` is not a string.
+    HeaderBadKid,
+    /// The header has a `crit` parameter (no extension is understood).
+    HeaderCrit,
+    /// Payload is not base64url.
+    PayloadBadBase64,
+    /// Payload is not a JSON object.
+    PayloadBadJson,
+    /// `iss` is not a string.
+    IssNotString,
+    /// `sub` is not a string.
+    SubNotString,
+    /// `aud` is not a string or a list of strings.
+    AudNotString,
+    /// `exp` is not a number.
+    ExpNotInteger,
+    /// `nbf` is not a number.
+    NbfNotInteger,
+    /// Signature is not base64url.
+    SignatureBadBase64,
+    /// No rule has this issuer.
+    UnknownIssuer,
+    /// No allowed audience.
+    AudienceNotAllowed,
+    /// `exp` passed (beyond the skew).
+    Expired,
+    /// `nbf` in the future (beyond the skew).
+    NotYetValid,
+    /// The signature does not verify.
+    VerificationFail,
+    /// No key with this `kid`/`alg`.
+    KidAlgMismatch,
+    /// The JWKS could not be fetched.
+    JwksFetchFail,
+}
+
+impl std::fmt::Display for JwtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JwtError::TooLarge => "Jwt is too large (more than 8192 bytes)",
+            JwtError::BadFormat => "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+            JwtError::HeaderBadBase64 => "Jwt header is an invalid Base64url encoded",
+            JwtError::HeaderBadJson => "Jwt header is an invalid JSON",
+            JwtError::HeaderBadAlg => "Jwt header [alg] field is required and must be a string",
+            JwtError::AlgNotImplemented => "Jwt header [alg] is not supported",
+            JwtError::HeaderBadKid => "Jwt header [kid] field is not a string",
+            JwtError::HeaderCrit => "Jwt header [crit] extensions are not supported",
+            JwtError::PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
+            JwtError::PayloadBadJson => "Jwt payload is an invalid JSON",
+            JwtError::IssNotString => "Jwt payload [iss] field is not a string",
+            JwtError::SubNotString => "Jwt payload [sub] field is not a string",
+            JwtError::AudNotString => "Jwt payload [aud] field is not a string or string list",
+            JwtError::ExpNotInteger => "Jwt payload [exp] field is not an integer",
+            JwtError::NbfNotInteger => "Jwt payload [nbf] field is not an integer",
+            JwtError::SignatureBadBase64 => "Jwt signature is an invalid Base64url encoded",
+            JwtError::UnknownIssuer => "Jwt issuer is not configured",
+            JwtError::AudienceNotAllowed => "Audiences in Jwt are not allowed",
+            JwtError::Expired => "Jwt is expired",
+            JwtError::NotYetValid => "Jwt not yet valid",
+            JwtError::VerificationFail => "Jwt verification fails",
+            JwtError::KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
+            JwtError::JwksFetchFail => "Jwks remote fetch is failed",
+        })
+    }
+}
+
+/// A decoded (not yet verified) token.
+#[derive(Debug, Clone)]
+pub struct Jwt {
+    /// `alg`.
+    pub alg: Alg,
+    /// `kid`.
+    pub kid: Option<String>,
+    /// The payload object.
+    pub claims: Map<String, Value>,
+    /// The payload's base64url text as received (for `outputPayloadToHeader`).
+    pub payload_b64: String,
+    /// `header.payload`, the signed bytes.
+    pub signing_input: String,
+    /// The raw signature.
+    pub signature: Vec<u8>,
+    /// `iss` ("" when absent).
+    pub iss: String,
+    /// `sub` ("" when absent).
+    pub sub: String,
+    /// `aud` as a list.
+    pub aud: Vec<String>,
+    /// `exp`, seconds.
+    pub exp: Option<u64>,
+    /// `nbf`, seconds.
+    pub nbf: Option<u64>,
+}
+
+fn b64d(s: &str) -> Option<Vec<u8>> {
+    // Envoy tolerates padding; the alphabet is strict base64url.
+    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+}
+
+fn numeric_date(v: Option<&Value>, err: JwtError) -> Result<Option<u64>, JwtError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => Ok(Some(u)),
+            (None, Some(f)) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor().min(u64::MAX as f64) as u64)),
+            _ => Err(err),
+        },
+        Some(_) => Err(err),
+    }
+}
+
+/// Decodes a compact JWS. Checks format, header, payload types; not the signature.
+pub fn decode(token: &str) -> Result<Jwt, JwtError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::BadFormat);
+    };
+    if h.is_empty() || p.is_empty() {
+        return Err(JwtError::BadFormat);
+    }
+    let header: Map<String, Value> =
+        serde_json::from_slice(&b64d(h).ok_or(JwtError::HeaderBadBase64)?).map_err(|_| JwtError::HeaderBadJson)?;
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => Alg::parse(a).ok_or(JwtError::AlgNotImplemented)?,
+        _ => return Err(JwtError::HeaderBadAlg),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(JwtError::HeaderBadKid),
+    };
+    if header.contains_key("crit") {
+        return Err(JwtError::HeaderCrit);
+    }
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&b64d(p).ok_or(JwtError::PayloadBadBase64)?).map_err(|_| JwtError::PayloadBadJson)?;
+    let signature = b64d(s).ok_or(JwtError::SignatureBadBase64)?;
+    let text = |k: &str, e: JwtError| match claims.get(k) {
+        None => Ok(String::new()),
+        Some(Value::String(v)) => Ok(v.clone()),
+        Some(_) => Err(e),
+    };
+    let iss = text("iss", JwtError::IssNotString)?;
+    let sub = text("sub", JwtError::SubNotString)?;
+    let aud = match claims.get("aud") {
+        None => Vec::new(),
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(l)) => {
+            l.iter().map(|v| v.as_str().map(str::to_string).ok_or(JwtError::AudNotString)).collect::<Result<_, _>>()?
+        }
+        Some(_) => return Err(JwtError::AudNotString),
+    };
+    let exp = numeric_date(claims.get("exp"), JwtError::ExpNotInteger)?;
+    let nbf = numeric_date(claims.get("nbf"), JwtError::NbfNotInteger)?;
+    Ok(Jwt {
+        alg,
+        kid,
+        payload_b64: p.to_string(),
+        signing_input: token[..h.len() + 1 + p.len()].to_string(),
+        signature,
+        claims,
+        iss,
+        sub,
+        aud,
+        exp,
+        nbf,
+    })
+}
+
+/// Envoy's audience normalisation: no `http(s)://`, no trailing `/`.
+fn norm_aud(a: &str) -> &str {
+    let a = a.strip_prefix("https://").or_else(|| a.strip_prefix("http://")).unwrap_or(a);
+    a.strip_suffix('/').unwrap_or(a)
+}
+
+/// Time and audience checks of a decoded token against its rule (done before the
+/// signature, as Envoy does, so an expired token never causes a JWKS fetch).
+pub fn check_claims(jwt: &Jwt, rule: &Rule, now_s: u64, skew_s: u64) -> Result<(), JwtError> {
+    if let Some(exp) = jwt.exp {
+        if now_s > exp.saturating_add(skew_s) {
+            return Err(JwtError::Expired);
+        }
+    }
+    if let Some(nbf) = jwt.nbf {
+        if now_s.saturating_add(skew_s) < nbf {
+            return Err(JwtError::NotYetValid);
+        }
+    }
+    if !rule.audiences.is_empty() && !jwt.aud.iter().any(|a| rule.audiences.iter().any(|r| norm_aud(r) == norm_aud(a)))
+    {
+        return Err(JwtError::AudienceNotAllowed);
+    }
+    Ok(())
+}
+
+/// Verifies the signature with the keys that fit `kid`/`alg`.
+pub fn check_signature(jwt: &Jwt, jwks: &Jwks) -> Result<(), JwtError> {
+    let mut any = false;
+    for k in jwks.candidates(jwt.alg, jwt.kid.as_deref()) {
+        any = true;
+        if verify(jwt.alg, &k.key, jwt.signing_input.as_bytes(), &jwt.signature) {
+            return Ok(());
+        }
+    }
+    Err(if any { JwtError::VerificationFail } else { JwtError::KidAlgMismatch })
+}
+
+/// True when some key of the set may verify this token (else an unknown `kid` refetch).
+pub fn has_candidate(jwt: &Jwt, jwks: &Jwks) -> bool {
+    jwks.candidates(jwt.alg, jwt.kid.as_deref()).next().is_some()
+}
+
+/// A token found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Index of the rule whose location held it.
+    pub rule: usize,
+    /// Where.
+    pub location: Location,
+    /// The token text.
+    pub token: String,
+}
+
+/// What the request offers for token extraction.
+pub trait RequestView {
+    /// First value of header `name` (lowercase).
+    fn header(&self, name: &str) -> Option<String>;
+    /// The `:path` (with query).
+    fn path(&self) -> Option<String>;
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(path: &str, name: &str) -> Option<String> {
+    let q = path.split_once('?')?.1;
+    let q = q.split('#').next().unwrap_or(q);
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (pct_decode(k) == name).then(|| pct_decode(v))
+    })
+}
+
+fn cookie(header: &str, name: &str) -> Option<String> {
+    header.split(';').find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Every token the rules' locations find, in rule then location order (duplicates of
+/// the same token text are kept once).
+pub fn extract(cfg: &Config, req: &dyn RequestView) -> Vec<Found> {
+    let mut found: Vec<Found> = Vec::new();
+    let path = req.path();
+    let cookies = req.header("cookie");
+    for (i, rule) in cfg.rules.iter().enumerate() {
+        for loc in &rule.locations {
+            let token = match loc {
+                Location::Header { name, prefix } => req.header(name).and_then(|v| {
+                    let v = v.trim();
+                    let head = v.get(..prefix.len())?;
+                    head.eq_ignore_ascii_case(prefix).then(|| v[prefix.len()..].trim().to_string())
+                }),
+                Location::Param(p) => path.as_deref().and_then(|x| query_param(x, p)),
+                Location::Cookie(c) => cookies.as_deref().and_then(|x| cookie(x, c)),
+            };
+            if let Some(token) = token.filter(|t| !t.is_empty()) {
+                if !found.iter().any(|f| f.token == token && f.rule == i) {
+                    found.push(Found { rule: i, location: loc.clone(), token });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The keys a rule has now, as told by the caller.
+pub enum Keys {
+    /// Usable keys.
+    Ready(Rc<Jwks>),
+    /// Fetch first (then decide again).
+    Fetch,
+    /// No keys and no fetch allowed now.
+    Unavailable,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// No token: continue without identity (authz decides).
+    NoToken,
+    /// A verified token.
+    Verified(Box<Identity>),
+    /// Refuse with 401.
+    Rejected(JwtError),
+    /// Fetch the JWKS of this rule, then call [`decide`] again.
+    FetchKeys(usize),
+}
+
+/// What a verified token publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The rule that verified it.
+    pub rule: usize,
+    /// `<iss>/<sub>` (`request.auth.principal`).
+    pub principal: String,
+    /// The payload JSON (`request.auth.claims`).
+    pub claims_json: String,
+    /// `aud` (`request.auth.audiences`).
+    pub audiences: Vec<String>,
+    /// `azp` (`request.auth.presenter`).
+    pub presenter: Option<String>,
+    /// Headers to add to the upstream request (claims and payload), already checked.
+    pub headers: Vec<(String, String)>,
+    /// Claim headers not forwarded because the value was unsafe or not a scalar (for the log).
+    pub refused: Vec<String>,
+    /// Where the token came from (removed unless `forwardOriginalToken`).
+    pub location: Location,
+}
+
+/// Decides on the found tokens. `keys(rule, jwt)` tells what keys rule `rule` has for
+/// this token. The first token that verifies wins; otherwise the first failure is the
+/// reason (a token whose issuer no rule knows only counts if nothing else was found).
+pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(usize, &Jwt) -> Keys) -> Outcome {
+    if found.is_empty() {
+        return Outcome::NoToken;
+    }
+    let mut first_err: Option<JwtError> = None;
+    let note = |e: JwtError, first: &mut Option<JwtError>| {
+        if first.is_none() || first.as_ref() == Some(&JwtError::UnknownIssuer) {
+            *first = Some(e);
+        }
+    };
+    for f in found {
+        let jwt = match decode(&f.token) {
+            Ok(j) => j,
+            Err(e) => {
+                note(e, &mut first_err);
+                continue;
+            }
+        };
+        // The token's issuer picks the rule (Envoy: provider by issuer); the rule whose
+        // location held it is preferred.
+        let rule_idx = if cfg.rules[f.rule].issuer == jwt.iss {
+            Some(f.rule)
+        } else {
+            cfg.rules.iter().position(|r| r.issuer == jwt.iss && r.locations.contains(&f.location))
+        };
+        let Some(ri) = rule_idx else {
+            note(JwtError::UnknownIssuer, &mut first_err);
+            continue;
+        };
+        let rule = &cfg.rules[ri];
+        if let Err(e) = check_claims(&jwt, rule, now_s, cfg.clock_skew_s) {
+            note(e, &mut first_err);
+            continue;
+        }
+        let jwks = match keys(ri, &jwt) {
+            Keys::Ready(k) => k,
+            Keys::Fetch => return Outcome::FetchKeys(ri),
+            Keys::Unavailable => {
+                note(JwtError::JwksFetchFail, &mut first_err);
+                continue;
+            }
+        };
+        match check_signature(&jwt, &jwks) {
+            Ok(()) => return Outcome::Verified(Box::new(identity(ri, rule, &jwt, f.location.clone()))),
+            Err(e) => note(e, &mut first_err),
+        }
+    }
+    Outcome::Rejected(first_err.unwrap_or(JwtError::VerificationFail))
+}
+
+/// A claim as a header value: strings as they are, numbers and booleans as text, lists
+/// of those joined by `,`; `None` for objects, null, and anything with a character
+/// outside visible ASCII and space (CR/LF injection, control characters, non-ASCII).
+pub fn claim_header_value(v: &Value) -> Option<String> {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    let s = match v {
+        Value::Array(l) => l.iter().map(scalar).collect::<Option<Vec<_>>>()?.join(","),
+        v => scalar(v)?,
+    };
+    s.bytes().all(|b| (0x20..0x7f).contains(&b)).then_some(s)
+}
+
+/// Looks up a nested claim (`["a", "b"]` → `claims.a.b`).
+pub fn claim<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = claims.get(first)?;
+    for k in rest {
+        v = v.as_object()?.get(k)?;
+    }
+    Some(v)
+}
+
+fn identity(ri: usize, rule: &Rule, jwt: &Jwt, location: Location) -> Identity {
+    let mut headers = Vec::new();
+    let mut refused = Vec::new();
+    for ch in &rule.output_claim_to_headers {
+        match claim(&jwt.claims, &ch.claim).map(claim_header_value) {
+            Some(Some(v)) => headers.push((ch.header.clone(), v)),
+            Some(None) => refused.push(ch.header.clone()),
+            None => {}
+        }
+    }
+    if let Some(h) = &rule.output_payload_to_header {
+        headers.push((h.clone(), jwt.payload_b64.clone()));
+    }
+    Identity {
+        rule: ri,
+        principal: format!("{}/{}", jwt.iss, jwt.sub),
+        claims_json: Value::Object(jwt.claims.clone()).to_string(),
+        audiences: jwt.aud.clone(),
+        presenter: jwt.claims.get("azp").and_then(Value::as_str).map(str::to_string),
+        headers,
+        refused,
+        location,
+    }
+}
+
+/// The `www-authenticate` value of a 401 (Envoy: the realm is the request URL without
+/// its query). Characters that could break the quoted string are dropped.
+pub fn www_authenticate(scheme: &str, authority: &str, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let realm: String = format!("{scheme}://{authority}{path}")
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .collect();
+    format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+}
+
+/// The remote-JWKS cache of one rule (per worker VM).
+#[derive(Debug, Default)]
+pub struct JwksCache {
+    /// The last good key set and when it was fetched (ms).
+    pub keys: Option<(Rc<Jwks>, u64)>,
+    /// When the last fetch was started (ms).
+    pub last_dispatch: Option<u64>,
+    /// When the last fetch failed (ms), cleared on success.
+    pub last_failure: Option<u64>,
+}
+
+impl JwksCache {
+    /// What the rule has for `jwt` at `now_ms`:
+    /// - no keys: fetch, unless a fetch failed less than [`FAILED_FETCH_BACKOFF_MS`] ago;
+    /// - keys older than `cache_ms`: fetch (stale keys stay in use if that fetch fails);
+    /// - fresh keys without a key for this `kid`/`alg`: refetch at most once per `refetch_ms`
+    ///   (key rotation), else use the keys (the token then fails: unknown kid).
+    pub fn keys_for(&self, remote: &RemoteJwks, jwt: &Jwt, now_ms: u64) -> Keys {
+        let since = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t));
+        match &self.keys {
+            None => match since(self.last_failure) {
+                Some(d) if d < FAILED_FETCH_BACKOFF_MS => Keys::Unavailable,
+                _ => Keys::Fetch,
+            },
+            Some((k, at)) => {
+                let recently_failed = since(self.last_failure).is_some_and(|d| d < FAILED_FETCH_BACKOFF_MS);
+                if now_ms.saturating_sub(*at) >= remote.cache_ms && !recently_failed {
+                    return Keys::Fetch;
+                }
+                if !has_candidate(jwt, k)
+                    && since(self.last_dispatch).is_none_or(|d| d >= remote.refetch_ms)
+                    && !recently_failed
+                {
+                    return Keys::Fetch;
+                }
+                Keys::Ready(k.clone())
+            }
+        }
+    }
+
+    /// Records that a fetch starts now.
+    pub fn dispatched(&mut self, now_ms: u64) {
+        self.last_dispatch = Some(now_ms);
+    }
+
+    /// Records a fetch's answer: a parsed set replaces the cache; a failure keeps old keys.
+    pub fn fetched(&mut self, result: Result<Jwks, String>, now_ms: u64) -> Result<(), String> {
+        match result {
+            Ok(k) => {
+                self.keys = Some((Rc::new(k), now_ms));
+                self.last_failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.last_failure = Some(now_ms);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Keys of a rule with an inline JWKS (`Some`), or `None` for a remote one.
+pub fn inline_keys(rule: &Rule) -> Option<Rc<Jwks>> {
+    match &rule.keys {
+        KeySource::Inline(k) => Some(k.clone()),
+        KeySource::Remote(_) => None,
+    }
+}
