@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, one file per behaviour.
 
+mod authn;
 mod balancing;
 mod basics;
 mod failures;

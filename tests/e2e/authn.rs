@@ -1,0 +1,273 @@
+//! Istio RequestAuthentication through the real proxy (`builtin:authn`): RS256 tokens
+//! against an inline JWKS and a JWKS fetched through a cluster (cache, key rotation with
+//! a rate-limited refetch, fetch failure), claim headers only after verification, the
+//! token header stripped, 401s with Envoy's reasons.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ring::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use serde_json::{json, Value};
+use wasmesh_tests::upstream::closed_port;
+use wasmesh_tests::{cluster_yaml, Client, TestProxy, Upstream};
+
+const ISS: &str = "https://issuer.test";
+
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The fixed RS256 test key (ring signs RSA but cannot generate RSA keys).
+fn key() -> RsaKeyPair {
+    let pem = include_bytes!("../../filters/authn/testdata/rsa2048.pem");
+    let der = PrivatePkcs8KeyDer::from_pem_slice(pem).expect("test key PEM");
+    RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("test key")
+}
+
+fn jwk(k: &RsaKeyPair, kid: &str) -> Value {
+    let p: ring::rsa::PublicKeyComponents<Vec<u8>> = k.public_key().into();
+    json!({"kty": "RSA", "kid": kid, "alg": "RS256", "n": b64url(&p.n), "e": b64url(&p.e)})
+}
+
+fn sign(k: &RsaKeyPair, kid: &str, claims: &Value) -> String {
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let mut sig = vec![0; k.public().modulus_len()];
+    k.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+    format!("{input}.{}", b64url(&sig))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn claims(sub: &str) -> Value {
+    json!({"iss": ISS, "sub": sub, "aud": "web", "exp": now() + 600, "org": {"team": "core"}})
+}
+
+/// One listener `main` (default cluster `web`) whose only filter is authn with `config`;
+/// `extra_clusters` YAML is appended.
+fn yaml(config: &Value, web: &Upstream, extra_clusters: &str) -> String {
+    format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: web\n    filters:\n      - name: authn\n        module: builtin:authn\n        config: {config}\nclusters:\n{}{extra_clusters}",
+        cluster_yaml("web", "round_robin", &[(web.addr, &[][..])])
+    )
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_jwks_verifies_strips_and_rejects() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "audiences": ["web"],
+        "jwks": json!({"keys": [jwk(&k, "k1")]}).to_string(),
+        "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}, {"header": "x-jwt-team", "claim": "org.team"}],
+    }]});
+    let proxy = TestProxy::start(&yaml(&config, &web, ""), 2);
+    let url = proxy.url("main", "/hello");
+    let c = Client::http1();
+
+    // No token: passes, without identity; a forged claim header never reaches the upstream.
+    let r = c.get_with(&url, &[("x-jwt-sub", "admin")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-echo-x-jwt-sub"), None, "inbound claim header stripped");
+
+    // A valid token: claims as headers (the forged one replaced), the token stripped.
+    let t = sign(&k, "k1", &claims("alice"));
+    let r = c.get_with(&url, &[("authorization", &bearer(&t)), ("x-jwt-sub", "admin")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-echo-x-jwt-sub").as_deref(), Some("alice"));
+    assert_eq!(r.headers.get_all("x-echo-x-jwt-sub").iter().count(), 1);
+    assert_eq!(r.header("x-echo-x-jwt-team").as_deref(), Some("core"));
+    assert_eq!(r.header("x-echo-authorization"), None, "token removed (forwardOriginalToken false)");
+
+    // Invalid tokens: 401 with the reason and a bearer challenge; the upstream never sees them.
+    let hits = web.hits();
+    let mut expired = claims("alice");
+    expired["exp"] = json!(now() - 3600);
+    let cases = [
+        ("garbage".to_string(), "Jwt is not in the form of Header.Payload.Signature"),
+        (sign(&k, "k1", &expired), "Jwt is expired"),
+        (sign(&k, "k1", &json!({"iss": ISS, "sub": "a", "aud": "other"})), "Audiences in Jwt are not allowed"),
+        (
+            sign(&k, "k1", &json!({"iss": "https://evil.test", "sub": "a", "aud": "web"})),
+            "Jwt issuer is not configured",
+        ),
+        (sign(&k, "unknown", &claims("alice")), "Jwks doesn't have key to match kid or alg from Jwt"),
+        (
+            format!("{}.{}.", b64url(br#"{"alg":"none"}"#), b64url(claims("root").to_string().as_bytes())),
+            "Jwt header [alg] is not supported",
+        ),
+        (
+            {
+                // alice's signature over root's claims.
+                let p: Vec<&str> = t.split('.').collect();
+                format!("{}.{}.{}", p[0], b64url(claims("root").to_string().as_bytes()), p[2])
+            },
+            "Jwt verification fails",
+        ),
+        (format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(400)), "Jwt is too large"),
+    ];
+    for (token, reason) in &cases {
+        let r = c.get_with(&url, &[("authorization", &bearer(token)), ("x-jwt-sub", "admin")]).await;
+        assert_eq!(r.status, 401, "{reason}: {}", r.text());
+        assert!(r.text().starts_with(reason), "want {reason:?}, got {:?}", r.text());
+        let www = r.header("www-authenticate").unwrap_or_default();
+        assert!(
+            www.starts_with("Bearer realm=\"http://") && www.ends_with("/hello\", error=\"invalid_token\""),
+            "{www}"
+        );
+    }
+    assert_eq!(web.hits(), hits, "no rejected request reached the upstream");
+    // Still serving after all that.
+    assert_eq!(c.get_with(&url, &[("authorization", &bearer(&t))]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_original_token_and_payload_header() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "jwks": json!({"keys": [jwk(&k, "k1")]}).to_string(),
+        "fromHeaders": [{"name": "x-token"}], "forwardOriginalToken": true,
+        "outputPayloadToHeader": "x-jwt-payload",
+    }]});
+    let proxy = TestProxy::start(&yaml(&config, &web, ""), 1);
+    let url = proxy.url("main", "/");
+    let c = Client::http1();
+    let t = sign(&k, "k1", &claims("bob"));
+    let r = c.get_with(&url, &[("x-token", &t), ("x-jwt-payload", "forged")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-echo-x-token").as_deref(), Some(t.as_str()));
+    assert_eq!(r.header("x-echo-x-jwt-payload").as_deref(), t.split('.').nth(1));
+    // Without a token the forged payload header is dropped, not forwarded.
+    let r = c.get_with(&url, &[("x-jwt-payload", "forged")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-echo-x-jwt-payload"), None);
+}
+
+/// A JWKS server: serves `body` at any path and counts requests.
+struct JwksServer {
+    addr: std::net::SocketAddr,
+    body: Arc<Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
+        let addr = listener.local_addr().expect("jwks addr");
+        let body = Arc::new(Mutex::new(body));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (b, h) = (body.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (b, h) = (b.clone(), h.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let text = b.lock().map(|s| s.clone()).unwrap_or_default();
+                        async move {
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
+                            r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        JwksServer { addr, body, hits, task }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_jwks_is_fetched_cached_and_refetched_for_a_new_kid() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let jwks = JwksServer::start(json!({"keys": [jwk(&k, "k1")]}).to_string()).await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "jwksUri": "http://keys.test/.well-known/jwks.json", "jwksCluster": "keys",
+        "jwksRefetchInterval": "1s",
+    }]});
+    let keys = cluster_yaml("keys", "round_robin", &[(jwks.addr, &[][..])]);
+    let proxy = TestProxy::start(&yaml(&config, &web, &keys), 1);
+    let url = proxy.url("main", "/");
+    let c = Client::http1();
+
+    let t1 = sign(&k, "k1", &claims("alice"));
+    for i in 0..3 {
+        let r = c.get_with(&url, &[("authorization", &bearer(&t1))]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(jwks.hits(), 1, "fetched once, then cached");
+    // No token: no fetch at all.
+    assert_eq!(c.get(&url).await.status, 200);
+    assert_eq!(jwks.hits(), 1);
+
+    // Key rotation: the set now has k2. Within the refetch interval an unknown kid is
+    // refused without a fetch; after it, one refetch picks the new key up.
+    *jwks.body.lock().expect("lock") = json!({"keys": [jwk(&k, "k1"), jwk(&k, "k2")]}).to_string();
+    let t2 = sign(&k, "k2", &claims("alice"));
+    let r = c.get_with(&url, &[("authorization", &bearer(&t2))]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(jwks.hits(), 1, "rate-limited");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get_with(&url, &[("authorization", &bearer(&t2))]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(jwks.hits(), 2, "one refetch for the new kid");
+    assert_eq!(c.get_with(&url, &[("authorization", &bearer(&t1))]).await.status, 200);
+    assert_eq!(jwks.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_jwks_refuses_tokens_but_not_anonymous_requests() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let dead = closed_port().await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "jwksUri": "http://keys.test/jwks.json", "jwksCluster": "keys", "timeout": "1s",
+    }]});
+    let keys = cluster_yaml("keys", "round_robin", &[(dead, &[][..])]);
+    let proxy = TestProxy::start(&yaml(&config, &web, &keys), 1);
+    let url = proxy.url("main", "/");
+    let c = Client::http1();
+    let t = sign(&k, "k1", &claims("alice"));
+    let r = c.get_with(&url, &[("authorization", &bearer(&t))]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.text(), "Jwks remote fetch is failed");
+    assert_eq!(c.get(&url).await.status, 200);
+}
