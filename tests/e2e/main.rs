@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one file per behaviour.
 
 mod authn;
+mod authz;
 mod balancing;
 mod basics;
 mod failures;

@@ -1,0 +1,202 @@
+//! The `authz` filter (builtin:authz) through the real proxy: Istio AuthorizationPolicy
+//! ALLOW/DENY/default deny, mTLS principals, path-confusion bypass attempts, CUSTOM
+//! (ext_authz) against a real authorization server, dry-run and invalid configs.
+
+use http::Method;
+use wasmesh_tests::client::full;
+use wasmesh_tests::pki::{client_config, tls_get, Ca, Leaf};
+use wasmesh_tests::upstream::closed_port;
+use wasmesh_tests::{cluster_yaml, temp_dir, Client, TestProxy, Upstream};
+
+/// A listener `main` (default cluster `web`) with `authz` configured by `config_json`,
+/// plus extra cluster YAML.
+fn authz_yaml(web: &Upstream, config_json: &str, extra_clusters: &str) -> String {
+    format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: web\n    filters:\n      - name: authz\n        module: builtin:authz\n        config: {config_json}\nclusters:\n{}{extra_clusters}",
+        cluster_yaml("web", "round_robin", &[(web.addr, &[])])
+    )
+}
+
+async fn metrics(proxy: &TestProxy) -> String {
+    Client::http1().get(&proxy.admin_url("/metrics")).await.text()
+}
+
+/// The value of the series line starting with `series` (0 when absent).
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_by_path_and_method_deny_wins_and_default_deny() {
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[
+        {"name":"read-public","action":"ALLOW","rules":[{"to":[{"operation":{"methods":["GET"],"paths":["/public/*"]}}]}]},
+        {"name":"no-secret","action":"DENY","rules":[{"to":[{"operation":{"paths":["/public/secret*"]}}]}]}]}"#;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, ""), 1);
+    let c = Client::http1();
+    let ok = c.get(&proxy.url("main", "/public/page")).await;
+    assert_eq!((ok.status.as_u16(), ok.text().as_str()), (200, "web"));
+    let hits = web.hits();
+    // Wrong method, path outside every ALLOW rule, and a DENY match: all 403, none reach web.
+    let post = c.request(Method::POST, &proxy.url("main", "/public/page"), full("x")).await;
+    let other = c.get(&proxy.url("main", "/private")).await;
+    let secret = c.get(&proxy.url("main", "/public/secret.txt")).await;
+    for r in [&post, &other, &secret] {
+        assert_eq!(r.status, 403);
+        assert_eq!(r.text(), "RBAC: access denied");
+    }
+    assert_eq!(web.hits(), hits, "a denied request reached the upstream");
+    let m = metrics(&proxy).await;
+    let series =
+        |p: &str, d: &str| value(&m, &format!("wasmesh_authz_decisions_total{{decision=\"{d}\",policy=\"{p}\"}}"));
+    assert_eq!(series("read-public", "allow"), 1.0, "{m}");
+    assert_eq!(series("default", "deny"), 2.0, "{m}");
+    assert_eq!(series("no-secret", "deny"), 1.0, "{m}");
+    assert!(m.contains("response_flags=\"RBAC\""), "denials carry the RBAC flag: {m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_confusion_cannot_bypass_a_deny() {
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[
+        {"name":"all","action":"ALLOW","rules":[{}]},
+        {"name":"no-admin","action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin*"]}}]}]}]}"#;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, ""), 1);
+    let c = Client::http1();
+    let hits = web.hits();
+    for p in [
+        "/admin",
+        "//admin",
+        "/%2Fadmin",
+        "/x%2F..%2Fadmin",
+        "/a/../admin",
+        "/x/%2e%2e/admin",
+        "/%61dmin",
+        "/x%5C..%5Cadmin",
+    ] {
+        let r = c.get(&proxy.url("main", p)).await;
+        assert_eq!(r.status, 403, "{p} bypassed the DENY: {}", r.text());
+    }
+    assert_eq!(web.hits(), hits);
+    // The upstream gets exactly the normalized path that was authorized.
+    let r = c.get(&proxy.url("main", "/x/..//status/418?q=1")).await;
+    assert_eq!(r.status, 418, "the upstream saw a path other than /status/418");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_principal_based_allow() {
+    const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+    let dir = temp_dir("authz-mtls");
+    let ca = Ca::new("authz test CA");
+    ca.write(&dir, "ca.pem");
+    ca.leaf(&dir, "server", &["localhost", "127.0.0.1"], &["spiffe://cluster.local/ns/default/sa/server"]);
+    let client = ca.leaf(&dir, "client", &[], &[CLIENT_ID]);
+    let intruder = ca.leaf(&dir, "intruder", &[], &["spiffe://cluster.local/ns/other/sa/intruder"]);
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[{"name":"only-client","rules":[{"from":[{"source":{"principals":["cluster.local/ns/default/sa/client"]}}]}]}]}"#;
+    let d = dir.display();
+    let yaml = authz_yaml(&web, cfg, "").replace(
+        "    default_cluster: web\n",
+        &format!(
+            "    default_cluster: web\n    tls: {{ cert: \"{d}/server.pem\", key: \"{d}/server.key\", client_ca: \"{d}/ca.pem\", mode: mutual }}\n"
+        ),
+    );
+    let proxy = TestProxy::start(&yaml, 1);
+    let get = |leaf: &Leaf| tls_get(proxy.addr("main"), "localhost", client_config(&ca, Some(leaf), &[]), "/");
+    let (status, _, body) = get(&client).await.expect("mtls request");
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"web"[..]));
+    let (status, _, body) = get(&intruder).await.expect("mtls request");
+    assert_eq!((status.as_u16(), &body[..]), (403, &b"RBAC: access denied"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_ext_authz_decides_first() {
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[{"name":"ext","action":"CUSTOM","provider":{"cluster":"authz","pathPrefix":"/check","timeout":"2s"},"rules":[{"to":[{"operation":{"paths":["/api/*"]}}]}]}]}"#;
+    let c = Client::http1();
+
+    // The authorization server says no: its status and body reach the client.
+    let deny = Upstream::start_failing("authz", 403).await;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, &cluster_yaml("authz", "round_robin", &[(deny.addr, &[])])), 1);
+    let r = c.get(&proxy.url("main", "/api/x")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (403, "authz#fail=403"));
+    assert_eq!(deny.hits(), 1);
+    assert_eq!(web.hits(), 0);
+    // A path no CUSTOM rule covers is not checked.
+    assert_eq!(c.get(&proxy.url("main", "/public")).await.status, 200);
+    assert_eq!(deny.hits(), 1);
+    let m = metrics(&proxy).await;
+    assert!(m.contains("response_flags=\"UAEX\""), "{m}");
+    drop(proxy);
+
+    // The authorization server says yes.
+    let allow = Upstream::start("authz").await;
+    let proxy =
+        TestProxy::start(&authz_yaml(&web, cfg, &cluster_yaml("authz", "round_robin", &[(allow.addr, &[])])), 1);
+    let r = c.get(&proxy.url("main", "/api/x")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "web"));
+    assert_eq!(allow.hits(), 1);
+    drop(proxy);
+
+    // The authorization server is down: fail closed with statusOnError, or open if asked.
+    let down = closed_port().await;
+    let closed = cfg.replace("\"timeout\":\"2s\"", "\"timeout\":\"2s\",\"statusOnError\":503");
+    let proxy = TestProxy::start(&authz_yaml(&web, &closed, &cluster_yaml("authz", "round_robin", &[(down, &[])])), 1);
+    assert_eq!(c.get(&proxy.url("main", "/api/x")).await.status, 503);
+    drop(proxy);
+    let open = cfg.replace("\"timeout\":\"2s\"", "\"timeout\":\"2s\",\"failOpen\":true");
+    let proxy = TestProxy::start(&authz_yaml(&web, &open, &cluster_yaml("authz", "round_robin", &[(down, &[])])), 1);
+    assert_eq!(c.get(&proxy.url("main", "/api/x")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_allow_does_not_bypass_deny() {
+    let web = Upstream::start("web").await;
+    let allow = Upstream::start("authz").await;
+    let cfg = r#"{"policies":[
+        {"name":"ext","action":"CUSTOM","provider":{"cluster":"authz"},"rules":[{}]},
+        {"name":"no-admin","action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]}]}"#;
+    let proxy =
+        TestProxy::start(&authz_yaml(&web, cfg, &cluster_yaml("authz", "round_robin", &[(allow.addr, &[])])), 1);
+    let r = Client::http1().get(&proxy.url("main", "/admin")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (403, "RBAC: access denied"));
+    assert_eq!(allow.hits(), 1, "the ext_authz check ran first");
+    assert_eq!(web.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_without_enforcing() {
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[{"name":"would-deny","action":"DENY","dryRun":true,"rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]}]}"#;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, ""), 1);
+    let r = Client::http1().get(&proxy.url("main", "/admin")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "web"));
+    let m = metrics(&proxy).await;
+    let s = "wasmesh_authz_decisions_total{decision=\"dry_run_deny\",policy=\"would-deny\"}";
+    assert_eq!(value(&m, s), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_condition_key_refuses_the_config() {
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[{"name":"p","rules":[{"when":[{"key":"request.header[x]","values":["1"]}]}]}]}"#;
+    let config = wasmesh::config::parse_str(&authz_yaml(&web, cfg, "")).expect("the YAML itself parses");
+    let opts = wasmesh::server::StartOptions {
+        workers: 1,
+        base_dir: wasmesh_tests::repo_root(),
+        cache_dir: None,
+        config_path: None,
+    };
+    match wasmesh::server::Proxy::start(config, opts) {
+        Ok(p) => {
+            p.shutdown();
+            panic!("a policy with an unknown condition key was accepted");
+        }
+        Err(e) => assert!(e.to_string().contains("authz"), "{e}"),
+    }
+}
