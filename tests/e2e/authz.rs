@@ -200,3 +200,114 @@ async fn an_unknown_condition_key_refuses_the_config() {
         Err(e) => assert!(e.to_string().contains("authz"), "{e}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_sees_the_token_and_adds_upstream_headers() {
+    let web = Upstream::start("web").await;
+    // The test authorization server echoes the check's headers back as `x-echo-*`.
+    let ext = Upstream::start("authz").await;
+    let cfg = r#"{"policies":[{"name":"ext","action":"CUSTOM","provider":{"cluster":"authz","pathPrefix":"/check",
+        "includeRequestHeadersInCheck":["x-tenant"],"headersToUpstreamOnAllow":["x-echo-authorization","x-echo-x-tenant"]},
+        "rules":[{}]}]}"#;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, &cluster_yaml("authz", "round_robin", &[(ext.addr, &[])])), 1);
+    let r = Client::http1()
+        .get_with(&proxy.url("main", "/x"), &[("authorization", "Bearer t0k"), ("x-tenant", "acme"), ("x-other", "no")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The upstream received the headers the check answered with.
+    assert_eq!(r.header("x-echo-x-echo-authorization").as_deref(), Some("Bearer t0k"));
+    assert_eq!(r.header("x-echo-x-echo-x-tenant").as_deref(), Some("acme"));
+    assert_eq!(ext.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_mode_refuses_non_normalized_paths() {
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"pathNormalization":"reject","policies":[{"name":"all","rules":[{}]}]}"#;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, ""), 1);
+    let c = Client::http1();
+    assert_eq!(c.get(&proxy.url("main", "/a/b?x=1")).await.status, 200);
+    for p in ["//a", "/a/../b", "/a%2Fb"] {
+        assert_eq!(c.get(&proxy.url("main", p)).await.status, 400, "{p}");
+    }
+    assert_eq!(web.hits(), 1);
+}
+
+mod jwt {
+    //! Tokens for the authn → authz chain (RS256 with authn's fixed test key).
+    use ring::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use serde_json::{json, Value};
+
+    pub const ISS: &str = "https://issuer.test";
+
+    fn b64url(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
+        for c in data.chunks(3) {
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..=c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    pub fn key() -> RsaKeyPair {
+        let pem = include_bytes!("../../filters/authn/testdata/rsa2048.pem");
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem).expect("test key PEM");
+        RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("test key")
+    }
+
+    pub fn jwks(k: &RsaKeyPair) -> String {
+        let p: ring::rsa::PublicKeyComponents<Vec<u8>> = k.public_key().into();
+        json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": b64url(&p.n), "e": b64url(&p.e)}]}).to_string()
+    }
+
+    pub fn token(k: &RsaKeyPair, sub: &str, team: &str) -> String {
+        let exp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 600;
+        let claims: Value = json!({"iss": ISS, "sub": sub, "aud": "web", "exp": exp, "org": {"team": team}});
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "k1"});
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let mut sig = vec![0; k.public().modulus_len()];
+        k.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+        format!("Bearer {input}.{}", b64url(&sig))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_identity_from_authn_drives_request_principals_and_claims() {
+    let k = jwt::key();
+    let web = Upstream::start("web").await;
+    let authn = serde_json::json!({"jwtRules": [{"issuer": jwt::ISS, "audiences": ["web"], "jwks": jwt::jwks(&k)}]});
+    let authz = format!(
+        r#"{{"policies":[
+        {{"name":"alice-only","rules":[{{"from":[{{"source":{{"requestPrincipals":["{iss}/alice"]}}}}],"to":[{{"operation":{{"paths":["/alice*"]}}}}]}}]}},
+        {{"name":"core-team","rules":[{{"to":[{{"operation":{{"paths":["/team*"]}}}}],"when":[
+            {{"key":"request.auth.claims[org][team]","values":["core"]}},{{"key":"request.auth.audiences","values":["web"]}}]}}]}}]}}"#,
+        iss = jwt::ISS
+    );
+    let yaml = authz_yaml(&web, &authz, "").replace(
+        "    filters:\n",
+        &format!("    filters:\n      - name: authn\n        module: builtin:authn\n        config: {authn}\n"),
+    );
+    let proxy = TestProxy::start(&yaml, 1);
+    let c = Client::http1();
+    let get = |path: &'static str, token: Option<String>| {
+        let url = proxy.url("main", path);
+        let c = c.clone();
+        async move {
+            match token {
+                Some(t) => c.get_with(&url, &[("authorization", &t)]).await.status.as_u16(),
+                None => c.get(&url).await.status.as_u16(),
+            }
+        }
+    };
+    assert_eq!(get("/alice", None).await, 403, "no token, no request principal");
+    assert_eq!(get("/alice", Some(jwt::token(&k, "alice", "core"))).await, 200);
+    assert_eq!(get("/alice", Some(jwt::token(&k, "bob", "core"))).await, 403);
+    assert_eq!(get("/team", Some(jwt::token(&k, "bob", "core"))).await, 200);
+    assert_eq!(get("/team", Some(jwt::token(&k, "bob", "ops"))).await, 403);
+}
