@@ -138,6 +138,14 @@ pub mod props {
     pub const REQUEST_ATTEMPT_COUNT: &str = "upstream.request_attempt_count";
     /// Read-only: `ip:port` of the endpoint that served this attempt.
     pub const UPSTREAM_ADDRESS: &str = "upstream.address";
+    /// Set by the `authn` filter for a verified JWT: `<iss>/<sub>` (Istio `request.auth.principal`).
+    pub const REQUEST_AUTH_PRINCIPAL: &str = "request.auth.principal";
+    /// Set by `authn`: the verified JWT payload as JSON (Istio `request.auth.claims`).
+    pub const REQUEST_AUTH_CLAIMS: &str = "request.auth.claims";
+    /// Set by `authn`: the verified JWT's `aud` values joined by `,` (Istio `request.auth.audiences`).
+    pub const REQUEST_AUTH_AUDIENCES: &str = "request.auth.audiences";
+    /// Set by `authn`: the verified JWT's `azp` (Istio `request.auth.presenter`).
+    pub const REQUEST_AUTH_PRESENTER: &str = "request.auth.presenter";
 
     /// The read-only per-cluster load property `wasmesh.cluster.<cluster>.<stat>`
     /// (`stat` is `active_requests`, `healthy_endpoints` or `endpoints`).

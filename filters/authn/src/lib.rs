@@ -28,14 +28,10 @@ use policy::{Identity, JwksCache, Keys, Outcome};
 
 /// Per-request properties this filter publishes (read by `authz` and logs).
 pub mod props {
-    /// `<iss>/<sub>` of the verified token.
-    pub const PRINCIPAL: &str = "request.auth.principal";
-    /// The verified payload as JSON.
-    pub const CLAIMS: &str = "request.auth.claims";
-    /// The token's `aud`, joined by `,`.
-    pub const AUDIENCES: &str = "request.auth.audiences";
-    /// The token's `azp`.
-    pub const PRESENTER: &str = "request.auth.presenter";
+    pub use wasmesh_sdk::props::{
+        REQUEST_AUTH_AUDIENCES as AUDIENCES, REQUEST_AUTH_CLAIMS as CLAIMS, REQUEST_AUTH_PRESENTER as PRESENTER,
+        REQUEST_AUTH_PRINCIPAL as PRINCIPAL,
+    };
 }
 
 /// Most JWKS fetches one request may cause (cold cache, then an unknown `kid`).
@@ -173,10 +169,15 @@ impl Authn {
         let outcome = {
             let cfg = self.config.clone();
             let caches = self.caches.clone();
+            let may_fetch = self.fetches < MAX_FETCHES_PER_REQUEST;
             let mut keys = |ri: usize, jwt: &policy::Jwt| match &cfg.rules[ri].keys {
                 KeySource::Inline(k) => Keys::Ready(k.clone()),
                 KeySource::Remote(r) => match caches.borrow().get(ri) {
-                    Some(c) => c.keys_for(r, jwt, now_ms),
+                    // Out of fetches for this request: decide with what is cached.
+                    Some(c) => match c.keys_for(r, jwt, now_ms) {
+                        Keys::Fetch if !may_fetch => c.cached(),
+                        k => k,
+                    },
                     None => Keys::Unavailable,
                 },
             };

@@ -536,6 +536,14 @@ impl JwksCache {
         }
     }
 
+    /// The cached keys, fresh or not, without fetching (`Unavailable` when none).
+    pub fn cached(&self) -> Keys {
+        match &self.keys {
+            Some((k, _)) => Keys::Ready(k.clone()),
+            None => Keys::Unavailable,
+        }
+    }
+
     /// Records that a fetch starts now.
     pub fn dispatched(&mut self, now_ms: u64) {
         self.last_dispatch = Some(now_ms);

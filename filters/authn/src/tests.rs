@@ -388,6 +388,7 @@ fn remote_jwks_cache_refetches_on_unknown_kid_with_a_rate_limit() {
     };
     let jwt = |kid: &str| policy::decode(&k.sign("RS256", Some(kid), &claims())).expect("decode");
     let mut c = JwksCache::default();
+    assert!(matches!(c.cached(), Keys::Unavailable));
     // Cold: fetch. A failed fetch fails fast for a second, then is tried again.
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 0), Keys::Fetch));
     c.dispatched(0);
@@ -398,6 +399,7 @@ fn remote_jwks_cache_refetches_on_unknown_kid_with_a_rate_limit() {
     c.dispatched(1_011);
     c.fetched(Jwks::parse(&set), 1_020).expect("parsed");
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 2_000), Keys::Ready(_)));
+    assert!(matches!(c.cached(), Keys::Ready(_)));
     // Unknown kid soon after a fetch: no refetch (rate limit) → the keys as they are.
     assert!(matches!(c.keys_for(&remote, &jwt("new"), 5_000), Keys::Ready(_)));
     // After the interval: one refetch.
