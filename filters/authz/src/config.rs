@@ -551,7 +551,7 @@ pub fn parse_key(key: &str) -> Result<Key, String> {
     if let Some(rest) = key.strip_prefix("request.headers") {
         let names = brackets(rest).ok_or_else(|| format!("{key:?}: expected request.headers[<name>]"))?;
         return match names.as_slice() {
-            [name] if is_token(name) => Ok(Key::Header(name.to_ascii_lowercase())),
+            [name] if is_token(name.strip_prefix(':').unwrap_or(name)) => Ok(Key::Header(name.to_ascii_lowercase())),
             _ => Err(format!("{key:?}: expected request.headers[<name>] with one valid header name")),
         };
     }

@@ -1,8 +1,9 @@
 //! Request-path normalization before authorization (Istio's order, after Envoy
 //! CVE-2021-29492 / Istio CVE-2021-31920): decode `%2F %2f %5C %5c`, decode percent-encoded
 //! unreserved characters (RFC 3986 §6.2.2.2, so `%2e%2e` is a dot segment), upper-case the
-//! remaining escapes, `\` → `/`, remove dot segments (RFC 3986 §5.2.4), merge slashes.
-//! The filter forwards exactly the normalized path it authorized. `normalize` is idempotent.
+//! remaining escapes (a stray `%` becomes `%25`), `\` → `/`, remove dot segments
+//! (RFC 3986 §5.2.4), merge slashes. The filter forwards exactly the normalized path it
+//! authorized. `normalize` is idempotent.
 
 /// Splits a request target into (path, query-with-`?` or "").
 pub fn split_query(target: &str) -> (&str, &str) {
@@ -46,7 +47,7 @@ pub fn normalize(path: &str) -> String {
 }
 
 /// Percent-decoding of `/`, `\` and unreserved characters; `\` → `/`; other escapes
-/// upper-cased; malformed escapes kept as they are.
+/// upper-cased; a `%` that starts no valid escape becomes `%25`.
 fn decode(path: &str) -> String {
     let b = path.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -69,7 +70,13 @@ fn decode(path: &str) -> String {
                 continue;
             }
         }
-        out.push(if c == b'\\' { b'/' } else { c });
+        match c {
+            b'\\' => out.push(b'/'),
+            // A stray `%` is encoded, so decoding can never assemble a new escape
+            // (`%%32%46` must not turn into `%2F`).
+            b'%' => out.extend_from_slice(b"%25"),
+            c => out.push(c),
+        }
         i += 1;
     }
     // Only ASCII bytes were substituted for ASCII bytes: still valid UTF-8.
@@ -123,8 +130,11 @@ mod tests {
         assert_eq!(normalize("/a%20b"), "/a%20b");
         assert_eq!(normalize("/a%3fb"), "/a%3Fb");
         assert_eq!(normalize("/a%25%32%46b"), "/a%252Fb");
-        assert_eq!(normalize("/bad%zz%"), "/bad%zz%");
-        assert_eq!(normalize("/x%2"), "/x%2");
+        assert_eq!(normalize("/bad%zz%"), "/bad%25zz%25");
+        assert_eq!(normalize("/x%2"), "/x%252");
+        // No double decoding: a stray `%` cannot combine with decoded characters.
+        assert_eq!(normalize("/admin%%32%46x"), "/admin%252Fx");
+        assert_eq!(normalize("/%%61a"), "/%25aa");
     }
 
     #[test]
@@ -155,6 +165,36 @@ mod tests {
         for c in cases {
             let once = normalize(c);
             assert_eq!(normalize(&once), once, "{c}");
+        }
+    }
+
+    /// Random paths over the characters that matter: the output is always in normal form
+    /// (absolute, no empty or dot segments, no encoded or back slashes) and stable.
+    #[test]
+    fn random_paths_normalize_to_a_fixed_point() {
+        const PIECES: &[&str] = &[
+            "/", "//", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", "a", "%61", "%25", "%", "?", "%zz",
+            "~",
+        ];
+        let mut seed: u64 = 0x5EED;
+        let mut next = || {
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let raw: String = (0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
+            let n = normalize(&raw);
+            assert!(n.starts_with('/'), "{raw:?} → {n:?}");
+            assert!(!n.contains("//") && !n.contains('\\'), "{raw:?} → {n:?}");
+            let segs: Vec<&str> = n[1..].split('/').collect();
+            assert!(!segs.iter().any(|s| *s == "." || *s == ".."), "{raw:?} → {n:?}");
+            let upper = n.to_ascii_uppercase();
+            assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%2E"), "{raw:?} → {n:?}");
+            assert_eq!(normalize(&n), n, "not idempotent for {raw:?}");
         }
     }
 

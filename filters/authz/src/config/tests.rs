@@ -97,6 +97,7 @@ fn every_supported_condition_key_parses() {
         ok(&format!(r#"{{"policies":[{{"name":"p","rules":[{{"when":[{{"key":"{k}","values":["{v}"]}}]}}]}}]}}"#));
     }
     assert_eq!(parse_key("request.headers[X-A]"), Ok(Key::Header("x-a".into())));
+    assert_eq!(parse_key("request.headers[:authority]"), Ok(Key::Header(":authority".into())));
 }
 
 #[test]
