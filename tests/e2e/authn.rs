@@ -140,6 +140,17 @@ async fn inline_jwks_verifies_strips_and_rejects() {
     assert_eq!(web.hits(), hits, "no rejected request reached the upstream");
     // Still serving after all that.
     assert_eq!(c.get_with(&url, &[("authorization", &bearer(&t))]).await.status, 200);
+    let m = c.get(&proxy.admin_url("/metrics")).await.text();
+    for series in [
+        r#"wasmesh_authn_denied_total{reason="expired"} 1"#,
+        r#"wasmesh_authn_denied_total{reason="malformed"} 1"#,
+        r#"wasmesh_authn_denied_total{reason="too_large"} 1"#,
+        r#"wasmesh_authn_denied_total{reason="signature"} 1"#,
+        "wasmesh_authn_allowed_total 2",
+        "wasmesh_authn_no_token_total 1",
+    ] {
+        assert!(m.lines().any(|l| l == series), "{series} missing in\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +262,9 @@ async fn remote_jwks_is_fetched_cached_and_refetched_for_a_new_kid() {
     assert_eq!(jwks.hits(), 2, "one refetch for the new kid");
     assert_eq!(c.get_with(&url, &[("authorization", &bearer(&t1))]).await.status, 200);
     assert_eq!(jwks.hits(), 2);
+    let m = c.get(&proxy.admin_url("/metrics")).await.text();
+    assert!(m.lines().any(|l| l == "wasmesh_authn_jwks_fetch_success_total 2"), "{m}");
+    assert!(m.lines().any(|l| l == r#"wasmesh_authn_denied_total{reason="unknown_key"} 1"#), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

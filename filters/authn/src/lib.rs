@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -48,11 +49,45 @@ fn log(level: LogLevel, msg: &str) {
     let _ = proxy_wasm::hostcalls::log(level, msg);
 }
 
+/// Envoy `jwt_authn`-like counters (`allowed`, `denied`, `jwks_fetch_success|failed`),
+/// plus requests without a token.
+struct Metrics {
+    allowed: Counter,
+    anonymous: Counter,
+    fetch_ok: Counter,
+    fetch_failed: Counter,
+}
+
+impl Metrics {
+    fn new() -> Option<Metrics> {
+        Some(Metrics {
+            allowed: Counter::new("wasmesh_authn_allowed_total", &[]).ok()?,
+            anonymous: Counter::new("wasmesh_authn_no_token_total", &[]).ok()?,
+            fetch_ok: Counter::new("wasmesh_authn_jwks_fetch_success_total", &[]).ok()?,
+            fetch_failed: Counter::new("wasmesh_authn_jwks_fetch_failed_total", &[]).ok()?,
+        })
+    }
+
+    /// Counts a 401 by reason code (a small fixed set).
+    fn denied(reason: &str) {
+        if let Ok(c) = Counter::new("wasmesh_authn_denied_total", &[("reason", reason)]) {
+            let _ = c.add(1);
+        }
+    }
+}
+
+fn count(c: Option<&Counter>) {
+    if let Some(c) = c {
+        let _ = c.add(1);
+    }
+}
+
 /// One VM's configuration and remote-JWKS caches (one per rule).
 #[derive(Default)]
 struct Root {
     config: Rc<Config>,
     caches: Rc<RefCell<Vec<JwksCache>>>,
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl Context for Root {}
@@ -74,6 +109,9 @@ impl RootContext for Root {
             Ok(c) => {
                 self.caches = Rc::new(RefCell::new((0..c.rules.len()).map(|_| JwksCache::default()).collect()));
                 self.config = Rc::new(c);
+                if self.metrics.is_none() {
+                    self.metrics = Metrics::new().map(Rc::new);
+                }
                 true
             }
             Err(e) => {
@@ -88,7 +126,13 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Authn { config: self.config.clone(), caches: self.caches.clone(), pending: None, fetches: 0 }))
+        Some(Box::new(Authn {
+            config: self.config.clone(),
+            caches: self.caches.clone(),
+            metrics: self.metrics.clone(),
+            pending: None,
+            fetches: 0,
+        }))
     }
 }
 
@@ -96,6 +140,7 @@ impl RootContext for Root {
 struct Authn {
     config: Rc<Config>,
     caches: Rc<RefCell<Vec<JwksCache>>>,
+    metrics: Option<Rc<Metrics>>,
     /// (call token, rule) of the JWKS fetch this request waits for.
     pending: Option<(u32, usize)>,
     fetches: u32,
@@ -121,11 +166,14 @@ impl Context for Authn {
             Some(KeySource::Remote(r)) => r.uri.clone(),
             _ => String::new(),
         };
+        let ok = result.is_ok();
         if let Some(c) = self.caches.borrow_mut().get_mut(rule) {
             if let Err(e) = c.fetched(result, now) {
                 log(LogLevel::Warn, &format!("authn: JWKS fetch from {uri} failed: {e}"));
             }
         }
+        let m = self.metrics.as_deref();
+        count(if ok { m.map(|m| &m.fetch_ok) } else { m.map(|m| &m.fetch_failed) });
         if self.run() == Action::Continue {
             self.resume_http_request();
         }
@@ -184,14 +232,22 @@ impl Authn {
             policy::decide(&self.config, &found, now_ms / 1000, &mut keys)
         };
         match outcome {
-            Outcome::NoToken => Action::Continue,
+            Outcome::NoToken => {
+                count(self.metrics.as_deref().map(|m| &m.anonymous));
+                Action::Continue
+            }
             Outcome::Verified(id) => {
+                count(self.metrics.as_deref().map(|m| &m.allowed));
                 self.publish(&id);
                 Action::Continue
             }
-            Outcome::Rejected(e) => self.reject(&e.to_string()),
+            Outcome::Rejected(e) => {
+                Metrics::denied(e.code());
+                self.reject(&e.to_string())
+            }
             Outcome::FetchKeys(ri) => {
                 if self.fetches >= MAX_FETCHES_PER_REQUEST {
+                    Metrics::denied(policy::JwtError::JwksFetchFail.code());
                     return self.reject(&policy::JwtError::JwksFetchFail.to_string());
                 }
                 self.fetches += 1;
@@ -225,6 +281,7 @@ impl Authn {
                     LogLevel::Warn,
                     &format!("authn: JWKS fetch from {} via cluster {} not sent: {e:?}", r.uri, r.cluster),
                 );
+                count(self.metrics.as_deref().map(|m| &m.fetch_failed));
                 if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
                     let _ = c.fetched(Err(format!("{e:?}")), now_ms);
                 }

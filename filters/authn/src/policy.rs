@@ -99,6 +99,36 @@ impl std::fmt::Display for JwtError {
     }
 }
 
+impl JwtError {
+    /// A short stable code (the `reason` label of `wasmesh_authn_denied_total`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            JwtError::TooLarge => "too_large",
+            JwtError::BadFormat
+            | JwtError::HeaderBadBase64
+            | JwtError::HeaderBadJson
+            | JwtError::HeaderBadKid
+            | JwtError::HeaderCrit
+            | JwtError::PayloadBadBase64
+            | JwtError::PayloadBadJson
+            | JwtError::IssNotString
+            | JwtError::SubNotString
+            | JwtError::AudNotString
+            | JwtError::ExpNotInteger
+            | JwtError::NbfNotInteger
+            | JwtError::SignatureBadBase64 => "malformed",
+            JwtError::HeaderBadAlg | JwtError::AlgNotImplemented => "bad_alg",
+            JwtError::UnknownIssuer => "unknown_issuer",
+            JwtError::AudienceNotAllowed => "audience",
+            JwtError::Expired => "expired",
+            JwtError::NotYetValid => "not_yet_valid",
+            JwtError::VerificationFail => "signature",
+            JwtError::KidAlgMismatch => "unknown_key",
+            JwtError::JwksFetchFail => "jwks_fetch_failed",
+        }
+    }
+}
+
 /// A decoded (not yet verified) token.
 #[derive(Debug, Clone)]
 pub struct Jwt {
