@@ -152,6 +152,18 @@ async fn custom_ext_authz_decides_first() {
     let open = cfg.replace("\"timeout\":\"2s\"", "\"timeout\":\"2s\",\"failOpen\":true");
     let proxy = TestProxy::start(&authz_yaml(&web, &open, &cluster_yaml("authz", "round_robin", &[(down, &[])])), 1);
     assert_eq!(c.get(&proxy.url("main", "/api/x")).await.status, 200);
+    drop(proxy);
+
+    // A 5xx from the service is a failed check too (Envoy): statusOnError, or fail open.
+    let sick = Upstream::start_failing("authz", 500).await;
+    let sick_cluster = cluster_yaml("authz", "round_robin", &[(sick.addr, &[])]);
+    let proxy = TestProxy::start(&authz_yaml(&web, &closed, &sick_cluster), 1);
+    let r = c.get(&proxy.url("main", "/api/x")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (503, ""));
+    drop(proxy);
+    let proxy = TestProxy::start(&authz_yaml(&web, &open, &sick_cluster), 1);
+    assert_eq!(c.get(&proxy.url("main", "/api/x")).await.status, 200);
+    assert_eq!(sick.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,6 +289,11 @@ impl Context for Stream {
                     }
                     self.enforce(eval.decision)
                 }
+                // A 5xx from the authorization service is an error, as in Envoy: `failOpen`
+                // and `statusOnError` apply.
+                (Some(code), Some(_)) if code >= 500 => {
+                    self.check_failed(custom, eval, &format!("the service answered {code}"))
+                }
                 (Some(code), Some(p)) => {
                     let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
                     let forward: Vec<(&str, &str)> = headers
