@@ -323,3 +323,26 @@ async fn jwt_identity_from_authn_drives_request_principals_and_claims() {
     assert_eq!(get("/team", Some(jwt::token(&k, "bob", "core"))).await, 200);
     assert_eq!(get("/team", Some(jwt::token(&k, "bob", "ops"))).await, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_blocks_see_the_peer_and_remote_ip_blocks_trust_only_configured_hops() {
+    let web = Upstream::start("web").await;
+    let cfg = |trusted: u32| {
+        format!(
+            r#"{{"trustedProxies":{trusted},"policies":[
+            {{"name":"local-peer","rules":[{{"from":[{{"source":{{"ipBlocks":["127.0.0.0/8"]}}}}],"to":[{{"operation":{{"paths":["/peer"]}}}}]}}]}},
+            {{"name":"office","rules":[{{"from":[{{"source":{{"remoteIpBlocks":["203.0.113.0/24"]}}}}],"to":[{{"operation":{{"paths":["/office"]}}}}]}}]}}]}}"#
+        )
+    };
+    let c = Client::http1();
+    let xff = [("x-forwarded-for", "203.0.113.9")];
+    // The peer is 127.0.0.1; with no trusted proxy the client's x-forwarded-for is ignored.
+    let proxy = TestProxy::start(&authz_yaml(&web, &cfg(0), ""), 1);
+    assert_eq!(c.get(&proxy.url("main", "/peer")).await.status, 200);
+    assert_eq!(c.get_with(&proxy.url("main", "/office"), &xff).await.status, 403);
+    drop(proxy);
+    // One trusted proxy (the peer): the address it saw is the client.
+    let proxy = TestProxy::start(&authz_yaml(&web, &cfg(1), ""), 1);
+    assert_eq!(c.get_with(&proxy.url("main", "/office"), &xff).await.status, 200);
+    assert_eq!(c.get_with(&proxy.url("main", "/office"), &[("x-forwarded-for", "198.51.100.1")]).await.status, 403);
+}
