@@ -182,15 +182,19 @@ async fn custom_allow_does_not_bypass_deny() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_run_reports_without_enforcing() {
+async fn dry_run_and_audit_report_without_enforcing() {
     let web = Upstream::start("web").await;
-    let cfg = r#"{"policies":[{"name":"would-deny","action":"DENY","dryRun":true,"rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]}]}"#;
+    let cfg = r#"{"policies":[
+        {"name":"would-deny","action":"DENY","dryRun":true,"rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]},
+        {"name":"watch-admin","action":"AUDIT","rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]}]}"#;
     let proxy = TestProxy::start(&authz_yaml(&web, cfg, ""), 1);
     let r = Client::http1().get(&proxy.url("main", "/admin")).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "web"));
     let m = metrics(&proxy).await;
     let s = "wasmesh_authz_decisions_total{decision=\"dry_run_deny\",policy=\"would-deny\"}";
     assert_eq!(value(&m, s), 1.0, "{m}");
+    let s = "wasmesh_authz_decisions_total{decision=\"audit\",policy=\"watch-admin\"}";
+    assert_eq!(value(&m, s), 1.0, "AUDIT matched without changing the decision: {m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
