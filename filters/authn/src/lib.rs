@@ -82,15 +82,93 @@ fn count(c: Option<&Counter>) {
     }
 }
 
-/// One VM's configuration and remote-JWKS caches (one per rule).
+fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads the answer of a JWKS fetch for rule `rule` (in `on_http_call_response`) into its cache.
+fn store_jwks_response(
+    cfg: &Config,
+    caches: &RefCell<Vec<JwksCache>>,
+    metrics: Option<&Metrics>,
+    rule: usize,
+    body_size: usize,
+    now: u64,
+) {
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::types::{BufferType, MapType};
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+    let result = if status.as_deref() != Some("200") {
+        Err(format!("status {}", status.as_deref().unwrap_or("none")))
+    } else if body_size > MAX_JWKS_BYTES {
+        Err(format!("body of {body_size} bytes is over {MAX_JWKS_BYTES}"))
+    } else {
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
+        jwk::Jwks::parse(&String::from_utf8_lossy(&body.unwrap_or_default()))
+    };
+    let uri = match cfg.rules.get(rule).map(|r| &r.keys) {
+        Some(KeySource::Remote(r)) => r.uri.as_str(),
+        _ => "",
+    };
+    let ok = result.is_ok();
+    if let Some(c) = caches.borrow_mut().get_mut(rule) {
+        if let Err(e) = c.fetched(result, now) {
+            log(LogLevel::Warn, &format!("authn: JWKS fetch from {uri} failed: {e}"));
+        }
+    }
+    count(if ok { metrics.map(|m| &m.fetch_ok) } else { metrics.map(|m| &m.fetch_failed) });
+}
+
+/// Sends the JWKS fetch of `r` from the current context; the call token, or `None` (logged).
+fn send_fetch(r: &config::RemoteJwks) -> Option<u32> {
+    let headers = vec![
+        (":method", "GET"),
+        (":path", r.path.as_str()),
+        (":authority", r.authority.as_str()),
+        (":scheme", r.scheme.as_str()),
+        ("accept", "application/json"),
+    ];
+    match proxy_wasm::hostcalls::dispatch_http_call(
+        &r.cluster,
+        headers,
+        None,
+        vec![],
+        Duration::from_millis(r.timeout_ms),
+    ) {
+        Ok(token) => Some(token),
+        Err(e) => {
+            log(LogLevel::Warn, &format!("authn: JWKS fetch from {} via cluster {} not sent: {e:?}", r.uri, r.cluster));
+            None
+        }
+    }
+}
+
+/// How often the root context checks whether a remote JWKS needs a (re)fetch.
+const REFRESH_TICK: Duration = Duration::from_secs(1);
+
+/// One VM's configuration and remote-JWKS caches (one per rule). The root keeps remote
+/// key sets warm: fetched soon after start and refreshed before they expire, so requests
+/// rarely wait for a fetch.
 #[derive(Default)]
 struct Root {
     config: Rc<Config>,
     caches: Rc<RefCell<Vec<JwksCache>>>,
     metrics: Option<Rc<Metrics>>,
+    /// Background fetches in flight: call token → rule.
+    refreshing: Vec<(u32, usize)>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(i) = self.refreshing.iter().position(|(t, _)| *t == token) else { return };
+        let (_, rule) = self.refreshing.swap_remove(i);
+        store_jwks_response(&self.config, &self.caches, self.metrics.as_deref(), rule, body_size, now_ms());
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -112,11 +190,40 @@ impl RootContext for Root {
                 if self.metrics.is_none() {
                     self.metrics = Metrics::new().map(Rc::new);
                 }
+                self.refreshing.clear();
+                if self.config.rules.iter().any(|r| matches!(r.keys, KeySource::Remote(_))) {
+                    let _ = proxy_wasm::hostcalls::set_tick_period(REFRESH_TICK);
+                }
                 true
             }
             Err(e) => {
                 log(LogLevel::Error, &format!("authn: {e}"));
                 false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        for (ri, rule) in self.config.rules.iter().enumerate() {
+            let KeySource::Remote(r) = &rule.keys else { continue };
+            let wants = self.caches.borrow().get(ri).is_some_and(|c| c.wants_refresh(r, now));
+            if !wants {
+                continue;
+            }
+            match send_fetch(r) {
+                Some(token) => {
+                    if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
+                        c.refresh_started(now);
+                    }
+                    self.refreshing.push((token, ri));
+                }
+                None => {
+                    count(self.metrics.as_deref().map(|m| &m.fetch_failed));
+                    if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
+                        let _ = c.fetched(Err("not sent".into()), now);
+                    }
+                }
             }
         }
     }
@@ -152,28 +259,7 @@ impl Context for Authn {
         if want != token {
             return;
         }
-        let now = self.now_ms();
-        let status = self.get_http_call_response_header(":status");
-        let result = if status.as_deref() != Some("200") {
-            Err(format!("status {}", status.as_deref().unwrap_or("none")))
-        } else if body_size > MAX_JWKS_BYTES {
-            Err(format!("body of {body_size} bytes is over {MAX_JWKS_BYTES}"))
-        } else {
-            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
-            jwk::Jwks::parse(&String::from_utf8_lossy(&body))
-        };
-        let uri = match &self.config.rules.get(rule).map(|r| &r.keys) {
-            Some(KeySource::Remote(r)) => r.uri.clone(),
-            _ => String::new(),
-        };
-        let ok = result.is_ok();
-        if let Some(c) = self.caches.borrow_mut().get_mut(rule) {
-            if let Err(e) = c.fetched(result, now) {
-                log(LogLevel::Warn, &format!("authn: JWKS fetch from {uri} failed: {e}"));
-            }
-        }
-        let m = self.metrics.as_deref();
-        count(if ok { m.map(|m| &m.fetch_ok) } else { m.map(|m| &m.fetch_failed) });
+        store_jwks_response(&self.config, &self.caches, self.metrics.as_deref(), rule, body_size, now_ms());
         if self.run() == Action::Continue {
             self.resume_http_request();
         }
@@ -206,14 +292,10 @@ impl policy::RequestView for View<'_> {
 }
 
 impl Authn {
-    fn now_ms(&self) -> u64 {
-        self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-    }
-
     /// Decides (again, after a fetch) and acts; `Pause` while a fetch or a local reply is under way.
     fn run(&mut self) -> Action {
         let found = policy::extract(&self.config, &View(self));
-        let now_ms = self.now_ms();
+        let now_ms = now_ms();
         let outcome = {
             let cfg = self.config.clone();
             let caches = self.caches.clone();
@@ -264,26 +346,15 @@ impl Authn {
         if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
             c.dispatched(now_ms);
         }
-        let headers = vec![
-            (":method", "GET"),
-            (":path", r.path.as_str()),
-            (":authority", r.authority.as_str()),
-            (":scheme", r.scheme.as_str()),
-            ("accept", "application/json"),
-        ];
-        match self.dispatch_http_call(&r.cluster, headers, None, vec![], Duration::from_millis(r.timeout_ms)) {
-            Ok(token) => {
+        match send_fetch(&r) {
+            Some(token) => {
                 self.pending = Some((token, ri));
                 Action::Pause
             }
-            Err(e) => {
-                log(
-                    LogLevel::Warn,
-                    &format!("authn: JWKS fetch from {} via cluster {} not sent: {e:?}", r.uri, r.cluster),
-                );
+            None => {
                 count(self.metrics.as_deref().map(|m| &m.fetch_failed));
                 if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
-                    let _ = c.fetched(Err(format!("{e:?}")), now_ms);
+                    let _ = c.fetched(Err("not sent".into()), now_ms);
                 }
                 self.run()
             }

@@ -535,6 +535,8 @@ pub struct JwksCache {
     pub last_dispatch: Option<u64>,
     /// When the last fetch failed (ms), cleared on success.
     pub last_failure: Option<u64>,
+    /// When the root's background refresh in flight started (ms), cleared on its answer.
+    pub refreshing_since: Option<u64>,
 }
 
 impl JwksCache {
@@ -566,6 +568,29 @@ impl JwksCache {
         }
     }
 
+    /// The root's background refresh: wanted when there are no keys or they are past 90%
+    /// of `cache_ms`, unless a refresh is in flight (for less than its timeout + 1 s) or a
+    /// fetch failed less than [`FAILED_FETCH_BACKOFF_MS`] ago.
+    pub fn wants_refresh(&self, remote: &RemoteJwks, now_ms: u64) -> bool {
+        let since = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t));
+        if since(self.refreshing_since).is_some_and(|d| d < remote.timeout_ms.saturating_add(1_000)) {
+            return false;
+        }
+        if since(self.last_failure).is_some_and(|d| d < FAILED_FETCH_BACKOFF_MS) {
+            return false;
+        }
+        match &self.keys {
+            None => true,
+            Some((_, at)) => now_ms.saturating_sub(*at) >= remote.cache_ms / 10 * 9,
+        }
+    }
+
+    /// Records that the root's background refresh starts now.
+    pub fn refresh_started(&mut self, now_ms: u64) {
+        self.refreshing_since = Some(now_ms);
+        self.last_dispatch = Some(now_ms);
+    }
+
     /// The cached keys, fresh or not, without fetching (`Unavailable` when none).
     pub fn cached(&self) -> Keys {
         match &self.keys {
@@ -581,6 +606,7 @@ impl JwksCache {
 
     /// Records a fetch's answer: a parsed set replaces the cache; a failure keeps old keys.
     pub fn fetched(&mut self, result: Result<Jwks, String>, now_ms: u64) -> Result<(), String> {
+        self.refreshing_since = None;
         match result {
             Ok(k) => {
                 self.keys = Some((Rc::new(k), now_ms));

@@ -418,6 +418,37 @@ fn remote_jwks_cache_refetches_on_unknown_kid_with_a_rate_limit() {
 }
 
 #[test]
+fn background_refresh_keeps_keys_warm_without_piling_up() {
+    let remote = RemoteJwks {
+        uri: "http://jwks/keys".into(),
+        cluster: "jwks".into(),
+        scheme: "http".into(),
+        authority: "jwks".into(),
+        path: "/keys".into(),
+        timeout_ms: 5_000,
+        cache_ms: 100_000,
+        refetch_ms: 10_000,
+    };
+    let mut c = JwksCache::default();
+    assert!(c.wants_refresh(&remote, 0), "cold: fetch at once");
+    c.refresh_started(0);
+    assert!(!c.wants_refresh(&remote, 1_000), "one in flight");
+    assert!(c.wants_refresh(&remote, 6_001), "in flight past its timeout: try again");
+    assert!(c.fetched(Err("down".into()), 6_001).is_err());
+    assert!(!c.wants_refresh(&remote, 6_500), "backoff after a failure");
+    assert!(c.wants_refresh(&remote, 7_001));
+    c.refresh_started(7_001);
+    c.fetched(Jwks::parse(OCT), 7_010).expect("parsed");
+    assert!(!c.wants_refresh(&remote, 7_010 + 89_999));
+    assert!(c.wants_refresh(&remote, 7_010 + 90_000), "refreshed at 90% of the cache duration");
+    // A background fetch counts for the unknown-kid rate limit.
+    let k = Keyring::new();
+    let jwt = policy::decode(&k.sign("HS256", Some("other"), &claims())).expect("decode");
+    assert!(matches!(c.keys_for(&remote, &jwt, 7_010 + 5_000), Keys::Ready(_)));
+    assert!(matches!(c.keys_for(&remote, &jwt, 7_001 + 10_000), Keys::Fetch));
+}
+
+#[test]
 fn decide_asks_for_a_fetch_only_for_a_plausible_token() {
     let k = Keyring::new();
     let cfg = Config::parse(
