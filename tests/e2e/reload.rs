@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmesh_tests::{cluster_yaml, temp_dir, wasm_module, write_atomic, Client, TestProxy, Upstream};
+use wasmesh_tests::{cluster_yaml, rss_kib, temp_dir, wasm_module, write_atomic, Client, TestProxy, Upstream};
 
 fn config(up: &Upstream, module: &std::path::Path, filter_config: &str) -> String {
     format!(
@@ -174,16 +174,6 @@ async fn route_change_moves_traffic() {
     }
     let (ok, failed) = load.finish().await;
     assert_eq!(failed, 0, "{failed} failed, {ok} ok");
-}
-
-/// VmRSS of this process (the proxy runs in-process), KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

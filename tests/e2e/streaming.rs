@@ -8,17 +8,7 @@ use http::Method;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wasmesh_tests::{simple_yaml, Client, TestProxy, Upstream};
-
-/// Reads VmRSS of this process in KiB (the proxy runs in-process).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use wasmesh_tests::{rss_kib, simple_yaml, Client, TestProxy, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_upload_streams_with_bounded_memory() {
