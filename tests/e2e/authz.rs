@@ -350,3 +350,98 @@ async fn ip_blocks_see_the_peer_and_remote_ip_blocks_trust_only_configured_hops(
     assert_eq!(c.get_with(&proxy.url("main", "/office"), &xff).await.status, 200);
     assert_eq!(c.get_with(&proxy.url("main", "/office"), &[("x-forwarded-for", "198.51.100.1")]).await.status, 403);
 }
+
+mod capture {
+    //! Collects the lines the proxy writes to its access-log sink (`wasmesh::access`):
+    //! one process-wide subscriber, installed once for this test binary.
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    struct Capture(Arc<Mutex<Vec<String>>>);
+
+    struct Message(String);
+
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            if let Ok(mut lines) = self.0.lock() {
+                lines.push(m.0);
+            }
+        }
+    }
+
+    /// The access-log lines so far (all tests of this binary).
+    pub fn lines() -> Vec<String> {
+        static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+        let lines = LINES.get_or_init(|| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let only_access = tracing_subscriber::filter::filter_fn(|m| m.target() == "wasmesh::access");
+            let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()).with_filter(only_access));
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global tracing subscriber in the e2e binary");
+            lines
+        });
+        lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_reach_the_access_log() {
+    capture::lines();
+    let web = Upstream::start("web").await;
+    let cfg = r#"{"policies":[
+        {"name":"watch-admin","action":"AUDIT","rules":[{"to":[{"operation":{"paths":["/other"]}}]},{"to":[{"operation":{"paths":["/admin"]}}]}]},
+        {"name":"no-secret","action":"DENY","rules":[{"to":[{"operation":{"paths":["/secret"]}}]}]},
+        {"name":"maybe","action":"DENY","dryRun":true,"rules":[{"to":[{"operation":{"paths":["/dry"]}}]}]}]}"#;
+    let proxy = TestProxy::start(&authz_yaml(&web, cfg, ""), 1);
+    let c = Client::http1();
+    for (path, id, status) in [
+        ("/x/../admin", "audit-rid-1", 200),
+        ("/secret", "audit-rid-2", 403),
+        ("/dry", "audit-rid-3", 200),
+        ("/ok", "audit-rid-4", 200),
+    ] {
+        let r = c.get_with(&proxy.url("main", path), &[("x-request-id", id)]).await;
+        assert_eq!(r.status, status, "{path}");
+    }
+    let records: Vec<serde_json::Value> = capture::lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "audit" && v["request_id"].as_str().is_some_and(|id| id.starts_with("audit-rid-")))
+        .collect();
+    let by_id = |id: &str| records.iter().filter(|r| r["request_id"] == id).collect::<Vec<_>>();
+    let admin = by_id("audit-rid-1");
+    assert_eq!(admin.len(), 1, "{records:#?}");
+    assert_eq!(admin[0]["decision"], "audit");
+    assert_eq!(admin[0]["policy"], "watch-admin");
+    assert_eq!(admin[0]["rule"], 1);
+    assert_eq!(admin[0]["path"], "/admin", "the record shows the normalized path");
+    assert_eq!(admin[0]["method"], "GET");
+    assert_eq!(admin[0]["source_ip"], "127.0.0.1");
+    assert!(admin[0]["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{}", admin[0]);
+    let secret = by_id("audit-rid-2");
+    assert_eq!(secret.len(), 1, "{records:#?}");
+    assert_eq!(
+        (&secret[0]["decision"], &secret[0]["policy"], &secret[0]["action"]),
+        (&"deny".into(), &"no-secret".into(), &"DENY".into())
+    );
+    assert_eq!(secret[0]["dry_run"], false);
+    let dry = by_id("audit-rid-3");
+    assert_eq!(dry.len(), 1, "{records:#?}");
+    assert_eq!(
+        (&dry[0]["decision"], &dry[0]["policy"], &dry[0]["dry_run"]),
+        (&"deny".into(), &"maybe".into(), &true.into())
+    );
+    assert!(by_id("audit-rid-4").is_empty(), "an allowed, unaudited request writes no record");
+}
