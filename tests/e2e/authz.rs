@@ -79,8 +79,10 @@ async fn path_confusion_cannot_bypass_a_deny() {
         "/%61dmin",
         "/x%5C..%5Cadmin",
     ] {
-        let r = c.get(&proxy.url("main", p)).await;
-        assert_eq!(r.status, 403, "{p} bypassed the DENY: {}", r.text());
+        for (proto, client) in [("h1", &c), ("h2", &Client::http2())] {
+            let r = client.get(&proxy.url("main", p)).await;
+            assert_eq!(r.status, 403, "{p} over {proto} bypassed the DENY: {}", r.text());
+        }
     }
     assert_eq!(web.hits(), hits);
     // The upstream gets exactly the normalized path that was authorized.
