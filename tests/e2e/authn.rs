@@ -244,7 +244,7 @@ async fn remote_jwks_is_fetched_cached_and_refetched_for_a_new_kid() {
         let r = c.get_with(&url, &[("authorization", &bearer(&t1))]).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
-    assert_eq!(jwks.hits(), 1, "fetched once, then cached");
+    assert_eq!(jwks.hits(), 1, "fetched once (the worker's VM starts with the first request), then cached");
     // No token: no fetch at all.
     assert_eq!(c.get(&url).await.status, 200);
     assert_eq!(jwks.hits(), 1);
@@ -284,4 +284,29 @@ async fn unreachable_jwks_refuses_tokens_but_not_anonymous_requests() {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.text(), "Jwks remote fetch is failed");
     assert_eq!(c.get(&url).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_jwks_is_refreshed_in_the_background_before_it_expires() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let jwks = JwksServer::start(json!({"keys": [jwk(&k, "k1")]}).to_string()).await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "jwksUri": "http://keys.test/jwks.json", "jwksCluster": "keys", "jwksCacheDuration": "1s",
+    }]});
+    let keys = cluster_yaml("keys", "round_robin", &[(jwks.addr, &[][..])]);
+    let proxy = TestProxy::start(&yaml(&config, &web, &keys), 1);
+    let url = proxy.url("main", "/");
+    let c = Client::http1();
+    let t = sign(&k, "k1", &claims("alice"));
+    assert_eq!(c.get_with(&url, &[("authorization", &bearer(&t))]).await.status, 200);
+    assert_eq!(jwks.hits(), 1);
+    // No traffic: the root context still refreshes the set (at 90% of its lifetime).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let refreshed = jwks.hits();
+    assert!(refreshed >= 2, "background refreshes: {refreshed}");
+    // Requests keep using the warm set without waiting for a fetch of their own.
+    let r = c.get_with(&url, &[("authorization", &bearer(&t))]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(jwks.hits() <= refreshed + 1, "at most the background refresh ran meanwhile");
 }
