@@ -103,6 +103,69 @@ pub mod config {
         Ok(ms as u64)
     }
 
+    /// Like [`parse_duration_ms`], but 0 is refused with "must be at least 1ms" (for
+    /// timeouts and intervals, where 0 would mean "never").
+    pub fn parse_positive_duration_ms(s: &str) -> Result<u64, String> {
+        match parse_duration_ms(s)? {
+            0 => Err("must be at least 1ms".to_string()),
+            ms => Ok(ms),
+        }
+    }
+
+    /// A deserialization error at a field path (`routes[1].attempts`; `.` is the top
+    /// level). Displays as `path: message`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FieldError {
+        /// Where in the document the error is (serde_path_to_error's notation).
+        pub path: String,
+        /// What is wrong (serde_json's message).
+        pub message: String,
+    }
+
+    impl std::fmt::Display for FieldError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+
+    impl std::error::Error for FieldError {}
+
+    /// Deserializes JSON configuration bytes, naming the failing field's path on an error.
+    /// Empty or all-whitespace bytes give `T::default()`.
+    pub fn parse_with_path<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, FieldError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| FieldError { path: e.path().to_string(), message: e.into_inner().to_string() })
+    }
+
+    /// The `on_configure` glue: reads the plugin configuration (no bytes when there is
+    /// none), hands it to `parse`, and on an error logs `"{filter}: invalid configuration:
+    /// {e}"` at error level and gives `None` (then return `false`: the host refuses it).
+    pub fn configure<T, E: std::fmt::Display>(filter: &str, parse: impl FnOnce(&[u8]) -> Result<T, E>) -> Option<T> {
+        let bytes =
+            proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX);
+        match configure_bytes(filter, bytes, parse) {
+            Ok(c) => Some(c),
+            Err(msg) => {
+                proxy_wasm::hostcalls::log(proxy_wasm::types::LogLevel::Error, &msg).ok();
+                None
+            }
+        }
+    }
+
+    /// [`configure`] without the hostcalls: the parsed config, or the line to log.
+    pub fn configure_bytes<T, E: std::fmt::Display>(
+        filter: &str,
+        bytes: Result<Option<Vec<u8>>, proxy_wasm::types::Status>,
+        parse: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<T, String> {
+        let bytes = bytes.map_err(|s| format!("{filter}: cannot read the plugin configuration ({s:?})"))?;
+        parse(bytes.as_deref().unwrap_or_default()).map_err(|e| format!("{filter}: invalid configuration: {e}"))
+    }
+
     /// Reads and parses the plugin configuration inside `on_configure`. An empty
     /// configuration parses as `T::default()`.
     pub fn from_plugin_configuration<T: DeserializeOwned + Default>() -> Result<T, ConfigError> {
@@ -112,6 +175,50 @@ pub mod config {
             Err(_) => Err(ConfigError::Missing),
         }
     }
+}
+
+/// A small, fast PRNG (SplitMix64) for jitter, sampling and weighted choices; seed it
+/// once per VM (e.g. from the clock). Not for anything secret.
+pub mod rng {
+    /// SplitMix64 state.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct SplitMix64(u64);
+
+    impl SplitMix64 {
+        /// A generator starting from `seed` (any seed works, 0 included).
+        pub fn new(seed: u64) -> Self {
+            SplitMix64(seed)
+        }
+
+        /// The next 64 random bits.
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn matches_the_reference_splitmix64() {
+            // First outputs of SplitMix64 seeded with 0 (Vigna's reference implementation).
+            let mut r = super::SplitMix64::new(0);
+            assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+            assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+            assert_eq!(r.next_u64(), 0x06C4_5D18_8009_454F);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch from the host clock (0 if the host gives no time).
+pub fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Property names of the wasmesh host extensions.
@@ -483,6 +590,55 @@ mod tests {
         assert!(d("2 days").err().unwrap_or_default().contains("unknown unit"));
         assert!(d("-1s").err().unwrap_or_default().contains("not a number"));
         assert!(d("1.2.3s").err().unwrap_or_default().contains("not a number"));
+    }
+
+    #[test]
+    fn positive_durations_refuse_zero() {
+        use super::config::parse_positive_duration_ms as d;
+        assert_eq!(d("1ms"), Ok(1));
+        assert_eq!(d("0s"), Err("must be at least 1ms".to_string()));
+        assert_eq!(d("2"), Err("duration \"2\" has no unit (use e.g. \"25ms\", \"2s\", \"1m\")".to_string()));
+    }
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Nested {
+        #[serde(default)]
+        routes: Vec<Cfg>,
+    }
+
+    #[test]
+    fn path_errors_name_the_field() {
+        use super::config::{parse_with_path as p, FieldError};
+        assert_eq!(p::<Nested>(b" \n"), Ok(Nested::default()));
+        assert_eq!(p::<Nested>(br#"{"routes":[{"name":"a"}]}"#).map(|n| n.routes.len()), Ok(1));
+        let e = p::<Nested>(br#"{"routes":[{"name":"a"},{"name":3}]}"#).err();
+        assert_eq!(
+            e.as_ref().map(|e| (e.path.as_str(), e.to_string())),
+            Some((
+                "routes[1].name",
+                "routes[1].name: invalid type: integer `3`, expected a string at line 1 column 33".to_string()
+            ))
+        );
+        let e = p::<Nested>(br#"{"route":[]}"#).err().map(|e: FieldError| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("route: unknown field `route`"), "{e}");
+        let e = p::<Nested>(b"3").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with(".: invalid type: integer `3`"), "{e}");
+    }
+
+    #[test]
+    fn configure_logs_the_filter_and_the_error() {
+        use super::config::configure_bytes as c;
+        use proxy_wasm::types::Status;
+        let parse = |b: &[u8]| super::config::parse_with_path::<Cfg>(b);
+        assert_eq!(c("f", Ok(None), parse), Ok(Cfg::default()));
+        assert_eq!(c("f", Ok(Some(br#"{"name":"x"}"#.to_vec())), parse), Ok(Cfg { name: "x".into() }));
+        let e = c("f", Ok(Some(br#"{"name":1}"#.to_vec())), parse).err().unwrap_or_default();
+        assert!(e.starts_with("f: invalid configuration: name: invalid type"), "{e}");
+        assert_eq!(
+            c("f", Err(Status::InternalFailure), parse),
+            Err("f: cannot read the plugin configuration (InternalFailure)".to_string())
+        );
     }
 
     #[test]
