@@ -201,6 +201,10 @@ impl Jwks {
             ("RSA", _) => {
                 let n = rsa::BigUint::from_bytes_be(&b64("n", &raw.n)?);
                 let e = rsa::BigUint::from_bytes_be(&b64("e", &raw.e)?);
+                if n.bits() < 2048 {
+                    // RFC 7518 §3.3: "A key of size 2048 bits or larger MUST be used".
+                    return Err(format!("RSA key of {} bits is under 2048", n.bits()));
+                }
                 KeyMaterial::Rsa(rsa::RsaPublicKey::new(n, e).map_err(|e| format!("bad RSA key: {e}"))?)
             }
             ("EC", Some("P-256")) => {

@@ -516,6 +516,9 @@ fn jwks_skips_what_it_cannot_use() {
     let only_unknown = json!({"keys": [{"kty": "XYZ"}, {"kty": "EC", "crv": "P-521", "x": "", "y": ""}]}).to_string();
     assert!(Jwks::parse(&only_unknown).is_err());
     let _ = Rc::new(set);
+    let weak = json!({"keys": [{"kty": "RSA", "n": b64(&[0xC1; 128]), "e": "AQAB"}]}).to_string();
+    let err = Jwks::parse(&weak).err().unwrap_or_default();
+    assert!(err.contains("RSA key of 1024 bits is under 2048"), "{err}");
 }
 
 #[test]
