@@ -2,7 +2,7 @@
 //! Every error names its field path (`routes[1].retryOn: unknown condition "5xxx" …`).
 
 use serde::Deserialize;
-use wasmesh_sdk::config::parse_duration_ms;
+use wasmesh_sdk::config::{parse_duration_ms, parse_positive_duration_ms, parse_with_path};
 
 use crate::policy::{Backoff, Budget, RetryOn, RetryPolicy, ISTIO_DEFAULT_RETRY_ON};
 
@@ -101,12 +101,7 @@ impl Default for Config {
 impl Config {
     /// Parses and validates; the error lists every problem, each with its field path.
     pub fn from_json(bytes: &[u8]) -> Result<Config, String> {
-        let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-            RawConfig::default()
-        } else {
-            let de = &mut serde_json::Deserializer::from_slice(bytes);
-            serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?
-        };
+        let raw: RawConfig = parse_with_path(bytes).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         istio_only("", raw.retry_remote_localities, raw.retry_ignore_previous_hosts, &mut errors);
         let top = Fields {
@@ -212,8 +207,7 @@ fn resolve(path: &str, f: &Fields<'_>, base: &RetryPolicy, errors: &mut Vec<Stri
         p.attempts = a;
     }
     if let Some(t) = f.per_try_timeout {
-        match parse_duration_ms(t) {
-            Ok(0) => errors.push(format!("{path}perTryTimeout: must be at least 1ms")),
+        match parse_positive_duration_ms(t) {
             Ok(ms) => p.per_try_timeout_ms = Some(ms),
             Err(e) => errors.push(format!("{path}perTryTimeout: {e}")),
         }
@@ -235,8 +229,7 @@ fn resolve(path: &str, f: &Fields<'_>, base: &RetryPolicy, errors: &mut Vec<Stri
     }
     let mut backoff = base.backoff;
     if let Some(b) = f.backoff {
-        match parse_duration_ms(b).map(u32::try_from) {
-            Ok(Ok(0)) => errors.push(format!("{path}backoff: must be at least 1ms")),
+        match parse_positive_duration_ms(b).map(u32::try_from) {
             Ok(Ok(ms)) => backoff = Backoff { base_ms: ms, max_ms: ms.saturating_mul(10) },
             Ok(Err(_)) => errors.push(format!("{path}backoff: {b:?} is too long")),
             Err(e) => errors.push(format!("{path}backoff: {e}")),

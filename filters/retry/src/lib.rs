@@ -68,27 +68,18 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match Config::from_json(&bytes) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                self.metrics = (|| {
-                    Some(Metrics {
-                        retries: Counter::new("wasmesh_retry_retries_total", &[]).ok()?,
-                        overflow: Counter::new("wasmesh_retry_overflow_total", &[]).ok()?,
-                        limit_exceeded: Counter::new("wasmesh_retry_limit_exceeded_total", &[]).ok()?,
-                        non_idempotent: Counter::new("wasmesh_retry_non_idempotent_total", &[]).ok()?,
-                    })
-                })();
-                self.seed =
-                    self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x5EED);
-                true
-            }
-            Err(e) => {
-                proxy_wasm::hostcalls::log(LogLevel::Error, &format!("retry: invalid configuration: {e}")).ok();
-                false
-            }
-        }
+        let Some(c) = wasmesh_sdk::config::configure("retry", Config::from_json) else { return false };
+        self.config = Rc::new(c);
+        self.metrics = (|| {
+            Some(Metrics {
+                retries: Counter::new("wasmesh_retry_retries_total", &[]).ok()?,
+                overflow: Counter::new("wasmesh_retry_overflow_total", &[]).ok()?,
+                limit_exceeded: Counter::new("wasmesh_retry_limit_exceeded_total", &[]).ok()?,
+                non_idempotent: Counter::new("wasmesh_retry_non_idempotent_total", &[]).ok()?,
+            })
+        })();
+        self.seed = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x5EED);
+        true
     }
 
     fn get_type(&self) -> Option<ContextType> {

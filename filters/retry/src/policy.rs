@@ -134,8 +134,7 @@ pub struct Budget {
 }
 
 /// A small, fast PRNG (SplitMix64) for jitter; not for anything secret.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use wasmesh_sdk::rng::SplitMix64 as Rng;
 
 // === impl Condition ===
 
@@ -330,24 +329,6 @@ pub fn retry_admitted(
 /// `Idempotency-Key` header is treated as idempotent whatever its method.
 pub fn is_idempotent(method: &str, has_idempotency_key: bool) -> bool {
     has_idempotency_key || matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
-}
-
-// === impl Rng ===
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]
