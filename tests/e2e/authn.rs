@@ -310,3 +310,34 @@ async fn remote_jwks_is_refreshed_in_the_background_before_it_expires() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(jwks.hits() <= refreshed + 1, "at most the background refresh ran meanwhile");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_a_cold_worker_all_resume_over_http2() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let jwks = JwksServer::start(json!({"keys": [jwk(&k, "k1")]}).to_string()).await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "jwksUri": "http://keys.test/jwks.json", "jwksCluster": "keys",
+        "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}],
+    }]});
+    let keys = cluster_yaml("keys", "round_robin", &[(jwks.addr, &[][..])]);
+    let proxy = TestProxy::start(&yaml(&config, &web, &keys), 2);
+    let url = proxy.url("main", "/");
+    let c = Client::http2();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (c, url) = (c.clone(), url.clone());
+        let t = sign(&k, "k1", &claims(&format!("user{i}")));
+        tasks.push(tokio::spawn(async move {
+            let r = c.get_with(&url, &[("authorization", &format!("Bearer {t}"))]).await;
+            (r.status.as_u16(), r.header("x-echo-x-jwt-sub"))
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (status, sub) = t.await.expect("join");
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(sub.as_deref(), Some(format!("user{i}").as_str()), "each request got its own identity");
+    }
+    let hits = jwks.hits();
+    assert!((1..=20).contains(&hits), "{hits} fetches");
+}
