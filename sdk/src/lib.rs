@@ -343,6 +343,18 @@ pub mod stream {
         set_property(props::RESPONSE_FLAG, flag.as_bytes())
     }
 
+    /// [`add_response_flag`], logging a failure at warn level as `"{filter}: could not add
+    /// response flag {flag} ({status:?})"` (a flag is best effort: the request goes on).
+    pub fn add_response_flag_or_warn(filter: &str, flag: &str) {
+        if let Err(s) = add_response_flag(flag) {
+            proxy_wasm::hostcalls::log(
+                proxy_wasm::types::LogLevel::Warn,
+                &format!("{filter}: could not add response flag {flag} ({s:?})"),
+            )
+            .ok();
+        }
+    }
+
     /// The response flags so far as short codes (`["UF", "URX"]`); empty when none. Reads
     /// `wasmesh.response.flags`, else `response.flags` when the host gives it as text.
     pub fn response_flags() -> Result<Vec<String>, Status> {
