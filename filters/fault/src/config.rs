@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmesh_sdk::config::parse_duration_ms;
+use wasmesh_sdk::config::{parse_positive_duration_ms, parse_with_path};
 
 use crate::policy::{parse_grpc_status, AbortFault, AbortKind, DelayFault, Match, Percent, Rule, StringMatch};
 
@@ -100,12 +100,7 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 impl Config {
     /// Parses and validates; the error lists every problem, each with its field path.
     pub fn from_json(bytes: &[u8]) -> Result<Config, String> {
-        let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-            RawConfig::default()
-        } else {
-            let de = &mut serde_json::Deserializer::from_slice(bytes);
-            serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?
-        };
+        let raw: RawConfig = parse_with_path(bytes).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         let mut rules = Vec::with_capacity(raw.rules.len() + 1);
         for (i, r) in raw.rules.iter().enumerate() {
@@ -250,13 +245,9 @@ fn compile_delay(d: &RawDelay, path: &str, errors: &mut Vec<String>) -> Option<D
         errors.push(format!("{path}.exponentialDelay: not supported, use fixedDelay"));
     }
     let percent = compile_fault_percent(d.percentage.as_ref(), d.percent.as_ref(), path, errors);
-    let ms = match d.fixed_delay.as_deref().map(parse_duration_ms) {
+    let ms = match d.fixed_delay.as_deref().map(parse_positive_duration_ms) {
         None => {
             errors.push(format!("{path}.fixedDelay: required"));
-            None
-        }
-        Some(Ok(ms)) if ms < 1 => {
-            errors.push(format!("{path}.fixedDelay: must be at least 1ms"));
             None
         }
         Some(Ok(ms)) if ms > u64::from(u32::MAX) => {

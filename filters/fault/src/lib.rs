@@ -12,14 +12,15 @@ pub mod policy;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmesh_sdk::{shared, stream};
+use wasmesh_sdk::rng::SplitMix64;
+use wasmesh_sdk::{now_ms, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{abort_reply, AbortKind, Plan, RequestView};
@@ -66,7 +67,7 @@ struct Stream {
     config: Rc<Config>,
     timers: Rc<Timers>,
     metrics: Option<Metrics>,
-    rng: u64,
+    rng: SplitMix64,
     counted_active: bool,
 }
 
@@ -78,25 +79,17 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match Config::from_json(&bytes) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                self.seed = now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xFA17;
-                self.metrics = (|| {
-                    Some(Metrics {
-                        delays: Counter::new("wasmesh_fault_delays_injected_total", &[]).ok()?,
-                        aborts: Counter::new("wasmesh_fault_aborts_injected_total", &[]).ok()?,
-                        overflow: Counter::new("wasmesh_fault_faults_overflow_total", &[]).ok()?,
-                    })
-                })();
-                true
-            }
-            Err(e) => {
-                hostcalls::log(LogLevel::Error, &format!("fault: invalid configuration: {e}")).ok();
-                false
-            }
-        }
+        let Some(c) = wasmesh_sdk::config::configure("fault", Config::from_json) else { return false };
+        self.config = Rc::new(c);
+        self.seed = now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xFA17;
+        self.metrics = (|| {
+            Some(Metrics {
+                delays: Counter::new("wasmesh_fault_delays_injected_total", &[]).ok()?,
+                aborts: Counter::new("wasmesh_fault_aborts_injected_total", &[]).ok()?,
+                overflow: Counter::new("wasmesh_fault_faults_overflow_total", &[]).ok()?,
+            })
+        })();
+        true
     }
 
     fn on_tick(&mut self) {
@@ -131,7 +124,7 @@ impl RootContext for Root {
             config: Rc::clone(&self.config),
             timers: Rc::clone(&self.timers),
             metrics: self.metrics,
-            rng: self.seed ^ u64::from(id).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            rng: SplitMix64::new(self.seed ^ u64::from(id).wrapping_mul(0xBF58_476D_1CE4_E5B9)),
             counted_active: false,
         }))
     }
@@ -161,15 +154,6 @@ impl Timers {
 // === impl Stream ===
 
 impl Stream {
-    fn next_random(&mut self) -> u64 {
-        // SplitMix64.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Counts this fault against `maxActiveFaults`; `false` = over the limit, inject nothing.
     fn admit(&mut self) -> bool {
         let Some(max) = self.config.max_active_faults else { return true };
@@ -207,7 +191,7 @@ impl HttpContext for Stream {
         let plan = {
             let mut draws = [0u64; 2];
             for d in &mut draws {
-                *d = self.next_random();
+                *d = self.rng.next_u64();
             }
             let mut it = draws.into_iter();
             let req = Req(self, path);
@@ -272,14 +256,5 @@ fn send_abort(kind: AbortKind, grpc_request: bool, metrics: Option<Metrics>) {
 }
 
 fn add_flag(flag: &str) {
-    if let Err(s) = stream::add_response_flag(flag) {
-        hostcalls::log(LogLevel::Warn, &format!("fault: could not add response flag {flag} ({s:?})")).ok();
-    }
-}
-
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    stream::add_response_flag_or_warn("fault", flag);
 }
