@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
-use wasmesh_sdk::config::parse_duration_ms;
+use wasmesh_sdk::config::{parse_positive_duration_ms, parse_with_path};
 
 use crate::policy::{Outlier, PoolLimits};
 
@@ -86,12 +86,7 @@ struct RawOutlier {
 impl Config {
     /// Parses and validates; the error lists every problem, each with its field path.
     pub fn from_json(bytes: &[u8]) -> Result<Config, String> {
-        let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-            RawConfig::default()
-        } else {
-            let de = &mut serde_json::Deserializer::from_slice(bytes);
-            serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?
-        };
+        let raw: RawConfig = parse_with_path(bytes).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut clusters = HashMap::with_capacity(raw.clusters.len());
@@ -144,12 +139,8 @@ fn pool_limits(p: &RawPool) -> PoolLimits {
 }
 
 fn duration(v: Option<&str>, default: u64, path: &str, errors: &mut Vec<String>) -> u64 {
-    match v.map(parse_duration_ms) {
+    match v.map(parse_positive_duration_ms) {
         None => default,
-        Some(Ok(0)) => {
-            errors.push(format!("{path}: must be at least 1ms"));
-            default
-        }
         Some(Ok(ms)) => ms,
         Some(Err(e)) => {
             errors.push(format!("{path}: {e}"));

@@ -15,14 +15,13 @@ pub mod policy;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmesh_sdk::{ext, props, shared, stream};
+use wasmesh_sdk::{ext, now_ms, props, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{EndpointState, Health, Load, Observation, Verdict};
@@ -60,20 +59,12 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match Config::from_json(&bytes) {
-            Ok(c) => {
-                for w in &c.warnings {
-                    hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: {w}")).ok();
-                }
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                hostcalls::log(LogLevel::Error, &format!("circuit-breaker: invalid configuration: {e}")).ok();
-                false
-            }
+        let Some(c) = wasmesh_sdk::config::configure("circuit-breaker", Config::from_json) else { return false };
+        for w in &c.warnings {
+            hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: {w}")).ok();
         }
+        self.config = Rc::new(c);
+        true
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -203,14 +194,5 @@ fn text_property(name: &str) -> Option<String> {
 }
 
 fn add_flag(flag: &str) {
-    if let Err(s) = stream::add_response_flag(flag) {
-        hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: could not add response flag {flag} ({s:?})")).ok();
-    }
-}
-
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    stream::add_response_flag_or_warn("circuit-breaker", flag);
 }
