@@ -240,9 +240,7 @@ fn set(name: &str, value: &str) {
 }
 
 fn add_flag(flag: &str) {
-    if let Err(s) = stream::add_response_flag(flag) {
-        log_warn(&format!("retry: could not add response flag {flag} ({s:?})"));
-    }
+    stream::add_response_flag_or_warn("retry", flag);
 }
 
 fn log_warn(msg: &str) {
