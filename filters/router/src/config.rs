@@ -553,22 +553,17 @@ impl Workload for BTreeMap<String, String> {
 /// (every request passes through). `node` supplies this workload's labels for
 /// `sourceLabels` when the config has no `workloadLabels`.
 pub fn parse(bytes: &[u8], node: &dyn Workload) -> Result<RouterConfig, ConfigErrors> {
-    let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RawConfig::default()
-    } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         // serde would read a list as the struct's fields in order: say what was meant.
         return Err(ConfigError::new(
             "",
             "the router config is an object, not a list: put a VirtualService's http: list under routes:",
         )
         .into());
-    } else {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::new(path, e.into_inner().to_string())
-        })?
-    };
+    }
+    // Empty bytes are the default (empty) config.
+    let raw: RawConfig =
+        wasmesh_sdk::config::parse_with_path(bytes).map_err(|e| ConfigError::new(e.path, e.message))?;
     compile(raw, node)
 }
 

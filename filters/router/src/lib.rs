@@ -76,30 +76,20 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match config::parse(&bytes, &NodeMetadata) {
-            Ok(config) => {
-                // Clock nanos mixed with std's per-process random keys (WASI random_get on
-                // wasm32-wasip1), so VMs started in the same instant still differ.
-                let clock = self
-                    .get_current_time()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0);
-                let seed =
-                    clock ^ std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), clock);
-                log(LogLevel::Info, &format!("router: {} route(s), strict: {}", config.routes.len(), config.strict));
-                for w in &config.warnings {
-                    log(LogLevel::Warn, &format!("router: {w}"));
-                }
-                self.shared = Rc::new(Shared { config, rng: Cell::new(Rng::new(seed)) });
-                true
-            }
-            Err(e) => {
-                log(LogLevel::Error, &format!("router: invalid configuration: {e}"));
-                false
-            }
+        let Some(config) = wasmesh_sdk::config::configure("router", |b| config::parse(b, &NodeMetadata)) else {
+            return false;
+        };
+        // Clock nanos mixed with std's per-process random keys (WASI random_get on
+        // wasm32-wasip1), so VMs started in the same instant still differ.
+        let clock =
+            self.get_current_time().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let seed = clock ^ std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), clock);
+        log(LogLevel::Info, &format!("router: {} route(s), strict: {}", config.routes.len(), config.strict));
+        for w in &config.warnings {
+            log(LogLevel::Warn, &format!("router: {w}"));
         }
+        self.shared = Rc::new(Shared { config, rng: Cell::new(Rng::new(seed)) });
+        true
     }
 
     fn get_type(&self) -> Option<ContextType> {

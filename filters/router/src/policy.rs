@@ -192,10 +192,7 @@ impl Rng {
     /// Seeds the generator (any seed works, 0 included).
     pub fn new(seed: u64) -> Self {
         // splitmix64 spreads a weak seed (a clock) over all bits; never 0 for xorshift.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        let z = wasmesh_sdk::rng::SplitMix64::new(seed).next_u64();
         Rng(if z == 0 { 0x2545_F491_4F6C_DD1D } else { z })
     }
 
