@@ -1,25 +1,23 @@
 //! A small, fast PRNG (SplitMix64) for ids and sampling; seeded once per VM from the
 //! WASI random source and the clock (`lib.rs`). Not for secrets.
 
-/// SplitMix64 state.
+use wasmesh_sdk::rng::SplitMix64;
+
+/// The SDK's SplitMix64, plus trace/span ids and sampling.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 // === impl Rng ===
 
 impl Rng {
     /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A non-zero 64-bit id (span ids must not be zero).
