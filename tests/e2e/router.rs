@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use wasmesh_tests::client::full;
 use wasmesh_tests::{cluster_yaml, Client, TestProxy, Upstream};
 
+/// Endpoints with their labels, as `cluster_yaml` takes them.
+type Endpoints<'a> = &'a [(SocketAddr, &'a [(&'a str, &'a str)])];
+
 /// A listener `main` (default cluster `web`) with the router configured by `routes_json`,
 /// node metadata `app: web`, and `clusters` (name, endpoints with labels, subsets YAML).
-fn router_yaml(router_json: &str, clusters: &[(&str, &[(SocketAddr, &[(&str, &str)])], &str)]) -> String {
+fn router_yaml(router_json: &str, clusters: &[(&str, Endpoints<'_>, &str)]) -> String {
     let mut s = format!(
         "admin: {{ address: \"127.0.0.1:0\" }}\nnode: {{ metadata: {{ app: web, NAMESPACE: prod }} }}\n\
          listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: web\n    filters:\n\
