@@ -254,6 +254,10 @@ pub mod props {
     /// Set by `authn`: the verified JWT's `azp` (Istio `request.auth.presenter`).
     pub const REQUEST_AUTH_PRESENTER: &str = "request.auth.presenter";
 
+    /// Set by the `circuit-breaker` filter, read by `retry`: the cluster's `maxRetries`
+    /// (Envoy `max_retries`, concurrent retries to the cluster), decimal ASCII.
+    pub const CIRCUIT_BREAKER_MAX_RETRIES: &str = "circuit_breaker.max_retries";
+
     /// The read-only per-cluster load property `wasmesh.cluster.<cluster>.<stat>`
     /// (`stat` is `active_requests`, `healthy_endpoints` or `endpoints`).
     pub fn cluster_stat(cluster: &str, stat: &str) -> String {
