@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::policy::{EndpointState, Health, Load, Observation, Verdict};
 
 /// Per-request filter state read by the retry filter: the cluster's `maxRetries`.
-pub const MAX_RETRIES_PROPERTY: &str = "circuit_breaker.max_retries";
+pub const MAX_RETRIES_PROPERTY: &str = props::CIRCUIT_BREAKER_MAX_RETRIES;
 /// Body of an overflow reply (Envoy's text, which users search for: istio/istio#19454).
 pub const OVERFLOW_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 /// CAS attempts on an endpoint's shared record.

@@ -21,9 +21,6 @@ use wasmesh_sdk::{ext, props, shared, stream};
 use crate::config::Config;
 use crate::policy::{Decision, Outcome, Rng};
 
-/// Per-request filter state set by the circuit-breaker filter: the cluster's `maxRetries`
-/// (Envoy `max_retries`, concurrent retries to the cluster).
-const MAX_RETRIES_PROPERTY: &str = "circuit_breaker.max_retries";
 /// CAS attempts on the shared budget counter before giving up (and not retrying).
 const CAS_ATTEMPTS: u32 = 8;
 
@@ -112,7 +109,7 @@ impl Stream {
     /// Takes a budget slot for a retry to `cluster`; `false` = the budget is spent.
     fn acquire_budget(&mut self) -> bool {
         // The circuit-breaker filter (when configured) hands over the cluster's maxRetries.
-        let max_retries = stream::get_decimal_property(MAX_RETRIES_PROPERTY).ok().flatten();
+        let max_retries = stream::get_decimal_property(props::CIRCUIT_BREAKER_MAX_RETRIES).ok().flatten();
         let budget = self.config.budget;
         if budget.is_none() && max_retries.is_none() {
             return true;
