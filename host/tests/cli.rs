@@ -115,4 +115,6 @@ fn validate_runs_the_filters_configure() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listeners[0].filters[0] \"rw\""), "{err}");
+    // The filter's own explanation (its last error log line) is part of the message.
+    assert!(err.contains("no_such_field"), "{err}");
 }

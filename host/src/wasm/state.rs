@@ -34,6 +34,8 @@ pub(crate) struct HostState {
     pub current: u32,
     pub scope: Scope,
     pub next_ctx: u32,
+    /// The guest's last warning or error log line (it explains a refused configuration).
+    pub last_error_log: Option<String>,
     pub next_token: u32,
     /// Queue id → root context that registered it on this VM.
     pub queue_owners: HashMap<u32, u32>,

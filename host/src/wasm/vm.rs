@@ -160,6 +160,7 @@ impl Vm {
             current: 0,
             scope: Scope::None,
             next_ctx: 0,
+            last_error_log: None,
             next_token: 0,
             queue_owners: Default::default(),
             queue_tx,
@@ -231,15 +232,23 @@ impl Vm {
             .call(plugin, id, Scope::VmStart, |c| c.vm_start.clone(), (id, plugin.vm_config.len() as u32))
             .map_err(failed)?;
         if ok == Some(0) {
+            let reason = self.last_error_log().map(|m| format!(": {m}")).unwrap_or_default();
             self.break_vm();
-            return Err(StartError::new(format!("plugin {}: on_vm_start returned false", plugin.name), "start"));
+            return Err(StartError::new(
+                format!("plugin {}: on_vm_start returned false{reason}", plugin.name),
+                "start",
+            ));
         }
         let ok = self
             .call(plugin, id, Scope::Configure, |c| c.configure.clone(), (id, plugin.config.len() as u32))
             .map_err(failed)?;
         if ok == Some(0) {
+            let reason = self.last_error_log().map(|m| format!(": {m}")).unwrap_or_default();
             self.break_vm();
-            return Err(StartError::new(format!("plugin {}: on_configure returned false", plugin.name), "start"));
+            return Err(StartError::new(
+                format!("plugin {}: on_configure returned false{reason}", plugin.name),
+                "start",
+            ));
         }
         self.roots.borrow_mut().push((plugin.clone(), id));
         Ok(id)
@@ -607,6 +616,12 @@ impl Vm {
     }
 
     /// Marks the VM broken: stops its timers and wakes every stream it serves.
+    /// The guest's last warning/error log line, if any.
+    fn last_error_log(&self) -> Option<String> {
+        let guard = self.inner.try_borrow().ok()?;
+        guard.as_ref()?.store.data().last_error_log.clone()
+    }
+
     fn break_vm(&self) {
         if self.broken.replace(true) {
             return;

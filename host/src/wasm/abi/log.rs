@@ -24,6 +24,9 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
         let plugin = c.data().current_plugin().name.clone();
         emit(level, &plugin, &msg);
+        if level >= 3 {
+            c.data_mut().last_error_log = Some(msg);
+        }
         Ok(Status::Ok.raw())
     })?;
     l.func_wrap("env", "proxy_get_log_level", |mut c: C<'_>, ret: u32| -> R {

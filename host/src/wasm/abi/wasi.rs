@@ -61,6 +61,9 @@ fn add_module(l: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
         if !text.is_empty() {
             let plugin = c.data().current_plugin().name.clone();
             log::emit(if fd == 1 { 2 } else { 4 }, &plugin, text);
+            if fd != 1 {
+                c.data_mut().last_error_log = Some(text.to_string());
+            }
         }
         memory::write_u32(&mut c, ret, total)?;
         Ok(errno::SUCCESS)
