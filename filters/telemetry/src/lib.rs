@@ -325,16 +325,11 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let config = match config::parse(&bytes) {
-            Ok(c) => c,
-            Err(errs) => {
-                for e in &errs {
-                    log(LogLevel::Error, &format!("telemetry: invalid config: {e}"));
-                }
-                return false;
-            }
+        // Every problem on one line (`a; b`), as the other built-in filters log them.
+        let parse = |b: &[u8]| {
+            config::parse(b).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         };
+        let Some(config) = wasmesh_sdk::config::configure("telemetry", parse) else { return false };
         let shared = self.build(config);
         let was_exporting = self.shared.as_ref().is_some_and(|s| s.exporting());
         let period = match shared.tracing().filter(|_| shared.exporting()) {
