@@ -43,6 +43,19 @@ pub struct Config {
     /// Where the proxy sends traffic.
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// Where access-log lines (from filters' `wasmesh.access_log`) go.
+    #[serde(default)]
+    pub access_log: AccessLog,
+}
+
+/// The access-log sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// A file to append lines to, or `stdout`; absent: the process log (target
+    /// `wasmesh::access`). Read at start; a reload does not move it.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// The admin endpoint.

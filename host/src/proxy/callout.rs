@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::body;
 use crate::generation::Generation;
+use crate::telemetry::AccessLogSink;
 use crate::upstream::{PickRequest, WorkerPools};
 use crate::wasm::{CalloutError, HostServices};
 
@@ -23,14 +24,15 @@ const MAX_CALLOUT_BODY: usize = 4 * 1024 * 1024;
 pub struct CalloutHost {
     generation: Arc<ArcSwap<Generation>>,
     pools: Rc<WorkerPools>,
+    access_log: AccessLogSink,
 }
 
 // === impl CalloutHost ===
 
 impl CalloutHost {
     /// For one worker.
-    pub fn new(generation: Arc<ArcSwap<Generation>>, pools: Rc<WorkerPools>) -> Self {
-        CalloutHost { generation, pools }
+    pub fn new(generation: Arc<ArcSwap<Generation>>, pools: Rc<WorkerPools>, access_log: AccessLogSink) -> Self {
+        CalloutHost { generation, pools, access_log }
     }
 }
 
@@ -87,6 +89,6 @@ impl HostServices for CalloutHost {
     }
 
     fn access_log(&self, line: &str) {
-        tracing::info!(target: "wasmesh::access", "{line}");
+        self.access_log.write(line);
     }
 }

@@ -23,6 +23,7 @@ pub use metrics::ProxyMetrics;
 pub use route::{PROP_CLUSTER, PROP_HASH_KEY, PROP_SUBSET, PROP_TIMEOUT_MS};
 
 use crate::generation::Generation;
+use crate::telemetry::AccessLogSink;
 use crate::upstream::WorkerPools;
 use crate::wasm::{WasmRuntime, WorkerWasm};
 
@@ -40,9 +41,9 @@ pub struct WorkerCtx {
 
 impl WorkerCtx {
     /// Sets up a worker's request-path state.
-    pub fn new(generation: Arc<ArcSwap<Generation>>, wasm: Arc<WasmRuntime>) -> Rc<Self> {
+    pub fn new(generation: Arc<ArcSwap<Generation>>, wasm: Arc<WasmRuntime>, access_log: AccessLogSink) -> Rc<Self> {
         let pools = Rc::new(WorkerPools::new());
-        let host = Rc::new(callout::CalloutHost::new(generation.clone(), pools.clone()));
+        let host = Rc::new(callout::CalloutHost::new(generation.clone(), pools.clone(), access_log));
         Rc::new(WorkerCtx { generation, wasm: RefCell::new(WorkerWasm::new(wasm, host)), pools })
     }
 }

@@ -55,6 +55,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The access-log file could not be opened.
+    #[error("access_log.path: {0}")]
+    AccessLog(std::io::Error),
     /// A thread could not be spawned.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
@@ -74,6 +77,8 @@ pub struct Shared {
     pub upstream_metrics: UpstreamMetrics,
     /// True once every worker runs, false again when draining.
     pub ready: AtomicBool,
+    /// Where filters' access-log lines go.
+    pub access_log: crate::telemetry::AccessLogSink,
     /// Rebuilds the generation from the config file (when started from one).
     pub reloader: Option<Arc<Reloader>>,
     drain_timeout_ms: AtomicU64,
@@ -194,7 +199,10 @@ impl Proxy {
             }
         }
 
+        let access_log = crate::telemetry::AccessLogSink::new(config.access_log.path.as_deref(), &registry)
+            .map_err(StartError::AccessLog)?;
         let shared = Arc::new(Shared {
+            access_log,
             generation: Arc::new(ArcSwap::from_pointee(generation)),
             wasm,
             registry,

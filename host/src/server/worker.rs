@@ -53,7 +53,7 @@ pub fn run(index: usize, listeners: Vec<WorkerListener>, shared: Arc<Shared>, dr
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let worker = WorkerCtx::new(shared.generation.clone(), shared.wasm.clone());
+        let worker = WorkerCtx::new(shared.generation.clone(), shared.wasm.clone(), shared.access_log.clone());
         let live = Rc::new(Live::default());
         let builders: BuilderCache = Rc::default();
         for l in listeners {

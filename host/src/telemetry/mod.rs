@@ -1,8 +1,10 @@
 //! Metrics registry, log setup and the access-log sink. A leaf: everyone calls in,
 //! it calls nothing of the proxy.
 
+mod access_log;
 mod log;
 
+pub use access_log::AccessLogSink;
 pub use log::{init_logging, LogFormat};
 
 /// A fresh registry for one proxy instance (tests run several proxies in one process).
