@@ -19,7 +19,7 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn validate_accepts_the_shipped_configs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for f in ["config/reference.yaml", "config/demo.yaml"] {
+    for f in ["config/reference.yaml", "config/demo.yaml", "examples/configs/istio-tasks.yaml"] {
         let out = wasmesh().arg("validate").arg(root.join(f)).output().expect("run");
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
     }
