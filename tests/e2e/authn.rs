@@ -176,7 +176,7 @@ async fn forward_original_token_and_payload_header() {
     assert_eq!(r.header("x-echo-x-jwt-payload"), None);
 }
 
-/// A JWKS server: serves `body` at any path and counts requests.
+/// A JWKS server: serves `body` at any path (after `delay`) and counts requests.
 struct JwksServer {
     addr: std::net::SocketAddr,
     body: Arc<Mutex<String>>,
@@ -186,6 +186,10 @@ struct JwksServer {
 
 impl JwksServer {
     async fn start(body: String) -> JwksServer {
+        Self::start_slow(body, Duration::ZERO).await
+    }
+
+    async fn start_slow(body: String, delay: Duration) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
         let addr = listener.local_addr().expect("jwks addr");
         let body = Arc::new(Mutex::new(body));
@@ -200,6 +204,7 @@ impl JwksServer {
                         h.fetch_add(1, Ordering::SeqCst);
                         let text = b.lock().map(|s| s.clone()).unwrap_or_default();
                         async move {
+                            tokio::time::sleep(delay).await;
                             let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
                             r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
                             Ok::<_, std::convert::Infallible>(r)
@@ -312,10 +317,11 @@ async fn remote_jwks_is_refreshed_in_the_background_before_it_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_on_a_cold_worker_all_resume_over_http2() {
+async fn concurrent_requests_on_a_cold_worker_share_one_fetch_over_http2() {
     let k = key();
     let web = Upstream::start("web").await;
-    let jwks = JwksServer::start(json!({"keys": [jwk(&k, "k1")]}).to_string()).await;
+    // Slow enough that every request arrives while the first fetch is under way.
+    let jwks = JwksServer::start_slow(json!({"keys": [jwk(&k, "k1")]}).to_string(), Duration::from_millis(300)).await;
     let config = json!({"jwtRules": [{
         "issuer": ISS, "jwksUri": "http://keys.test/jwks.json", "jwksCluster": "keys",
         "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}],
@@ -339,5 +345,42 @@ async fn concurrent_requests_on_a_cold_worker_all_resume_over_http2() {
         assert_eq!(sub.as_deref(), Some(format!("user{i}").as_str()), "each request got its own identity");
     }
     let hits = jwks.hits();
-    assert!((1..=20).contains(&hits), "{hits} fetches");
+    assert!((1..=2).contains(&hits), "one fetch per worker, the other requests waited for it: {hits} fetches");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_take_over_the_fetch_when_its_request_is_cancelled() {
+    let k = key();
+    let web = Upstream::start("web").await;
+    let jwks = JwksServer::start_slow(json!({"keys": [jwk(&k, "k1")]}).to_string(), Duration::from_millis(400)).await;
+    let config = json!({"jwtRules": [{
+        "issuer": ISS, "jwksUri": "http://keys.test/jwks.json", "jwksCluster": "keys",
+    }]});
+    let keys = cluster_yaml("keys", "round_robin", &[(jwks.addr, &[][..])]);
+    let proxy = TestProxy::start(&yaml(&config, &web, &keys), 1);
+    let url = proxy.url("main", "/");
+    let c = Client::http2();
+    let t = sign(&k, "k1", &claims("alice"));
+    let auth = bearer(&t);
+    // The first request sends the fetch, then its client gives up (HTTP/2 RST_STREAM).
+    let first = {
+        let (c, url, auth) = (c.clone(), url.clone(), auth.clone());
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_millis(150), c.get_with(&url, &[("authorization", &auth)]))
+                .await
+                .is_err()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let (c, url, auth) = (c.clone(), url.clone(), auth.clone());
+        waiting.push(tokio::spawn(async move { c.get_with(&url, &[("authorization", &auth)]).await.status.as_u16() }));
+    }
+    assert!(first.await.expect("join"), "the first request was still waiting when cancelled");
+    for w in waiting {
+        assert_eq!(w.await.expect("join"), 200, "a waiter was left behind");
+    }
+    assert!(jwks.hits() <= 2, "the cancelled fetch and one taken over: {}", jwks.hits());
+}
+

@@ -7,7 +7,9 @@
 //! a valid one: publish `request.auth.principal` (`<iss>/<sub>`), `request.auth.claims`
 //! (payload JSON), `request.auth.audiences` (`,`-joined), `request.auth.presenter`, add
 //! the claim/payload headers, and remove the token header unless `forwardOriginalToken`.
-//! A `jwksUri` is fetched with `dispatch_http_call` (the request pauses meanwhile).
+//! A `jwksUri` is fetched with `dispatch_http_call` (the request pauses meanwhile; other
+//! requests needing the same keys wait for that one fetch and are resumed by whichever
+//! context receives its answer, through `set_effective_context`).
 
 pub mod config;
 pub mod jwk;
@@ -16,13 +18,16 @@ pub mod policy;
 mod tests;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
 
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
+use wasmesh_sdk::proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use config::{Config, KeySource, Location};
 use policy::{Identity, JwksCache, Keys, Outcome};
@@ -42,7 +47,7 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, ..Root::default() }) });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -83,285 +88,183 @@ fn count(c: Option<&Counter>) {
 }
 
 fn now_ms() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
+    hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-/// Reads the answer of a JWKS fetch for rule `rule` (in `on_http_call_response`) into its cache.
-fn store_jwks_response(
-    cfg: &Config,
-    caches: &RefCell<Vec<JwksCache>>,
-    metrics: Option<&Metrics>,
-    rule: usize,
-    body_size: usize,
-    now: u64,
-) {
-    use proxy_wasm::hostcalls;
-    use proxy_wasm::types::{BufferType, MapType};
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
-    let result = if status.as_deref() != Some("200") {
-        Err(format!("status {}", status.as_deref().unwrap_or("none")))
-    } else if body_size > MAX_JWKS_BYTES {
-        Err(format!("body of {body_size} bytes is over {MAX_JWKS_BYTES}"))
-    } else {
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
-        jwk::Jwks::parse(&String::from_utf8_lossy(&body.unwrap_or_default()))
-    };
-    let uri = match cfg.rules.get(rule).map(|r| &r.keys) {
-        Some(KeySource::Remote(r)) => r.uri.as_str(),
-        _ => "",
-    };
-    let ok = result.is_ok();
-    if let Some(c) = caches.borrow_mut().get_mut(rule) {
-        if let Err(e) = c.fetched(result, now) {
-            log(LogLevel::Warn, &format!("authn: JWKS fetch from {uri} failed: {e}"));
-        }
-    }
-    count(if ok { metrics.map(|m| &m.fetch_ok) } else { metrics.map(|m| &m.fetch_failed) });
-}
-
-/// Sends the JWKS fetch of `r` from the current context; the call token, or `None` (logged).
-fn send_fetch(r: &config::RemoteJwks) -> Option<u32> {
-    let headers = vec![
-        (":method", "GET"),
-        (":path", r.path.as_str()),
-        (":authority", r.authority.as_str()),
-        (":scheme", r.scheme.as_str()),
-        ("accept", "application/json"),
-    ];
-    match proxy_wasm::hostcalls::dispatch_http_call(
-        &r.cluster,
-        headers,
-        None,
-        vec![],
-        Duration::from_millis(r.timeout_ms),
-    ) {
-        Ok(token) => Some(token),
-        Err(e) => {
-            log(LogLevel::Warn, &format!("authn: JWKS fetch from {} via cluster {} not sent: {e:?}", r.uri, r.cluster));
-            None
-        }
-    }
-}
-
-/// How often the root context checks whether a remote JWKS needs a (re)fetch.
-const REFRESH_TICK: Duration = Duration::from_secs(1);
-
-/// One VM's configuration and remote-JWKS caches (one per rule). The root keeps remote
-/// key sets warm: fetched soon after start and refreshed before they expire, so requests
-/// rarely wait for a fetch.
-#[derive(Default)]
-struct Root {
+/// What every context of a VM shares: the configuration, the JWKS caches, the counters,
+/// and the requests whose keys arrived, to be decided by the root's next (fast) tick.
+#[derive(Clone, Default)]
+struct Shared {
     config: Rc<Config>,
     caches: Rc<RefCell<Vec<JwksCache>>>,
     metrics: Option<Rc<Metrics>>,
-    /// Background fetches in flight: call token → rule.
-    refreshing: Vec<(u32, usize)>,
+    ready: Rc<RefCell<VecDeque<u32>>>,
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some(i) = self.refreshing.iter().position(|(t, _)| *t == token) else { return };
-        let (_, rule) = self.refreshing.swap_remove(i);
-        store_jwks_response(&self.config, &self.caches, self.metrics.as_deref(), rule, body_size, now_ms());
+impl Shared {
+    fn count(&self, pick: impl Fn(&Metrics) -> &Counter) {
+        count(self.metrics.as_deref().map(pick));
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match proxy_wasm::hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        ) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => {
-                log(LogLevel::Error, &format!("authn: cannot read the configuration: {e:?}"));
-                return false;
-            }
-        };
-        match Config::parse(&bytes) {
-            Ok(c) => {
-                self.caches = Rc::new(RefCell::new((0..c.rules.len()).map(|_| JwksCache::default()).collect()));
-                self.config = Rc::new(c);
-                if self.metrics.is_none() {
-                    self.metrics = Metrics::new().map(Rc::new);
-                }
-                self.refreshing.clear();
-                if self.config.rules.iter().any(|r| matches!(r.keys, KeySource::Remote(_))) {
-                    let _ = proxy_wasm::hostcalls::set_tick_period(REFRESH_TICK);
+    fn remote(&self, rule: usize) -> Option<&config::RemoteJwks> {
+        match &self.config.rules.get(rule)?.keys {
+            KeySource::Remote(r) => Some(r),
+            KeySource::Inline(_) => None,
+        }
+    }
+
+    /// Sends the JWKS fetch of `rule` from the current context (`owner`); false if it
+    /// could not be sent (recorded as a failed fetch; its waiters are returned in `woken`).
+    fn send_fetch(&self, rule: usize, owner: u32, now: u64, woken: &mut Vec<u32>) -> bool {
+        let Some(r) = self.remote(rule) else { return false };
+        let headers = vec![
+            (":method", "GET"),
+            (":path", r.path.as_str()),
+            (":authority", r.authority.as_str()),
+            (":scheme", r.scheme.as_str()),
+            ("accept", "application/json"),
+        ];
+        let timeout = Duration::from_millis(r.timeout_ms);
+        match hostcalls::dispatch_http_call(&r.cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                if let Some(c) = self.caches.borrow_mut().get_mut(rule) {
+                    c.started(token, owner, now);
                 }
                 true
             }
             Err(e) => {
-                log(LogLevel::Error, &format!("authn: {e}"));
+                log(
+                    LogLevel::Warn,
+                    &format!("authn: JWKS fetch from {} via cluster {} not sent: {e:?}", r.uri, r.cluster),
+                );
+                self.count(|m| &m.fetch_failed);
+                if let Some(c) = self.caches.borrow_mut().get_mut(rule) {
+                    woken.extend(c.fetched(Err("not sent".into()), now).1);
+                }
                 false
             }
         }
     }
 
-    fn on_tick(&mut self) {
-        let now = now_ms();
-        for (ri, rule) in self.config.rules.iter().enumerate() {
-            let KeySource::Remote(r) = &rule.keys else { continue };
-            let wants = self.caches.borrow().get(ri).is_some_and(|c| c.wants_refresh(r, now));
-            if !wants {
-                continue;
-            }
-            match send_fetch(r) {
-                Some(token) => {
-                    if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
-                        c.refresh_started(now);
-                    }
-                    self.refreshing.push((token, ri));
+    /// In `on_http_call_response`: if `token` is a JWKS fetch, stores its answer, queues
+    /// the requests that waited for it, and returns true.
+    fn complete_fetch(&self, token: u32, body_size: usize) -> bool {
+        let rule = self.caches.borrow().iter().position(|c| c.in_flight.is_some_and(|f| f.token == token));
+        let Some(rule) = rule else { return false };
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let result = if status.as_deref() != Some("200") {
+            Err(format!("status {}", status.as_deref().unwrap_or("none (no answer)")))
+        } else if body_size > MAX_JWKS_BYTES {
+            Err(format!("body of {body_size} bytes is over {MAX_JWKS_BYTES}"))
+        } else {
+            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
+            jwk::Jwks::parse(&String::from_utf8_lossy(&body.unwrap_or_default()))
+        };
+        let ok = result.is_ok();
+        let waiters = match self.caches.borrow_mut().get_mut(rule) {
+            Some(c) => {
+                let (r, w) = c.fetched(result, now_ms());
+                if let Err(e) = r {
+                    let uri = self.remote(rule).map(|r| r.uri.as_str()).unwrap_or_default();
+                    log(LogLevel::Warn, &format!("authn: JWKS fetch from {uri} failed: {e}"));
                 }
-                None => {
-                    count(self.metrics.as_deref().map(|m| &m.fetch_failed));
-                    if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
-                        let _ = c.fetched(Err("not sent".into()), now);
-                    }
-                }
+                w
             }
-        }
+            None => Vec::new(),
+        };
+        self.count(|m| if ok { &m.fetch_ok } else { &m.fetch_failed });
+        self.wake(waiters);
+        true
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Authn {
-            config: self.config.clone(),
-            caches: self.caches.clone(),
-            metrics: self.metrics.clone(),
-            pending: None,
-            fetches: 0,
-        }))
-    }
-}
-
-/// One request.
-struct Authn {
-    config: Rc<Config>,
-    caches: Rc<RefCell<Vec<JwksCache>>>,
-    metrics: Option<Rc<Metrics>>,
-    /// (call token, rule) of the JWKS fetch this request waits for.
-    pending: Option<(u32, usize)>,
-    fetches: u32,
-}
-
-impl Context for Authn {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some((want, rule)) = self.pending.take() else { return };
-        if want != token {
+    /// Queues the waiting requests for the root, which decides for a few per tick (each
+    /// decision verifies a signature: deciding for many in one callback could overrun the
+    /// host's per-callback deadline), and speeds its tick up until the queue is empty.
+    fn wake(&self, waiters: Vec<u32>) {
+        if waiters.is_empty() {
             return;
         }
-        store_jwks_response(&self.config, &self.caches, self.metrics.as_deref(), rule, body_size, now_ms());
-        if self.run() == Action::Continue {
-            self.resume_http_request();
+        self.ready.borrow_mut().extend(waiters);
+        let _ = hostcalls::set_tick_period(WAKE_TICK);
+    }
+
+    /// In the root's tick: decides for up to [`WAKE_BATCH`] queued requests, each in its
+    /// own context (they may not fetch: they use what is cached). True when the queue is empty.
+    fn decide_ready(&self, root: u32) -> bool {
+        for _ in 0..WAKE_BATCH {
+            let Some(w) = self.ready.borrow_mut().pop_front() else { break };
+            // A request that is gone meanwhile is skipped.
+            if hostcalls::set_effective_context(w).is_err() {
+                continue;
+            }
+            let mut budget = 0;
+            if self.decide(w, &mut budget) == Action::Continue {
+                let _ = hostcalls::resume_http_request();
+            }
         }
+        let _ = hostcalls::set_effective_context(root);
+        self.ready.borrow().is_empty()
     }
-}
 
-impl HttpContext for Authn {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if self.config.rules.is_empty() {
-            return Action::Continue;
-        }
-        // Header-injection defence: whatever a client sent under a name this filter
-        // outputs is dropped before anything is decided.
-        for h in &self.config.output_headers {
-            self.set_http_request_header(h, None);
-        }
-        self.run()
-    }
-}
-
-struct View<'a>(&'a Authn);
-
-impl policy::RequestView for View<'_> {
-    fn header(&self, name: &str) -> Option<String> {
-        self.0.get_http_request_header(name)
-    }
-    fn path(&self) -> Option<String> {
-        self.0.get_http_request_header(":path")
-    }
-}
-
-impl Authn {
-    /// Decides (again, after a fetch) and acts; `Pause` while a fetch or a local reply is under way.
-    fn run(&mut self) -> Action {
-        let found = policy::extract(&self.config, &View(self));
-        let now_ms = now_ms();
+    /// Decides for the request of the effective context `me` and acts on it; `Pause`
+    /// while it waits for keys or after a local reply. `budget`: fetches it may still send.
+    fn decide(&self, me: u32, budget: &mut u32) -> Action {
+        let found = policy::extract(&self.config, &HostView);
+        let now = now_ms();
+        let may_fetch = *budget > 0;
         let outcome = {
-            let cfg = self.config.clone();
-            let caches = self.caches.clone();
-            let may_fetch = self.fetches < MAX_FETCHES_PER_REQUEST;
-            let mut keys = |ri: usize, jwt: &policy::Jwt| match &cfg.rules[ri].keys {
+            let mut keys = |ri: usize, jwt: &policy::Jwt| match &self.config.rules[ri].keys {
                 KeySource::Inline(k) => Keys::Ready(k.clone()),
-                KeySource::Remote(r) => match caches.borrow().get(ri) {
+                KeySource::Remote(r) => match self.caches.borrow().get(ri) {
                     // Out of fetches for this request: decide with what is cached.
-                    Some(c) => match c.keys_for(r, jwt, now_ms) {
+                    Some(c) => match c.keys_for(r, jwt, now) {
                         Keys::Fetch if !may_fetch => c.cached(),
                         k => k,
                     },
                     None => Keys::Unavailable,
                 },
             };
-            policy::decide(&self.config, &found, now_ms / 1000, &mut keys)
+            policy::decide(&self.config, &found, now / 1000, &mut keys)
         };
         match outcome {
             Outcome::NoToken => {
-                count(self.metrics.as_deref().map(|m| &m.anonymous));
+                self.count(|m| &m.anonymous);
                 Action::Continue
             }
             Outcome::Verified(id) => {
-                count(self.metrics.as_deref().map(|m| &m.allowed));
+                self.count(|m| &m.allowed);
                 self.publish(&id);
                 Action::Continue
             }
             Outcome::Rejected(e) => {
                 Metrics::denied(e.code());
-                self.reject(&e.to_string())
+                reject(&e.to_string())
             }
-            Outcome::FetchKeys(ri) => {
-                if self.fetches >= MAX_FETCHES_PER_REQUEST {
-                    Metrics::denied(policy::JwtError::JwksFetchFail.code());
-                    return self.reject(&policy::JwtError::JwksFetchFail.to_string());
+            Outcome::WaitKeys(ri) => {
+                if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
+                    if !c.waiters.contains(&me) {
+                        c.waiters.push(me);
+                    }
                 }
-                self.fetches += 1;
-                self.fetch(ri, now_ms)
-            }
-        }
-    }
-
-    fn fetch(&mut self, ri: usize, now_ms: u64) -> Action {
-        let KeySource::Remote(r) = &self.config.rules[ri].keys else {
-            return self.reject(&policy::JwtError::JwksFetchFail.to_string());
-        };
-        let r = r.clone();
-        if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
-            c.dispatched(now_ms);
-        }
-        match send_fetch(&r) {
-            Some(token) => {
-                self.pending = Some((token, ri));
                 Action::Pause
             }
-            None => {
-                count(self.metrics.as_deref().map(|m| &m.fetch_failed));
-                if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
-                    let _ = c.fetched(Err("not sent".into()), now_ms);
+            Outcome::FetchKeys(ri) => {
+                *budget = budget.saturating_sub(1);
+                let mut woken = Vec::new();
+                if self.send_fetch(ri, me, now, &mut woken) {
+                    return Action::Pause;
                 }
-                self.run()
+                self.wake(woken);
+                self.decide(me, budget)
             }
         }
     }
 
-    fn publish(&mut self, id: &Identity) {
+    fn publish(&self, id: &Identity) {
         let set = |k: &str, v: &[u8]| {
             let _ = wasmesh_sdk::set_property(k, v);
         };
@@ -374,11 +277,11 @@ impl Authn {
         let rule = &self.config.rules[id.rule];
         if !rule.forward_original_token {
             if let Location::Header { name, .. } = &id.location {
-                self.set_http_request_header(name, None);
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
             }
         }
         for (h, v) in &id.headers {
-            self.set_http_request_header(h, Some(v));
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, h, Some(v));
         }
         for h in &id.refused {
             log(
@@ -387,17 +290,162 @@ impl Authn {
             );
         }
     }
+}
 
-    fn reject(&mut self, reason: &str) -> Action {
-        let scheme = self.get_http_request_header(":scheme").unwrap_or_else(|| "http".into());
-        let authority = self.get_http_request_header(":authority").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let www = policy::www_authenticate(&scheme, &authority, &path);
-        self.send_http_response(
-            401,
-            vec![("www-authenticate", www.as_str()), ("content-type", "text/plain")],
-            Some(reason.as_bytes()),
-        );
-        Action::Pause
+fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+/// Sends the 401 for the request of the effective context.
+fn reject(reason: &str) -> Action {
+    let scheme = request_header(":scheme").unwrap_or_else(|| "http".into());
+    let authority = request_header(":authority").unwrap_or_default();
+    let path = request_header(":path").unwrap_or_default();
+    let www = policy::www_authenticate(&scheme, &authority, &path);
+    let _ = hostcalls::send_http_response(
+        401,
+        vec![("www-authenticate", www.as_str()), ("content-type", "text/plain")],
+        Some(reason.as_bytes()),
+    );
+    Action::Pause
+}
+
+/// The request of the effective context, for token extraction.
+struct HostView;
+
+impl policy::RequestView for HostView {
+    fn header(&self, name: &str) -> Option<String> {
+        request_header(name)
+    }
+    fn path(&self) -> Option<String> {
+        request_header(":path")
+    }
+}
+
+/// How often the root context checks whether a remote JWKS needs a (re)fetch.
+const REFRESH_TICK: Duration = Duration::from_secs(1);
+/// The root's tick while requests wait to be decided after a fetch.
+const WAKE_TICK: Duration = Duration::from_millis(1);
+/// Requests decided per tick after a fetch.
+const WAKE_BATCH: usize = 4;
+
+/// One VM's root: parses the configuration and keeps remote key sets warm (fetched after
+/// start and refreshed before they expire, so requests rarely wait for a fetch).
+#[derive(Default)]
+struct Root {
+    id: u32,
+    shared: Shared,
+    /// When the remote sets were last checked for a refresh (ms).
+    last_refresh_check: u64,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        self.shared.complete_fetch(token, body_size);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                log(LogLevel::Error, &format!("authn: cannot read the configuration: {e:?}"));
+                return false;
+            }
+        };
+        match Config::parse(&bytes) {
+            Ok(c) => {
+                let remote = c.rules.iter().any(|r| matches!(r.keys, KeySource::Remote(_)));
+                self.shared = Shared {
+                    caches: Rc::new(RefCell::new((0..c.rules.len()).map(|_| JwksCache::default()).collect())),
+                    config: Rc::new(c),
+                    metrics: self.shared.metrics.take().or_else(|| Metrics::new().map(Rc::new)),
+                    ready: Rc::default(),
+                };
+                if remote {
+                    let _ = hostcalls::set_tick_period(REFRESH_TICK);
+                }
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("authn: {e}"));
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        if !self.shared.ready.borrow().is_empty() && self.shared.decide_ready(self.id) {
+            let _ = hostcalls::set_tick_period(REFRESH_TICK);
+        }
+        if now.saturating_sub(self.last_refresh_check) < REFRESH_TICK.as_millis() as u64 {
+            return;
+        }
+        self.last_refresh_check = now;
+        for ri in 0..self.shared.config.rules.len() {
+            let Some(r) = self.shared.remote(ri) else { continue };
+            let wants = self.shared.caches.borrow().get(ri).is_some_and(|c| c.wants_refresh(r, now));
+            if wants {
+                let mut woken = Vec::new();
+                self.shared.send_fetch(ri, self.id, now, &mut woken);
+                self.shared.wake(woken);
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Authn { id, shared: self.shared.clone(), budget: MAX_FETCHES_PER_REQUEST }))
+    }
+}
+
+/// One request.
+struct Authn {
+    id: u32,
+    shared: Shared,
+    /// JWKS fetches this request may still send.
+    budget: u32,
+}
+
+impl Context for Authn {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        // The only calls a request sends are JWKS fetches it then waits for. An answer that
+        // is no longer the fetch under way (overdue and replaced) is not stored, but this
+        // request still decides again (it may wait for the newer fetch).
+        self.shared.complete_fetch(token, body_size);
+        if self.shared.decide(self.id, &mut self.budget) == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // A request that goes away with its fetch under way (the call is cancelled) leaves
+        // the waiters to the root context, whose next tick fetches for them. (Not sent from
+        // here: the SDK would route the answer to this context, which is going away.)
+        for c in self.shared.caches.borrow_mut().iter_mut() {
+            if c.in_flight.is_some_and(|f| f.owner == self.id) {
+                c.in_flight = None;
+            }
+        }
+        true
+    }
+}
+
+impl HttpContext for Authn {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if self.shared.config.rules.is_empty() {
+            return Action::Continue;
+        }
+        // Header-injection defence: whatever a client sent under a name this filter
+        // outputs is dropped before anything is decided.
+        for h in &self.shared.config.output_headers {
+            self.set_http_request_header(h, None);
+        }
+        self.shared.decide(self.id, &mut self.budget)
     }
 }

@@ -370,6 +370,8 @@ pub enum Keys {
     Ready(Rc<Jwks>),
     /// Fetch first (then decide again).
     Fetch,
+    /// A fetch is under way: wait for it (then decide again).
+    Wait,
     /// No keys and no fetch allowed now.
     Unavailable,
 }
@@ -385,6 +387,8 @@ pub enum Outcome {
     Rejected(JwtError),
     /// Fetch the JWKS of this rule, then call [`decide`] again.
     FetchKeys(usize),
+    /// Wait for the fetch under way for this rule, then call [`decide`] again.
+    WaitKeys(usize),
 }
 
 /// What a verified token publishes.
@@ -448,6 +452,7 @@ pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(us
         let jwks = match keys(ri, &jwt) {
             Keys::Ready(k) => k,
             Keys::Fetch => return Outcome::FetchKeys(ri),
+            Keys::Wait => return Outcome::WaitKeys(ri),
             Keys::Unavailable => {
                 note(JwtError::JwksFetchFail, &mut first_err);
                 continue;
@@ -526,7 +531,19 @@ pub fn www_authenticate(scheme: &str, authority: &str, path: &str) -> String {
     format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
 }
 
-/// The remote-JWKS cache of one rule (per worker VM).
+/// A JWKS fetch under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// The call token.
+    pub token: u32,
+    /// The context that sent it (its answer arrives there).
+    pub owner: u32,
+    /// When it was sent (ms).
+    pub since: u64,
+}
+
+/// The remote-JWKS cache of one rule (per worker VM). One fetch at a time: requests that
+/// need keys while one is under way wait for it (Envoy does the same per worker).
 #[derive(Debug, Default)]
 pub struct JwksCache {
     /// The last good key set and when it was fetched (ms).
@@ -535,32 +552,44 @@ pub struct JwksCache {
     pub last_dispatch: Option<u64>,
     /// When the last fetch failed (ms), cleared on success.
     pub last_failure: Option<u64>,
-    /// When the root's background refresh in flight started (ms), cleared on its answer.
-    pub refreshing_since: Option<u64>,
+    /// The fetch under way, cleared by its answer.
+    pub in_flight: Option<InFlight>,
+    /// HTTP contexts waiting for the fetch under way.
+    pub waiters: Vec<u32>,
 }
 
 impl JwksCache {
+    /// True while a fetch is under way and not overdue (its timeout + 1 s: an answer
+    /// that never comes, e.g. its request was cancelled, does not block later fetches).
+    pub fn fetching(&self, remote: &RemoteJwks, now_ms: u64) -> bool {
+        self.in_flight.is_some_and(|f| now_ms.saturating_sub(f.since) < remote.timeout_ms.saturating_add(1_000))
+    }
+
     /// What the rule has for `jwt` at `now_ms`:
-    /// - no keys: fetch, unless a fetch failed less than [`FAILED_FETCH_BACKOFF_MS`] ago;
-    /// - keys older than `cache_ms`: fetch (stale keys stay in use if that fetch fails);
-    /// - fresh keys without a key for this `kid`/`alg`: refetch at most once per `refetch_ms`
-    ///   (key rotation), else use the keys (the token then fails: unknown kid).
+    /// - no keys: fetch (or wait for the fetch under way), unless a fetch failed less than
+    ///   [`FAILED_FETCH_BACKOFF_MS`] ago;
+    /// - keys older than `cache_ms`: fetch, but while a fetch is under way (or failed just
+    ///   now) the stale keys are used;
+    /// - fresh keys without a key for this `kid`/`alg`: refetch (or wait for the fetch under
+    ///   way) at most once per `refetch_ms` (key rotation), else use the keys (the token
+    ///   then fails: unknown kid).
     pub fn keys_for(&self, remote: &RemoteJwks, jwt: &Jwt, now_ms: u64) -> Keys {
         let since = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t));
+        let fetching = self.fetching(remote, now_ms);
+        let recently_failed = since(self.last_failure).is_some_and(|d| d < FAILED_FETCH_BACKOFF_MS);
         match &self.keys {
-            None => match since(self.last_failure) {
-                Some(d) if d < FAILED_FETCH_BACKOFF_MS => Keys::Unavailable,
-                _ => Keys::Fetch,
-            },
+            None if fetching => Keys::Wait,
+            None if recently_failed => Keys::Unavailable,
+            None => Keys::Fetch,
             Some((k, at)) => {
-                let recently_failed = since(self.last_failure).is_some_and(|d| d < FAILED_FETCH_BACKOFF_MS);
-                if now_ms.saturating_sub(*at) >= remote.cache_ms && !recently_failed {
-                    return Keys::Fetch;
-                }
-                if !has_candidate(jwt, k)
-                    && since(self.last_dispatch).is_none_or(|d| d >= remote.refetch_ms)
-                    && !recently_failed
-                {
+                if !has_candidate(jwt, k) {
+                    if fetching {
+                        return Keys::Wait;
+                    }
+                    if since(self.last_dispatch).is_none_or(|d| d >= remote.refetch_ms) && !recently_failed {
+                        return Keys::Fetch;
+                    }
+                } else if now_ms.saturating_sub(*at) >= remote.cache_ms && !fetching && !recently_failed {
                     return Keys::Fetch;
                 }
                 Keys::Ready(k.clone())
@@ -568,27 +597,24 @@ impl JwksCache {
         }
     }
 
-    /// The root's background refresh: wanted when there are no keys or they are past 90%
-    /// of `cache_ms`, unless a refresh is in flight (for less than its timeout + 1 s) or a
-    /// fetch failed less than [`FAILED_FETCH_BACKOFF_MS`] ago.
+    /// The root's background refresh: wanted when requests wait with no fetch under way
+    /// (its request went away, or it is overdue), or when there are no keys or they are
+    /// past 90% of `cache_ms` — unless a fetch is under way or one failed less than
+    /// [`FAILED_FETCH_BACKOFF_MS`] ago.
     pub fn wants_refresh(&self, remote: &RemoteJwks, now_ms: u64) -> bool {
-        let since = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t));
-        if since(self.refreshing_since).is_some_and(|d| d < remote.timeout_ms.saturating_add(1_000)) {
+        if self.fetching(remote, now_ms) {
             return false;
         }
-        if since(self.last_failure).is_some_and(|d| d < FAILED_FETCH_BACKOFF_MS) {
+        if !self.waiters.is_empty() {
+            return true;
+        }
+        if self.last_failure.is_some_and(|t| now_ms.saturating_sub(t) < FAILED_FETCH_BACKOFF_MS) {
             return false;
         }
         match &self.keys {
             None => true,
             Some((_, at)) => now_ms.saturating_sub(*at) >= remote.cache_ms / 10 * 9,
         }
-    }
-
-    /// Records that the root's background refresh starts now.
-    pub fn refresh_started(&mut self, now_ms: u64) {
-        self.refreshing_since = Some(now_ms);
-        self.last_dispatch = Some(now_ms);
     }
 
     /// The cached keys, fresh or not, without fetching (`Unavailable` when none).
@@ -599,15 +625,18 @@ impl JwksCache {
         }
     }
 
-    /// Records that a fetch starts now.
-    pub fn dispatched(&mut self, now_ms: u64) {
+    /// Records that context `owner` sent fetch `token` now.
+    pub fn started(&mut self, token: u32, owner: u32, now_ms: u64) {
+        self.in_flight = Some(InFlight { token, owner, since: now_ms });
         self.last_dispatch = Some(now_ms);
     }
 
-    /// Records a fetch's answer: a parsed set replaces the cache; a failure keeps old keys.
-    pub fn fetched(&mut self, result: Result<Jwks, String>, now_ms: u64) -> Result<(), String> {
-        self.refreshing_since = None;
-        match result {
+    /// Records a fetch's answer (or failure to send): a parsed set replaces the cache; a
+    /// failure keeps old keys. Returns the waiters to wake.
+    pub fn fetched(&mut self, result: Result<Jwks, String>, now_ms: u64) -> (Result<(), String>, Vec<u32>) {
+        self.in_flight = None;
+        let waiters = std::mem::take(&mut self.waiters);
+        let r = match result {
             Ok(k) => {
                 self.keys = Some((Rc::new(k), now_ms));
                 self.last_failure = None;
@@ -617,7 +646,8 @@ impl JwksCache {
                 self.last_failure = Some(now_ms);
                 Err(e)
             }
-        }
+        };
+        (r, waiters)
     }
 }
 

@@ -391,29 +391,42 @@ fn remote_jwks_cache_refetches_on_unknown_kid_with_a_rate_limit() {
     assert!(matches!(c.cached(), Keys::Unavailable));
     // Cold: fetch. A failed fetch fails fast for a second, then is tried again.
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 0), Keys::Fetch));
-    c.dispatched(0);
-    assert!(c.fetched(Err("down".into()), 10).is_err());
+    c.started(7, 1, 0);
+    assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 5), Keys::Wait), "one fetch at a time: wait for it");
+    c.waiters.push(2);
+    let (r, woken) = c.fetched(Err("down".into()), 10);
+    assert!(r.is_err());
+    assert_eq!(woken, vec![2], "the waiters are woken on the answer");
+    assert!(c.in_flight.is_none());
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 500), Keys::Unavailable));
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 1_011), Keys::Fetch));
     let set = json!({"keys": [k.rsa_jwk("rsa")]}).to_string();
-    c.dispatched(1_011);
-    c.fetched(Jwks::parse(&set), 1_020).expect("parsed");
+    c.started(8, 1, 1_011);
+    c.fetched(Jwks::parse(&set), 1_020).0.expect("parsed");
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 2_000), Keys::Ready(_)));
     assert!(matches!(c.cached(), Keys::Ready(_)));
     // Unknown kid soon after a fetch: no refetch (rate limit) → the keys as they are.
     assert!(matches!(c.keys_for(&remote, &jwt("new"), 5_000), Keys::Ready(_)));
     // After the interval: one refetch.
     assert!(matches!(c.keys_for(&remote, &jwt("new"), 11_011), Keys::Fetch));
-    c.dispatched(11_011);
+    c.started(9, 1, 11_011);
+    // Known kids keep working meanwhile; the new kid waits for the fetch.
+    assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 11_012), Keys::Ready(_)));
+    assert!(matches!(c.keys_for(&remote, &jwt("new"), 11_012), Keys::Wait));
     let rotated = json!({"keys": [k.rsa_jwk("rsa"), k.rsa_jwk("new")]}).to_string();
-    c.fetched(Jwks::parse(&rotated), 11_020).expect("parsed");
+    c.fetched(Jwks::parse(&rotated), 11_020).0.expect("parsed");
     match c.keys_for(&remote, &jwt("new"), 11_030) {
         Keys::Ready(keys) => assert!(policy::check_signature(&jwt("new"), &keys).is_ok()),
         _ => panic!("rotated key not used"),
     }
     // Expired cache: refetch; a failed refetch keeps the stale keys in use.
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 11_020 + 600_000), Keys::Fetch));
-    assert!(c.fetched(Err("down".into()), 11_020 + 600_001).is_err());
+    c.started(10, 1, 11_020 + 600_000);
+    assert!(
+        matches!(c.keys_for(&remote, &jwt("rsa"), 11_020 + 600_000), Keys::Ready(_)),
+        "stale keys are used while the refresh is under way"
+    );
+    assert!(c.fetched(Err("down".into()), 11_020 + 600_001).0.is_err());
     assert!(matches!(c.keys_for(&remote, &jwt("rsa"), 11_020 + 600_002), Keys::Ready(_)));
 }
 
@@ -431,14 +444,18 @@ fn background_refresh_keeps_keys_warm_without_piling_up() {
     };
     let mut c = JwksCache::default();
     assert!(c.wants_refresh(&remote, 0), "cold: fetch at once");
-    c.refresh_started(0);
+    c.started(1, 0, 0);
     assert!(!c.wants_refresh(&remote, 1_000), "one in flight");
     assert!(c.wants_refresh(&remote, 6_001), "in flight past its timeout: try again");
-    assert!(c.fetched(Err("down".into()), 6_001).is_err());
+    c.waiters.push(5);
+    c.in_flight = None; // its request went away
+    assert!(c.wants_refresh(&remote, 1_001), "orphaned waiters: the root fetches for them");
+    c.waiters.clear();
+    assert!(c.fetched(Err("down".into()), 6_001).0.is_err());
     assert!(!c.wants_refresh(&remote, 6_500), "backoff after a failure");
     assert!(c.wants_refresh(&remote, 7_001));
-    c.refresh_started(7_001);
-    c.fetched(Jwks::parse(OCT), 7_010).expect("parsed");
+    c.started(2, 0, 7_001);
+    c.fetched(Jwks::parse(OCT), 7_010).0.expect("parsed");
     assert!(!c.wants_refresh(&remote, 7_010 + 89_999));
     assert!(c.wants_refresh(&remote, 7_010 + 90_000), "refreshed at 90% of the cache duration");
     // A background fetch counts for the unknown-kid rate limit.
