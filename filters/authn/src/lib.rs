@@ -30,7 +30,7 @@ use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use config::{Config, KeySource, Location};
-use policy::{Identity, JwksCache, Keys, Outcome};
+use policy::{Identity, JwksCache, Keys, Outcome, TokenCache};
 
 /// Per-request properties this filter publishes (read by `authz` and logs).
 pub mod props {
@@ -42,6 +42,8 @@ pub mod props {
 
 /// Most JWKS fetches one request may cause (cold cache, then an unknown `kid`).
 const MAX_FETCHES_PER_REQUEST: u32 = 2;
+/// Verified tokens remembered per worker VM (Envoy's `jwt_cache_size` default is 100).
+const TOKEN_CACHE_SIZE: usize = 128;
 /// Largest JWKS body read.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
@@ -103,6 +105,7 @@ struct Shared {
     caches: Rc<RefCell<Vec<JwksCache>>>,
     metrics: Option<Rc<Metrics>>,
     ready: Rc<RefCell<VecDeque<u32>>>,
+    tokens: Rc<RefCell<TokenCache>>,
 }
 
 impl Shared {
@@ -165,6 +168,10 @@ impl Shared {
             jwk::Jwks::parse(&String::from_utf8_lossy(&body.unwrap_or_default()))
         };
         let ok = result.is_ok();
+        if ok {
+            // Tokens of keys that were removed must not stay valid through the cache.
+            self.tokens.borrow_mut().clear();
+        }
         let waiters = match self.caches.borrow_mut().get_mut(rule) {
             Some(c) => {
                 let (r, w) = c.fetched(result, now_ms());
@@ -228,7 +235,10 @@ impl Shared {
                     None => Keys::Unavailable,
                 },
             };
-            policy::decide(&self.config, &found, now / 1000, &mut keys)
+            match self.tokens.try_borrow_mut() {
+                Ok(mut cache) => policy::decide_cached(&self.config, &found, now / 1000, &mut keys, &mut cache),
+                Err(_) => policy::decide(&self.config, &found, now / 1000, &mut keys),
+            }
         };
         match outcome {
             Outcome::NoToken => {
@@ -362,6 +372,7 @@ impl RootContext for Root {
                     config: Rc::new(c),
                     metrics: self.shared.metrics.take().or_else(|| Metrics::new().map(Rc::new)),
                     ready: Rc::default(),
+                    tokens: Rc::new(RefCell::new(TokenCache::new(TOKEN_CACHE_SIZE))),
                 };
                 if remote {
                     let _ = hostcalls::set_tick_period(REFRESH_TICK);

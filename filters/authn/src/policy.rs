@@ -2,6 +2,7 @@
 //! (Envoy `jwt_authn` semantics and messages), the remote-JWKS cache policy, and what a
 //! verified token publishes.
 
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -412,10 +413,80 @@ pub struct Identity {
     pub location: Location,
 }
 
-/// Decides on the found tokens. `keys(rule, jwt)` tells what keys rule `rule` has for
-/// this token. The first token that verifies wins; otherwise the first failure is the
-/// reason (a token whose issuer no rule knows only counts if nothing else was found).
+/// Tokens already verified (Envoy `jwt_cache_config`): a repeated token skips decoding
+/// and the signature check; its time and audience claims are still checked every time.
+/// Bounded (oldest evicted first); tokens over [`TokenCache::MAX_CACHED_TOKEN`] bytes are
+/// not kept.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    cap: usize,
+    map: HashMap<String, CachedToken>,
+    order: VecDeque<String>,
+}
+
+#[derive(Debug)]
+struct CachedToken {
+    rule: usize,
+    jwt: Jwt,
+    identity: Identity,
+}
+
+impl TokenCache {
+    /// Longest token kept.
+    pub const MAX_CACHED_TOKEN: usize = 4096;
+
+    /// A cache of at most `cap` tokens (0: nothing is kept).
+    pub fn new(cap: usize) -> TokenCache {
+        TokenCache { cap, ..TokenCache::default() }
+    }
+
+    /// Tokens kept.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets every token (e.g. when a key set changed: a removed key revokes its tokens).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
+    fn insert(&mut self, token: &str, entry: CachedToken) {
+        if self.cap == 0 || token.len() > Self::MAX_CACHED_TOKEN || self.map.contains_key(token) {
+            return;
+        }
+        while self.map.len() >= self.cap {
+            match self.order.pop_front() {
+                Some(old) => drop(self.map.remove(&old)),
+                None => break,
+            }
+        }
+        self.order.push_back(token.to_string());
+        self.map.insert(token.to_string(), entry);
+    }
+}
+
+/// [`decide_cached`] without a token cache.
 pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(usize, &Jwt) -> Keys) -> Outcome {
+    decide_cached(cfg, found, now_s, keys, &mut TokenCache::new(0))
+}
+
+/// Decides on the found tokens. `keys(rule, jwt)` tells what keys rule `rule` has for
+/// this token; `cache` remembers verified tokens. The first token that verifies wins;
+/// otherwise the first failure is the reason (a token whose issuer no rule knows only
+/// counts if nothing else was found).
+pub fn decide_cached(
+    cfg: &Config,
+    found: &[Found],
+    now_s: u64,
+    keys: &mut dyn FnMut(usize, &Jwt) -> Keys,
+    cache: &mut TokenCache,
+) -> Outcome {
     if found.is_empty() {
         return Outcome::NoToken;
     }
@@ -426,6 +497,22 @@ pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(us
         }
     };
     for f in found {
+        if let Some(hit) = cache.map.get(&f.token) {
+            let rule = &cfg.rules[hit.rule];
+            if hit.rule == f.rule || rule.locations.contains(&f.location) {
+                match check_claims(&hit.jwt, rule, now_s, cfg.clock_skew_s) {
+                    Ok(()) => {
+                        let mut id = hit.identity.clone();
+                        id.location = f.location.clone();
+                        return Outcome::Verified(Box::new(id));
+                    }
+                    Err(e) => {
+                        note(e, &mut first_err);
+                        continue;
+                    }
+                }
+            }
+        }
         let jwt = match decode(&f.token) {
             Ok(j) => j,
             Err(e) => {
@@ -459,7 +546,11 @@ pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(us
             }
         };
         match check_signature(&jwt, &jwks) {
-            Ok(()) => return Outcome::Verified(Box::new(identity(ri, rule, &jwt, f.location.clone()))),
+            Ok(()) => {
+                let id = identity(ri, rule, &jwt, f.location.clone());
+                cache.insert(&f.token, CachedToken { rule: ri, jwt, identity: id.clone() });
+                return Outcome::Verified(Box::new(id));
+            }
             Err(e) => note(e, &mut first_err),
         }
     }

@@ -549,3 +549,54 @@ fn www_authenticate_names_the_request_url() {
         "Bearer realm=\"http://ab/\", error=\"invalid_token\""
     );
 }
+
+#[test]
+fn verified_tokens_are_cached_but_time_is_checked_every_time() {
+    let k = Keyring::new();
+    let cfg = config_with(json!({"audiences": ["web"]}), &k.jwks());
+    let mut cache = policy::TokenCache::new(2);
+    let mut lookups = 0;
+    let inline = |ri: usize| match &cfg.rules[ri].keys {
+        KeySource::Inline(k) => Keys::Ready(k.clone()),
+        KeySource::Remote(_) => Keys::Unavailable,
+    };
+    let mut c = claims();
+    c["exp"] = json!(NOW + 100);
+    let t = k.sign("ES256", None, &c);
+    let found = extract(&cfg, &bearer(&t));
+    let run = |now: u64, cache: &mut policy::TokenCache, lookups: &mut u32| {
+        let mut keys = |ri: usize, _: &policy::Jwt| {
+            *lookups += 1;
+            inline(ri)
+        };
+        policy::decide_cached(&cfg, &found, now, &mut keys, cache)
+    };
+    let first = verified(run(NOW, &mut cache, &mut lookups));
+    assert_eq!((lookups, cache.len()), (1, 1));
+    let second = verified(run(NOW + 1, &mut cache, &mut lookups));
+    assert_eq!(lookups, 1, "a cached token is not verified again");
+    assert_eq!(first, second);
+    // Expiry still applies to a cached token.
+    assert_eq!(rejected(run(NOW + 100 + 61, &mut cache, &mut lookups)), JwtError::Expired);
+    // Bounded: the oldest token goes first.
+    for sub in ["b", "c"] {
+        let mut c = claims();
+        c["sub"] = json!(sub);
+        let f = extract(&cfg, &bearer(&k.sign("ES256", None, &c)));
+        let mut keys = |ri: usize, _: &policy::Jwt| inline(ri);
+        verified(policy::decide_cached(&cfg, &f, NOW, &mut keys, &mut cache));
+    }
+    assert_eq!(cache.len(), 2);
+    verified(run(NOW, &mut cache, &mut lookups));
+    assert_eq!(lookups, 2, "evicted, so verified again");
+    // A tampered token is a different string: never a cache hit.
+    let mut parts: Vec<&str> = t.split('.').collect();
+    let forged = b64(claims().to_string().as_bytes());
+    parts[1] = &forged;
+    let forged = parts.join(".");
+    let f = extract(&cfg, &bearer(&forged));
+    let mut keys = |ri: usize, _: &policy::Jwt| inline(ri);
+    assert_eq!(rejected(policy::decide_cached(&cfg, &f, NOW, &mut keys, &mut cache)), JwtError::VerificationFail);
+    cache.clear();
+    assert!(cache.is_empty());
+}
