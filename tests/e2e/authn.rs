@@ -383,4 +383,3 @@ async fn waiters_take_over_the_fetch_when_its_request_is_cancelled() {
     }
     assert!(jwks.hits() <= 2, "the cancelled fetch and one taken over: {}", jwks.hits());
 }
-
