@@ -121,6 +121,8 @@ pub struct ClusterEntry {
     pub request_timeout: Option<Duration>,
     /// Where the consistent-hash key comes from when no filter set one.
     pub hash_key: Option<HashKey>,
+    /// The affinity cookie to generate when `hash_key` is a cookie the request lacks.
+    pub cookie: config::CookieSettings,
 }
 
 // === impl Generation ===
@@ -148,6 +150,7 @@ impl Generation {
                     cluster,
                     request_timeout: c.request_timeout.non_zero(),
                     hash_key,
+                    cookie: c.hash.cookie.clone(),
                 }),
             );
         }

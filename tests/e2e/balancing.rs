@@ -108,3 +108,30 @@ async fn subsets_by_label() {
     assert_eq!(seen.get("v1"), Some(&5));
     assert_eq!(seen.get("v2"), Some(&5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_cookie_gives_session_affinity() {
+    let ups = [Upstream::start("a").await, Upstream::start("b").await, Upstream::start("c").await];
+    let y = yaml("consistent_hash", &ups.iter().collect::<Vec<_>>(), "").replace(
+        "    lb: consistent_hash",
+        "    lb: consistent_hash\n    hash: { key: { cookie: session }, cookie: { path: /app, ttl: 1h } }",
+    );
+    let proxy = TestProxy::start(&y, 2);
+    let c = Client::http1();
+    let mut owners = std::collections::HashSet::new();
+    for _ in 0..6 {
+        // A new client: no cookie yet, so the proxy issues one.
+        let first = c.get(&proxy.url("main", "/")).await;
+        let set = first.header("set-cookie").expect("affinity cookie issued");
+        assert!(set.starts_with("session=") && set.contains("Path=/app") && set.contains("Max-Age=3600"), "{set}");
+        let cookie = set.split(';').next().unwrap_or_default().to_string();
+        // With the cookie, every request lands where the first one did.
+        let seen = tally(&proxy, 8, &[("cookie", &cookie)]).await;
+        assert_eq!(seen.len(), 1, "cookie {cookie} spread over {seen:?}");
+        assert_eq!(seen.keys().next(), Some(&first.text()), "the first response's endpoint keeps the session");
+        owners.extend(seen.into_keys());
+        let again = c.get_with(&proxy.url("main", "/"), &[("cookie", &cookie)]).await;
+        assert_eq!(again.header("set-cookie"), None, "no new cookie once the client has one");
+    }
+    assert!(owners.len() >= 2, "six sessions all on one endpoint: {owners:?}");
+}

@@ -1,34 +1,10 @@
-//! Bodies stream both ways without being buffered whole; trailers and upgrades pass.
+//! Bodies stream both ways; trailers and upgrades pass (the bounded-memory upload is in
+//! the soak binary, which measures RSS with nothing else running).
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http::Method;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wasmesh_tests::{rss_kib, simple_yaml, Client, TestProxy, Upstream};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mb_upload_streams_with_bounded_memory() {
-    let up = Upstream::start("web").await;
-    let proxy = TestProxy::start(&simple_yaml(&[&up], "round_robin"), 1);
-    const TOTAL: usize = 100 * 1024 * 1024;
-    let chunk = Bytes::from(vec![7u8; 256 * 1024]);
-    let before = rss_kib();
-    let stream = futures_util::stream::iter(0..TOTAL / chunk.len())
-        .map(move |_| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone())));
-    let body = BodyExt::boxed(StreamBody::new(stream));
-    let url = proxy.url("main", "/echo");
-    let req = http::Request::builder().method(Method::POST).uri(&url).body(body).expect("request");
-    let (status, received) = Client::http1().send_counting(req).await;
-    assert_eq!(status, 200);
-    assert_eq!(received, TOTAL);
-    let grown_mib = rss_kib().saturating_sub(before) / 1024;
-    // Client, proxy and upstream all run in this process and none may hold the body.
-    assert!(grown_mib < 32, "RSS grew {grown_mib} MiB for a 100 MiB round trip");
-}
+use wasmesh_tests::{simple_yaml, Client, TestProxy, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_download_streams() {

@@ -413,7 +413,8 @@ pub struct HashSettings {
     /// `ring_hash` or `maglev`.
     #[serde(default)]
     pub algorithm: HashAlgorithm,
-    /// Ring entries (ring hash) or table size (maglev, rounded up to a prime).
+    /// Ring points per unit of endpoint weight (ring hash), or the lookup table size
+    /// (maglev, rounded up to a prime).
     #[serde(default = "defaults::hash_table_size")]
     pub table_size: u32,
     /// Where the key comes from when no filter set `wasmesh.upstream.hash_key`:
@@ -421,6 +422,28 @@ pub struct HashSettings {
     #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
     #[schemars(with = "HashKey")]
     pub key: HashKey,
+    /// With `key: { cookie: name }`: the cookie the proxy sets when a request has none,
+    /// so the client sticks to its endpoint from then on (Istio `httpCookie`).
+    #[serde(default)]
+    pub cookie: CookieSettings,
+}
+
+/// The session-affinity cookie the proxy generates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CookieSettings {
+    /// Cookie `Path`.
+    #[serde(default = "defaults::cookie_path")]
+    pub path: String,
+    /// Cookie lifetime (`Max-Age`); 0 makes a session cookie.
+    #[serde(default)]
+    pub ttl: Millis,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        Self { path: defaults::cookie_path(), ttl: Millis(0) }
+    }
 }
 
 /// Consistent-hash algorithms.
@@ -519,7 +542,12 @@ impl Default for FilterLimits {
 
 impl Default for HashSettings {
     fn default() -> Self {
-        Self { algorithm: HashAlgorithm::default(), table_size: defaults::hash_table_size(), key: HashKey::default() }
+        Self {
+            algorithm: HashAlgorithm::default(),
+            table_size: defaults::hash_table_size(),
+            key: HashKey::default(),
+            cookie: CookieSettings::default(),
+        }
     }
 }
 
@@ -583,6 +611,9 @@ mod defaults {
     }
     pub fn dns_refresh() -> Millis {
         Millis(5_000)
+    }
+    pub fn cookie_path() -> String {
+        "/".into()
     }
     pub fn hash_table_size() -> u32 {
         1024

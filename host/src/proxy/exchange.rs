@@ -49,11 +49,14 @@ pub async fn handle(
         // The listener was removed by a reload while this connection stayed open.
         return Ok(ExchangeError::Draining.reply().into_response());
     };
-    let mut outcome = Outcome { cluster: None, flags: ResponseFlags::NONE };
+    let mut outcome = Outcome { cluster: None, flags: ResponseFlags::NONE, set_cookie: None };
     let result = run(&worker, &conn, &generation, &listener, req, &mut outcome).await;
     let cluster = outcome.cluster.as_deref().unwrap_or("-");
     match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            if let Some(cookie) = outcome.set_cookie.take() {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             listener.stats.record(cluster, resp.status().as_u16(), outcome.flags, start.elapsed().as_secs_f64());
             Ok(resp)
         }
@@ -87,6 +90,8 @@ impl std::error::Error for StreamReset {}
 struct Outcome {
     cluster: Option<String>,
     flags: ResponseFlags,
+    /// A `Set-Cookie` for a generated session-affinity cookie.
+    set_cookie: Option<HeaderValue>,
 }
 
 async fn run(
@@ -148,9 +153,17 @@ async fn run(
         return Err(fail(&stream, ExchangeError::UnknownCluster(cluster_name)).await);
     };
     let entry: Arc<ClusterEntry> = entry;
-    let hash_key = decision.hash_key.or_else(|| {
+    let mut hash_key = decision.hash_key.or_else(|| {
         entry.hash_key.as_ref().and_then(|k| route::hash_key_from_request(k, &parts, conn.info.source.ip()))
     });
+    if hash_key.is_none() {
+        // Session affinity: a client without the cookie gets one, and sticks from then on.
+        if let Some(crate::config::HashKey::Cookie(name)) = &entry.hash_key {
+            let (value, header) = route::new_affinity_cookie(name, &entry.cookie);
+            hash_key = Some(value.into_bytes());
+            outcome.set_cookie = header;
+        }
+    }
     let timeout = decision.timeout.or(entry.request_timeout);
     parts.version = match entry.cluster.protocol() {
         crate::config::UpstreamProtocol::Http1 => Version::HTTP_11,

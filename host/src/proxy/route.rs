@@ -68,6 +68,20 @@ pub fn per_try_timeout(stream: &HttpStream) -> Option<Duration> {
     number(stream, PROP_PER_TRY_TIMEOUT_MS).filter(|ms| *ms > 0).map(Duration::from_millis)
 }
 
+/// A fresh affinity cookie value and its `Set-Cookie` header.
+pub fn new_affinity_cookie(
+    name: &str,
+    settings: &crate::config::CookieSettings,
+) -> (String, Option<http::HeaderValue>) {
+    let value = uuid::Uuid::new_v4().simple().to_string();
+    let mut header = format!("{name}={value}; Path={}; HttpOnly", settings.path);
+    if settings.ttl.0 > 0 {
+        header.push_str(&format!("; Max-Age={}", settings.ttl.0.div_ceil(1000)));
+    }
+    let header = http::HeaderValue::from_str(&header).ok();
+    (value, header)
+}
+
 /// The consistent-hash key the request carries for `source`, if present.
 pub fn hash_key_from_request(source: &HashKey, parts: &http::request::Parts, peer: IpAddr) -> Option<Vec<u8>> {
     match source {

@@ -229,11 +229,14 @@ impl Proxy {
             handles.push(h);
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         let control_shared = shared.clone();
         let control = std::thread::Builder::new()
             .name("wasmesh-control".into())
-            .spawn(move || control_main(control_shared, admin_socket, stop_rx))
+            .spawn(move || control_main(control_shared, admin_socket, stop_rx, started_tx))
             .map_err(StartError::Thread)?;
+        // The file watcher is live before `start` returns: no change can slip in between.
+        let _ = started_rx.recv_timeout(Duration::from_secs(10));
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(workers, admin = %admin, listeners = ?bound, "wasmesh started");
         Ok(Proxy { shared, listeners: bound, admin, drain_tx, workers: handles, control: Some((control, stop_tx)) })
@@ -280,7 +283,12 @@ impl Drop for Proxy {
 }
 
 /// The control thread: admin endpoint and DNS refresh tasks.
-fn control_main(shared: Arc<Shared>, admin: std::net::TcpListener, stop: tokio::sync::oneshot::Receiver<()>) {
+fn control_main(
+    shared: Arc<Shared>,
+    admin: std::net::TcpListener,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    started: std::sync::mpsc::Sender<()>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -293,6 +301,7 @@ fn control_main(shared: Arc<Shared>, admin: std::net::TcpListener, stop: tokio::
             shared.generation.load().clusters.values().filter_map(|c| c.cluster.spawn_dns_refresh()).collect();
         let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
         let watcher = crate::reload::spawn_watcher(shared.clone());
+        let _ = started.send(());
         let rotation = tokio::spawn(rotate_certificates(shared.clone()));
         let _ = stop.await;
         admin_task.abort();
