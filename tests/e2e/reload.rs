@@ -175,3 +175,48 @@ async fn route_change_moves_traffic() {
     let (ok, failed) = load.finish().await;
     assert_eq!(failed, 0, "{failed} failed, {ok} ok");
 }
+
+/// Polls `f` until it is true (10 s budget).
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !f().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_added_moved_and_removed_by_reload() {
+    let up = Upstream::start("web").await;
+    let dir = temp_dir("listeners");
+    let path = dir.join("wasmesh.yaml");
+    let yaml = |listeners: &[(&str, String)]| {
+        let mut s = String::from("admin: { address: \"127.0.0.1:0\" }\nlisteners:\n");
+        for (name, addr) in listeners {
+            s.push_str(&format!("  - name: {name}\n    address: \"{addr}\"\n    default_cluster: web\n"));
+        }
+        s.push_str("clusters:\n");
+        s.push_str(&cluster_yaml("web", "round_robin", &[(up.addr, &[])]));
+        s
+    };
+    write_atomic(&path, yaml(&[("main", "127.0.0.1:0".into())]).as_bytes());
+    let proxy = TestProxy::start_file(&path, 2);
+    let old_main = proxy.addr("main");
+    let c = Client::http1();
+    // Added.
+    write_atomic(&path, yaml(&[("main", "127.0.0.1:0".into()), ("second", "127.0.0.1:0".into())]).as_bytes());
+    eventually("second listener", async || proxy.proxy().listener_addr("second").is_some()).await;
+    let second = proxy.addr("second");
+    assert_eq!(c.get(&format!("http://{second}/")).await.status, 200);
+    // Moved: the new address serves, the old one closes.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let moved = format!("127.0.0.1:{port}");
+    write_atomic(&path, yaml(&[("main", moved.clone()), ("second", "127.0.0.1:0".into())]).as_bytes());
+    eventually("main moved", async || proxy.proxy().listener_addr("main").map(|a| a.port()) == Some(port)).await;
+    assert_eq!(Client::http1().get(&format!("http://{moved}/")).await.status, 200);
+    eventually("old address closed", async || tokio::net::TcpStream::connect(old_main).await.is_err()).await;
+    // Removed.
+    write_atomic(&path, yaml(&[("main", moved.clone())]).as_bytes());
+    eventually("second removed", async || tokio::net::TcpStream::connect(second).await.is_err()).await;
+    assert_eq!(Client::http1().get(&format!("http://{moved}/")).await.status, 200);
+}

@@ -69,7 +69,7 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/reload" => {
             let g = shared.generation.load();
             let last = shared.reloader.as_ref().and_then(|r| r.last());
-            json(&serde_json::json!({ "generation": g.number, "last_reload": last }))
+            json(&serde_json::json!({ "generation": g.number, "last_reload": last, "listeners": shared.listeners.all() }))
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/ready" => {

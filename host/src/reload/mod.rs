@@ -166,9 +166,12 @@ impl Reloader {
             return ReloadOutcome::Unchanged;
         }
         let current = shared.generation.load_full();
-        if let Some(error) = listener_changes(&current.config, &config) {
-            return ReloadOutcome::Rejected { error };
-        }
+        // New listeners and new addresses are bound first: a port clash rejects the
+        // whole change before anything running is touched.
+        let listeners = match shared.listeners.prepare(&config) {
+            Ok(p) => p,
+            Err(e) => return ReloadOutcome::Rejected { error: format!("listeners: {e}") },
+        };
         let number = current.number + 1;
         let ctx = BuildContext {
             wasm: &shared.wasm,
@@ -182,25 +185,15 @@ impl Reloader {
             Ok(next) => {
                 let next = Arc::new(next);
                 shared.publish(next);
+                if !listeners.is_empty() {
+                    shared.listeners.commit(listeners);
+                }
                 state.fingerprint = print;
                 ReloadOutcome::Applied { generation: number }
             }
             Err(e) => ReloadOutcome::Rejected { error: e.to_string() },
         }
     }
-}
-
-/// Listeners are bound once at start: their set and addresses cannot change by reload
-/// (their chains, limits and default clusters can).
-fn listener_changes(old: &config::Config, new: &config::Config) -> Option<String> {
-    let names =
-        |c: &config::Config| c.listeners.iter().map(|l| (l.name.clone(), l.address.clone())).collect::<Vec<_>>();
-    let (a, b) = (names(old), names(new));
-    (a != b).then(|| {
-        format!(
-            "listeners: adding, removing or re-addressing listeners needs a restart (running: {a:?}, new: {b:?}); nothing was changed"
-        )
-    })
 }
 
 /// sha256 over the effective config and the bytes of every module file it names, so a

@@ -2,6 +2,7 @@
 //! control thread (admin endpoint, DNS refresh). `Proxy` is a running instance.
 
 mod conn;
+mod listeners;
 mod socket;
 mod worker;
 
@@ -79,6 +80,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Where filters' access-log lines go.
     pub access_log: crate::telemetry::AccessLogSink,
+    /// Bound listeners and the channels to the workers that serve them.
+    pub listeners: listeners::ListenerSet,
     /// Rebuilds the generation from the config file (when started from one).
     pub reloader: Option<Arc<Reloader>>,
     drain_timeout_ms: AtomicU64,
@@ -106,7 +109,6 @@ pub fn check_config(config: Config, base_dir: &std::path::Path) -> Result<(), St
 /// A running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     drain_tx: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
@@ -192,7 +194,12 @@ impl Proxy {
                 source,
             })?;
             let addr = sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(l.address);
-            bound.push((l.name.to_string(), addr));
+            let configured = config.listeners.iter().find(|c| *c.name == *l.name).map(|c| c.address.clone());
+            bound.push(listeners::BoundListener {
+                name: l.name.to_string(),
+                configured: configured.unwrap_or_else(|| l.address.to_string()),
+                bound: addr,
+            });
             let open = Arc::new(AtomicUsize::new(0));
             for (i, s) in sockets.into_iter().enumerate() {
                 per_worker[i].push(worker::WorkerListener { name: l.name.clone(), socket: s, open: open.clone() });
@@ -201,7 +208,11 @@ impl Proxy {
 
         let access_log = crate::telemetry::AccessLogSink::new(config.access_log.path.as_deref(), &registry)
             .map_err(StartError::AccessLog)?;
+        let (senders, mut receivers): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| tokio::sync::mpsc::unbounded_channel::<listeners::WorkerCommand>()).unzip();
+        let bound_names: Vec<(String, SocketAddr)> = bound.iter().map(|b| (b.name.clone(), b.bound)).collect();
         let shared = Arc::new(Shared {
+            listeners: listeners::ListenerSet::new(bound, senders),
             access_log,
             generation: Arc::new(ArcSwap::from_pointee(generation)),
             wasm,
@@ -218,11 +229,12 @@ impl Proxy {
         for (i, listeners) in per_worker.into_iter().enumerate() {
             let shared = shared.clone();
             let drain = drain_rx.clone();
+            let commands = receivers.remove(0);
             let h = std::thread::Builder::new()
                 .name(format!("wasmesh-worker-{i}"))
                 .spawn(move || {
                     shared.workers_running.fetch_add(1, Ordering::SeqCst);
-                    worker::run(i, listeners, shared.clone(), drain);
+                    worker::run(i, listeners, shared.clone(), drain, commands);
                     shared.workers_running.fetch_sub(1, Ordering::SeqCst);
                 })
                 .map_err(StartError::Thread)?;
@@ -238,13 +250,13 @@ impl Proxy {
         // The file watcher is live before `start` returns: no change can slip in between.
         let _ = started_rx.recv_timeout(Duration::from_secs(10));
         shared.ready.store(true, Ordering::SeqCst);
-        tracing::info!(workers, admin = %admin, listeners = ?bound, "wasmesh started");
-        Ok(Proxy { shared, listeners: bound, admin, drain_tx, workers: handles, control: Some((control, stop_tx)) })
+        tracing::info!(workers, admin = %admin, listeners = ?bound_names, "wasmesh started");
+        Ok(Proxy { shared, admin, drain_tx, workers: handles, control: Some((control, stop_tx)) })
     }
 
     /// The bound address of listener `name` (the real port when configured as 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.shared.listeners.addr(name)
     }
 
     /// The bound admin address.

@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,9 +11,11 @@ use std::time::Duration;
 
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{watch, Notify};
 
 use super::conn::{self, LocalExec};
+use super::listeners::WorkerCommand;
 use super::Shared;
 use crate::config::TlsMode;
 use crate::proxy::{ConnCtx, WorkerCtx};
@@ -43,7 +46,13 @@ struct Live {
 }
 
 /// Runs a worker until drain completes (or its deadline passes).
-pub fn run(index: usize, listeners: Vec<WorkerListener>, shared: Arc<Shared>, drain: watch::Receiver<bool>) {
+pub fn run(
+    index: usize,
+    listeners: Vec<WorkerListener>,
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+    mut commands: UnboundedReceiver<WorkerCommand>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -56,14 +65,19 @@ pub fn run(index: usize, listeners: Vec<WorkerListener>, shared: Arc<Shared>, dr
         let worker = WorkerCtx::new(shared.generation.clone(), shared.wasm.clone(), shared.access_log.clone());
         let live = Rc::new(Live::default());
         let builders: BuilderCache = Rc::default();
-        for l in listeners {
+        // Per listener socket: a switch that retires it (reload removed or moved it).
+        let mut retire: HashMap<(Arc<str>, Option<SocketAddr>), watch::Sender<bool>> = HashMap::new();
+        let start = |l: WorkerListener, retire: &mut HashMap<(Arc<str>, Option<SocketAddr>), watch::Sender<bool>>| {
+            let bound = l.socket.local_addr().ok();
             let socket = match TcpListener::from_std(l.socket) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(worker = index, listener = %l.name, error = %e, "cannot register socket");
-                    continue;
+                    return;
                 }
             };
+            let (stop_tx, stop_rx) = watch::channel(false);
+            retire.insert((l.name.clone(), bound), stop_tx);
             tokio::task::spawn_local(accept_loop(
                 socket,
                 l.name,
@@ -73,12 +87,25 @@ pub fn run(index: usize, listeners: Vec<WorkerListener>, shared: Arc<Shared>, dr
                 live.clone(),
                 builders.clone(),
                 drain.clone(),
+                stop_rx,
             ));
+        };
+        for l in listeners {
+            start(l, &mut retire);
         }
-        let mut drain = drain;
+        let mut drain = drain.clone();
         while !*drain.borrow() {
-            if drain.changed().await.is_err() {
-                break;
+            tokio::select! {
+                changed = drain.changed() => if changed.is_err() { break },
+                cmd = commands.recv() => match cmd {
+                    Some(WorkerCommand::Add(l)) => start(l, &mut retire),
+                    Some(WorkerCommand::Remove { name, bound }) => {
+                        if let Some(stop) = retire.remove(&(name, Some(bound))) {
+                            let _ = stop.send(true);
+                        }
+                    }
+                    None => {}
+                },
             }
         }
         let deadline = shared.drain_timeout();
@@ -107,12 +134,14 @@ async fn accept_loop(
     live: Rc<Live>,
     builders: BuilderCache,
     mut drain: watch::Receiver<bool>,
+    mut retired: watch::Receiver<bool>,
 ) {
     let local_addr = socket.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             r = socket.accept() => r,
             _ = drain.changed() => return,
+            _ = retired.changed() => return,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
