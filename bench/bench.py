@@ -472,7 +472,8 @@ clusters:
     endpoints:
       - address: 127.0.0.1:{up.h1_port}
 """
-        path = tmp / "wasmesh.yaml"
+        # One file per instance: wasmesh watches its config file and hot-reloads it.
+        path = tmp / f"wasmesh-{port}.yaml"
         path.write_text(conf)
         cmd = [str(WASMESH_BIN), "run", "--config", str(path), "--workers", "1"]
         return ProxySpec(cmd, conf, port, port)
