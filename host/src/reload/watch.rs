@@ -12,7 +12,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use crate::server::Shared;
 
 /// Quiet time after the last event before reloading.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Starts watching; returns the watcher (dropping it stops the watch) and the task that
 /// reloads. Must run inside a tokio runtime.
