@@ -13,3 +13,4 @@ mod streaming;
 mod telemetry;
 mod tls;
 mod traffic;
+mod zero_trust;

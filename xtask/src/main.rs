@@ -4,8 +4,10 @@
 //! - `cargo xtask test`  — everything CI checks: fmt, clippy, filters, tests, bench smoke.
 //! - `cargo xtask bench` — the benchmark table (`--smoke` for a few-second check).
 //! - `cargo xtask filters` — build the Wasm filters only.
+//! - `cargo xtask certs <dir>` — the zero-trust example's CA, SPIFFE certificates and JWT key.
 
 mod bench;
+mod certs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,8 +29,9 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("filters") => build_filters(),
         Some("bench") => bench::run(&args[1..]),
+        Some("certs") => certs::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|filters|bench [--smoke]>");
+            eprintln!("usage: cargo xtask <demo|test|filters|bench [--smoke]|certs <dir>>");
             bail!("unknown task")
         }
     }

@@ -1,0 +1,197 @@
+//! The zero-trust example (`examples/zero-trust`) through two real proxies: sidecar A
+//! (outbound, plaintext in, mutual TLS out as the frontend's SPIFFE identity) calls
+//! sidecar B (inbound, mutual TLS, authn → authz). The configs are the example's YAML
+//! files with only paths and ports substituted, so the example is what is tested.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{Method, Request};
+use ring::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use serde_json::{json, Value};
+use wasmesh_tests::client::full;
+use wasmesh_tests::pki::{client_config, tls_get, Ca};
+use wasmesh_tests::{repo_root, temp_dir, Client, Reply, TestProxy, Upstream};
+
+const FRONTEND_ID: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
+const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
+const INTRUDER_ID: &str = "spiffe://cluster.local/ns/shop/sa/intruder";
+const ISS: &str = "https://auth.shop.local";
+
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The authn filter's fixed RS256 test key (ring signs RSA but cannot generate RSA keys;
+/// `cargo xtask certs` generates a fresh one for the example).
+fn key() -> RsaKeyPair {
+    let pem = include_bytes!("../../filters/authn/testdata/rsa2048.pem");
+    let der = PrivatePkcs8KeyDer::from_pem_slice(pem).expect("test key PEM");
+    RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("test key")
+}
+
+fn jwks(k: &RsaKeyPair) -> String {
+    let p: ring::rsa::PublicKeyComponents<Vec<u8>> = k.public_key().into();
+    json!({"keys": [{"kty": "RSA", "kid": "shop-1", "alg": "RS256", "n": b64url(&p.n), "e": b64url(&p.e)}]}).to_string()
+}
+
+/// An RS256 token like the example's `token-*.jwt`: issuer, audience `api`, `groups`.
+fn token(k: &RsaKeyPair, sub: &str, group: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = json!({"iss": ISS, "sub": sub, "aud": "api", "iat": now, "exp": now + 600, "groups": [group]});
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "shop-1"});
+    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let mut sig = vec![0; k.public().modulus_len()];
+    k.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+    format!("{input}.{}", b64url(&sig))
+}
+
+/// The example file `name` with each `(from, to)` replaced; every `from` must occur, so
+/// an edit to the example that this test would silently stop covering fails here.
+fn example(name: &str, subst: &[(&str, String)]) -> String {
+    let path = repo_root().join("examples/zero-trust").join(name);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (from, to) in subst {
+        assert!(text.contains(from), "{name} no longer contains {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+fn certs_dir(dir: &Path) -> String {
+    format!("{}/", dir.display())
+}
+
+async fn post(c: &Client, url: &str, id: &str, bearer: Option<&str>) -> Reply {
+    let mut b = Request::builder().method(Method::POST).uri(url).header("x-request-id", id);
+    if let Some(t) = bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    c.send(b.body(full(r#"{"item":"book"}"#)).expect("request")).await
+}
+
+/// The audit records of `audit.log` with request id `id`, waiting (bounded) for at least
+/// `want` of them: the access log is written off the request path.
+async fn audit(log: &Path, id: &str, want: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let records: Vec<Value> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "audit" && v["request_id"] == id)
+            .collect();
+        if records.len() >= want || started.elapsed() > Duration::from_secs(10) {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_a_calls_sidecar_b_over_mtls_and_b_enforces_identity_jwt_and_audit() {
+    let dir = temp_dir("zero-trust");
+    let ca = Ca::new("zero-trust test CA");
+    ca.write(&dir, "ca.pem");
+    ca.leaf(&dir, "frontend", &[], &[FRONTEND_ID]);
+    ca.leaf(&dir, "api", &["localhost", "127.0.0.1"], &[API_ID]);
+    let intruder = ca.leaf(&dir, "intruder", &[], &[INTRUDER_ID]);
+    let k = key();
+    let app = Upstream::start("app").await;
+    // The identity provider: the standard upstream answers any other path with its name.
+    let idp = Upstream::start(&jwks(&k)).await;
+    let log = dir.join("audit.log");
+
+    let b_yaml = example(
+        "sidecar-b.yaml",
+        &[
+            ("certs/", certs_dir(&dir)),
+            ("address: 127.0.0.1:15100", "address: 127.0.0.1:0".into()),
+            ("address: 127.0.0.1:15006", "address: 127.0.0.1:0".into()),
+            ("address: 127.0.0.1:8081", format!("address: \"{}\"", app.addr)),
+            ("address: 127.0.0.1:15080", format!("address: \"{}\"", idp.addr)),
+            ("path: stdout", format!("path: \"{}\"", log.display())),
+        ],
+    );
+    let b = TestProxy::start(&b_yaml, 2);
+    let b_addr = b.addr("inbound");
+    let a_yaml = example(
+        "sidecar-a.yaml",
+        &[
+            ("certs/", certs_dir(&dir)),
+            ("address: 127.0.0.1:15000", "address: 127.0.0.1:0".into()),
+            ("address: 127.0.0.1:15001", "address: 127.0.0.1:0".into()),
+            ("address: 127.0.0.1:15006", format!("address: \"{b_addr}\"")),
+        ],
+    );
+    let a = TestProxy::start(&a_yaml, 1);
+    let url = a.url("outbound", "/api/orders");
+    let c = Client::http1();
+
+    // GET /api/* from the frontend's identity: allowed, and it crossed B over TLS.
+    let r = c.get_with(&url, &[("x-request-id", "zt-get")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "app");
+    assert_eq!(r.header("x-echo-x-forwarded-proto").as_deref(), Some("https"));
+    let rec = audit(&log, "zt-get", 1).await;
+    assert_eq!(rec.len(), 1, "{rec:#?}");
+    assert_eq!(rec[0]["decision"], "audit");
+    assert_eq!(rec[0]["policy"], "audit-all");
+    assert_eq!(rec[0]["principal"], "cluster.local/ns/shop/sa/frontend");
+
+    // POST without a token: denied by default, audited, never reaches the app.
+    let hits = app.hits();
+    let r = post(&c, &url, "zt-post-anon", None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.text(), "RBAC: access denied");
+    assert_eq!(app.hits(), hits);
+    let rec = audit(&log, "zt-post-anon", 2).await;
+    assert!(rec.iter().any(|v| v["decision"] == "deny" && v["policy"].is_null()), "{rec:#?}");
+
+    // POST with a writer token: allowed; the app sees the verified subject, not the token.
+    let r = post(&c, &url, "zt-post-writer", Some(&token(&k, "alice", "shop-writers"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-echo-x-jwt-sub").as_deref(), Some("alice"));
+    assert_eq!(r.header("x-echo-authorization"), None);
+    let rec = audit(&log, "zt-post-writer", 1).await;
+    assert_eq!(rec[0]["request_principal"], "https://auth.shop.local/alice", "{rec:#?}");
+
+    // A valid token without the claim: 403. A forged token: 401 from authn.
+    let r = post(&c, &url, "zt-post-reader", Some(&token(&k, "bob", "shop-readers"))).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let forged = token(&k, "mallory", "shop-writers").replace(".ey", ".eyJ4IjoxfQ.ey");
+    let r = post(&c, &url, "zt-post-forged", Some(&forged)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let mut tampered = token(&k, "mallory", "shop-writers");
+    tampered.pop();
+    tampered.push('A');
+    let r = post(&c, &url, "zt-post-tampered", Some(&tampered)).await;
+    assert!(r.status == 401 || r.status == 403, "{} {}", r.status, r.text());
+
+    // Anything else: default deny, audited.
+    let r = c.get_with(&a.url("outbound", "/admin"), &[("x-request-id", "zt-admin")]).await;
+    assert_eq!(r.status, 403);
+    let r = c.request(Method::DELETE, &url, full("")).await;
+    assert_eq!(r.status, 403);
+    let rec = audit(&log, "zt-admin", 2).await;
+    assert!(rec.iter().any(|v| v["decision"] == "deny"), "{rec:#?}");
+
+    // Straight to B without a client certificate: refused at the TLS layer.
+    let hits = app.hits();
+    let direct = tls_get(b_addr, "localhost", client_config(&ca, None, &[]), "/api/orders").await;
+    assert!(direct.is_err(), "{direct:?}");
+    // A mesh certificate with another identity: the connection is accepted, GET is not.
+    let other = tls_get(b_addr, "localhost", client_config(&ca, Some(&intruder), &[]), "/api/orders").await;
+    assert_eq!(other.as_ref().map(|r| r.0.as_u16()), Ok(403), "{other:?}");
+    assert_eq!(app.hits(), hits);
+}
