@@ -190,6 +190,8 @@ async fn sidecar_a_calls_sidecar_b_over_mtls_and_b_enforces_identity_jwt_and_aud
     let hits = app.hits();
     let direct = tls_get(b_addr, "localhost", client_config(&ca, None, &[]), "/api/orders").await;
     assert!(direct.is_err(), "{direct:?}");
+    let m = c.get(&b.admin_url("/metrics")).await.text();
+    assert!(m.contains("wasmesh_downstream_tls_handshake_errors_total{listener=\"inbound\"} 1"), "{m}");
     // A mesh certificate with another identity: the connection is accepted, GET is not.
     let other = tls_get(b_addr, "localhost", client_config(&ca, Some(&intruder), &[]), "/api/orders").await;
     assert_eq!(other.as_ref().map(|r| r.0.as_u16()), Ok(403), "{other:?}");
