@@ -206,6 +206,13 @@ async fn run(
     loop {
         attempt += 1;
         let upstream_body = match first_body.take() {
+            // No body: filters saw end_of_stream with the headers; nothing to pump.
+            Some(b) if b.is_end_stream() => {
+                if let Some(r) = &replay {
+                    r.borrow_mut().complete = true;
+                }
+                body::empty()
+            }
             Some(b) => {
                 let (tx, up_body) = body::channel();
                 let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
@@ -291,6 +298,11 @@ async fn run(
                     info.response_code = Some(rparts.status.as_u16());
                     info.response_header_bytes = header_bytes(&rparts.headers);
                     outcome.flags.insert(info.flags);
+                }
+                if response_eos {
+                    // No body to filter: finish now instead of starting a pump.
+                    stream.lock().await.finish();
+                    break Ok(Response::from_parts(rparts, body::empty()));
                 }
                 let (tx, down_body) = body::channel();
                 tokio::task::spawn_local(pump_response(stream, rbody, tx));
