@@ -507,6 +507,18 @@ CASES: list[Case] = [
         f"[{{name: rewrite, module: '{HEADER_REWRITE}', "
         "config: {request_set: {x-bench: '1'}, response_set: {x-served-by: wasmesh}}}]"),
         requires=(WASMESH_BIN, HEADER_REWRITE), expect_header=("x-served-by", "wasmesh")),
+    # Istio's traffic chain from the built-in filters (issue 4): fault (no rule matches),
+    # router (one route, sets a response header), retry (default policy), circuit-breaker
+    # (pool limits far above the load).
+    Case("wasmesh-traffic-chain", wasmesh_proxy(
+        "[{name: fault, module: 'builtin:fault', config: {rules: [{match: [{uri: {prefix: /never}}], "
+        "abort: {httpStatus: 503, percentage: {value: 100}}}]}}, "
+        "{name: router, module: 'builtin:router', config: {routes: [{name: all, route: [{destination: "
+        "{host: upstream}}], headers: {response: {set: {x-chain: full}}}}]}}, "
+        "{name: retry, module: 'builtin:retry', config: {attempts: 2}}, "
+        "{name: circuit-breaker, module: 'builtin:circuit-breaker', config: {clusters: {upstream: "
+        "{connectionPool: {http: {http2MaxRequests: 1000000}}}}}}]"),
+        requires=(WASMESH_BIN,), expect_header=("x-chain", "full")),
 ]
 
 
