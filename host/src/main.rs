@@ -136,6 +136,11 @@ fn run(cfg: config::Config, opts: StartOptions, banner: Option<fn(&Proxy)>) -> a
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the signal runtime")?;
     let demo_backends = banner.is_some().then(|| demo_endpoints(&cfg));
+    // Handlers first: a SIGTERM right after start must drain, not kill.
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::install()?
+    };
     let proxy = Proxy::start(cfg, opts).context("starting the proxy")?;
     rt.block_on(async {
         if let Some(backends) = demo_backends {
@@ -150,7 +155,7 @@ fn run(cfg: config::Config, opts: StartOptions, banner: Option<fn(&Proxy)>) -> a
         if let Some(banner) = banner {
             banner(&proxy);
         }
-        wait_for_shutdown(&proxy).await
+        signals.wait_for_shutdown(&proxy).await
     })?;
     tracing::info!("signal received: draining");
     proxy.shutdown();
@@ -187,19 +192,35 @@ fn demo_banner(proxy: &Proxy) {
     );
 }
 
-async fn wait_for_shutdown(proxy: &Proxy) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                let shared = proxy.shared().clone();
-                let outcome = tokio::task::spawn_blocking(move || shared.reload()).await;
-                tracing::info!(?outcome, "SIGHUP reload");
+/// The signals the proxy handles: SIGTERM/SIGINT drain and stop, SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a runtime context).
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM/SIGINT; SIGHUP reloads the config file meanwhile.
+    async fn wait_for_shutdown(mut self, proxy: &Proxy) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Ok(()),
+                _ = self.int.recv() => return Ok(()),
+                _ = self.hup.recv() => {
+                    let shared = proxy.shared().clone();
+                    let outcome = tokio::task::spawn_blocking(move || shared.reload()).await;
+                    tracing::info!(?outcome, "SIGHUP reload");
+                }
             }
         }
     }

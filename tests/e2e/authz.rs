@@ -253,45 +253,19 @@ async fn reject_mode_refuses_non_normalized_paths() {
 
 mod jwt {
     //! Tokens for the authn → authz chain (RS256 with authn's fixed test key).
-    use ring::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use ring::signature::RsaKeyPair;
     use serde_json::{json, Value};
+    pub use wasmesh_tests::jwt::key;
 
     pub const ISS: &str = "https://issuer.test";
 
-    fn b64url(data: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
-        for c in data.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..=c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-
-    pub fn key() -> RsaKeyPair {
-        let pem = include_bytes!("../../filters/authn/testdata/rsa2048.pem");
-        let der = PrivatePkcs8KeyDer::from_pem_slice(pem).expect("test key PEM");
-        RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("test key")
-    }
-
     pub fn jwks(k: &RsaKeyPair) -> String {
-        let p: ring::rsa::PublicKeyComponents<Vec<u8>> = k.public_key().into();
-        json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": b64url(&p.n), "e": b64url(&p.e)}]}).to_string()
+        wasmesh_tests::jwt::jwks(k, "k1")
     }
 
     pub fn token(k: &RsaKeyPair, sub: &str, team: &str) -> String {
-        let exp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 600;
-        let claims: Value = json!({"iss": ISS, "sub": sub, "aud": "web", "exp": exp, "org": {"team": team}});
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "k1"});
-        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-        let mut sig = vec![0; k.public().modulus_len()];
-        k.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
-        format!("Bearer {input}.{}", b64url(&sig))
+        let claims: Value = json!({"iss": ISS, "sub": sub, "aud": "web", "exp": wasmesh_tests::jwt::now() + 600, "org": {"team": team}});
+        format!("Bearer {}", wasmesh_tests::jwt::sign(k, "k1", &claims))
     }
 }
 

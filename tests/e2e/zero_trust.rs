@@ -4,14 +4,13 @@
 //! files with only paths and ports substituted, so the example is what is tested.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::{Method, Request};
-use ring::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::PrivatePkcs8KeyDer;
+use ring::signature::RsaKeyPair;
 use serde_json::{json, Value};
 use wasmesh_tests::client::full;
+use wasmesh_tests::jwt;
 use wasmesh_tests::pki::{client_config, tls_get, Ca};
 use wasmesh_tests::{repo_root, temp_dir, Client, Reply, TestProxy, Upstream};
 
@@ -20,40 +19,11 @@ const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
 const INTRUDER_ID: &str = "spiffe://cluster.local/ns/shop/sa/intruder";
 const ISS: &str = "https://auth.shop.local";
 
-fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..=c.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// The authn filter's fixed RS256 test key (ring signs RSA but cannot generate RSA keys;
-/// `cargo xtask certs` generates a fresh one for the example).
-fn key() -> RsaKeyPair {
-    let pem = include_bytes!("../../filters/authn/testdata/rsa2048.pem");
-    let der = PrivatePkcs8KeyDer::from_pem_slice(pem).expect("test key PEM");
-    RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("test key")
-}
-
-fn jwks(k: &RsaKeyPair) -> String {
-    let p: ring::rsa::PublicKeyComponents<Vec<u8>> = k.public_key().into();
-    json!({"keys": [{"kty": "RSA", "kid": "shop-1", "alg": "RS256", "n": b64url(&p.n), "e": b64url(&p.e)}]}).to_string()
-}
-
 /// An RS256 token like the example's `token-*.jwt`: issuer, audience `api`, `groups`.
 fn token(k: &RsaKeyPair, sub: &str, group: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = jwt::now();
     let claims = json!({"iss": ISS, "sub": sub, "aud": "api", "iat": now, "exp": now + 600, "groups": [group]});
-    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "shop-1"});
-    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-    let mut sig = vec![0; k.public().modulus_len()];
-    k.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
-    format!("{input}.{}", b64url(&sig))
+    jwt::sign(k, "shop-1", &claims)
 }
 
 /// The example file `name` with each `(from, to)` replaced; every `from` must occur, so
@@ -106,10 +76,10 @@ async fn sidecar_a_calls_sidecar_b_over_mtls_and_b_enforces_identity_jwt_and_aud
     ca.leaf(&dir, "frontend", &[], &[FRONTEND_ID]);
     ca.leaf(&dir, "api", &["localhost", "127.0.0.1"], &[API_ID]);
     let intruder = ca.leaf(&dir, "intruder", &[], &[INTRUDER_ID]);
-    let k = key();
+    let k = jwt::key();
     let app = Upstream::start("app").await;
     // The identity provider: the standard upstream answers any other path with its name.
-    let idp = Upstream::start(&jwks(&k)).await;
+    let idp = Upstream::start(&jwt::jwks(&k, "shop-1")).await;
     let log = dir.join("audit.log");
 
     let b_yaml = example(

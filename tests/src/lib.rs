@@ -2,6 +2,7 @@
 //! from YAML on port 0, and real HTTP/1.1 and HTTP/2 clients.
 
 pub mod client;
+pub mod jwt;
 pub mod pki;
 pub mod upstream;
 

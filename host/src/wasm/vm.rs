@@ -228,27 +228,25 @@ impl Vm {
             counted: true,
         };
         self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, 0)).map_err(failed)?;
-        let ok = self
-            .call(plugin, id, Scope::VmStart, |c| c.vm_start.clone(), (id, plugin.vm_config.len() as u32))
+        let steps = [
+            (Scope::VmStart, plugin.vm_config.len() as u32, "on_vm_start"),
+            (Scope::Configure, plugin.config.len() as u32, "on_configure"),
+        ];
+        for (scope, size, callback) in steps {
+            let ok = match scope {
+                Scope::VmStart => self.call(plugin, id, scope, |c| c.vm_start.clone(), (id, size)),
+                _ => self.call(plugin, id, scope, |c| c.configure.clone(), (id, size)),
+            }
             .map_err(failed)?;
-        if ok == Some(0) {
-            let reason = self.last_error_log().map(|m| format!(": {m}")).unwrap_or_default();
-            self.break_vm();
-            return Err(StartError::new(
-                format!("plugin {}: on_vm_start returned false{reason}", plugin.name),
-                "start",
-            ));
-        }
-        let ok = self
-            .call(plugin, id, Scope::Configure, |c| c.configure.clone(), (id, plugin.config.len() as u32))
-            .map_err(failed)?;
-        if ok == Some(0) {
-            let reason = self.last_error_log().map(|m| format!(": {m}")).unwrap_or_default();
-            self.break_vm();
-            return Err(StartError::new(
-                format!("plugin {}: on_configure returned false{reason}", plugin.name),
-                "start",
-            ));
+            if ok == Some(0) {
+                // The guest's last warning/error line usually says why.
+                let reason = self.last_error_log().map(|m| format!(": {m}")).unwrap_or_default();
+                self.break_vm();
+                return Err(StartError::new(
+                    format!("plugin {}: {callback} returned false{reason}", plugin.name),
+                    "start",
+                ));
+            }
         }
         self.roots.borrow_mut().push((plugin.clone(), id));
         Ok(id)
