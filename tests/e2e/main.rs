@@ -7,6 +7,7 @@ mod basics;
 mod dashboards;
 mod failures;
 mod filters;
+mod istio_fields;
 mod limits;
 mod reload;
 mod router;
