@@ -260,13 +260,25 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
     raise RuntimeError(f"not listening on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def http_get(port: int, path: str) -> tuple[int, int, dict[str, str]]:
-    """One HTTP/1.1 GET; returns (status, body length, lower-cased response headers)."""
+def http_get(port: int, path: str, headers: Optional[list[str]] = None, tls: bool = False,
+             client_cert: bool = False) -> tuple[int, int, dict[str, str]]:
+    """One HTTP/1.1 GET (HTTPS with `tls`, not verifying the server, presenting the bench
+    client certificate with `client_cert`); returns (status, body length, lower-cased
+    response headers)."""
     import http.client
+    import ssl
 
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if client_cert:
+            ctx.load_cert_chain(str(ASSETS["pki"]["client_cert"]), str(ASSETS["pki"]["client_key"]))
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        c.request("GET", path)
+        c.request("GET", path, headers=dict(h.split(": ", 1) for h in headers or []))
         r = c.getresponse()
         body = r.read()
         return r.status, len(body), {k.lower(): v for k, v in r.getheaders()}
@@ -286,6 +298,8 @@ class Server:
     h2_port: Optional[int]
     config_text: str = ""
     rss_idle_kib: int = 0
+    tls_port: Optional[int] = None  # HTTPS listener (same server certificate for every proxy)
+    admin_port: Optional[int] = None  # wasmesh admin (/metrics)
 
     def pids(self) -> list[int]:
         return tree(self.proc.pid) if self.proc.poll() is None else []
@@ -328,6 +342,27 @@ def prioritize() -> None:
             pass  # no autogroups here (or no CAP_SYS_NICE): the task nice still applies
 
 
+def start_tls_shim(tmp: Path, targets: list, names: set) -> Optional[Server]:
+    """The `mtls` scenario's client side: HAProxy in tcp mode on the load generator's CPU,
+    one plaintext port per TLS-capable wasmesh target, each wrk connection becoming one TLS
+    connection presenting the bench client certificate (wrk and h2load cannot)."""
+    pki = ASSETS.get("pki")
+    todo = [t for t in targets if t.server and t.server.tls_port and t.case.name in names]
+    if not pki or not todo:
+        return None
+    conf = "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n" \
+           "  timeout client 60s\n  timeout server 60s\n"
+    for t in todo:
+        port = free_port()
+        SHIM_PORTS[t.case.name] = port
+        conf += (f"\nlisten shim-{t.case.name}\n  bind 127.0.0.1:{port}\n"
+                 f"  server s 127.0.0.1:{t.server.tls_port} ssl verify none crt {pki['client_haproxy_pem']}\n")
+    path = tmp / "tls-shim.cfg"
+    path.write_text(conf)
+    proc, lp, full = spawn("tls-shim", ["haproxy", "-db", "-f", str(path)], tmp, LOADGEN_CPU)
+    return Server("tls-shim", proc, full, lp, next(iter(SHIM_PORTS.values())), None, conf)
+
+
 def spawn(name: str, cmd: list[str], tmp: Path, cpu: int) -> tuple[subprocess.Popen, Path, list[str]]:
     log_path = tmp / f"{name}.log"
     full = ["taskset", "-c", str(cpu), *cmd]
@@ -336,6 +371,121 @@ def spawn(name: str, cmd: list[str], tmp: Path, cpu: int) -> tuple[subprocess.Po
                             preexec_fn=prioritize)
     f.close()
     return proc, log_path, full
+
+
+# --------------------------------------------------------------------------- TLS and JWT material
+
+# Generated once per run into the temp dir (see `make_assets`); cases and scenarios that
+# need an entry are skipped, not failed, when it could not be made.
+ASSETS: dict = {}
+JWT_ISSUER = "https://bench.wasmesh.local"
+JWT_SUBJECT = "bench-user"
+JWT_AUDIENCE = "bench"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_pki(tmp: Path) -> dict:
+    """A self-signed ECDSA P-256 server certificate (nginx, HAProxy and wasmesh all serve
+    it), plus a bench CA and a client certificate it signed (for mutual TLS). openssl CLI."""
+    d = tmp / "pki"
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "server.key", "-out", "server.pem", "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=wasmesh bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign", cwd=d)
+    openssl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=bench-client", cwd=d)
+    (d / "client.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+        "subjectAltName=URI:spiffe://cluster.local/ns/bench/sa/client\n")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "client.pem", "-days", "2", "-extfile", "client.ext", cwd=d)
+    # HAProxy wants certificate and key in one file.
+    (d / "server-haproxy.pem").write_bytes((d / "server.pem").read_bytes() + (d / "server.key").read_bytes())
+    (d / "client-haproxy.pem").write_bytes((d / "client.pem").read_bytes() + (d / "client.key").read_bytes())
+    for f in d.iterdir():
+        os.chmod(f, 0o644)  # nginx reads the key as root, but keep the worker's view simple
+    return {k: d / f for k, f in (("cert", "server.pem"), ("key", "server.key"), ("haproxy_pem", "server-haproxy.pem"),
+                                  ("ca", "ca.pem"), ("client_cert", "client.pem"), ("client_key", "client.key"),
+                                  ("client_haproxy_pem", "client-haproxy.pem"))}
+
+
+def b64url(b: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def der_ecdsa_to_raw(der: bytes) -> bytes:
+    """ECDSA-Sig-Value (DER SEQUENCE of two INTEGERs) -> r || s, 32 bytes each (JWS ES256)."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        out += der[i + 2:i + 2 + n].lstrip(b"\x00").rjust(32, b"\x00")
+        i += 2 + n
+    return out
+
+
+def make_jwt(tmp: Path) -> dict:
+    """An ES256 key pair, its JWKS (inline in the authn config) and one token signed with it
+    (exp in 1 day). Python `cryptography` if importable, else the openssl CLI."""
+    header = {"alg": "ES256", "typ": "JWT", "kid": "bench"}
+    now = int(time.time())
+    claims = {"iss": JWT_ISSUER, "sub": JWT_SUBJECT, "aud": JWT_AUDIENCE, "iat": now, "exp": now + 86400,
+              "groups": ["bench"]}
+    signing_input = (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
+                     b64url(json.dumps(claims, separators=(",", ":")).encode())).encode()
+    try:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        nums = key.public_key().public_numbers()
+        x, y = nums.x.to_bytes(32, "big"), nums.y.to_bytes(32, "big")
+        r, s_ = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s_.to_bytes(32, "big")
+        how = "python cryptography"
+    except ImportError:
+        d = tmp / "jwt"
+        d.mkdir()
+        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "jwt.key", cwd=d)
+        openssl("ec", "-in", "jwt.key", "-pubout", "-outform", "DER", "-out", "jwt.pub.der", cwd=d)
+        pub = (d / "jwt.pub.der").read_bytes()[-65:]  # 0x04 || X || Y
+        x, y = pub[1:33], pub[33:65]
+        (d / "input").write_bytes(signing_input)
+        openssl("dgst", "-sha256", "-sign", "jwt.key", "-out", "sig.der", "input", cwd=d)
+        sig = der_ecdsa_to_raw((d / "sig.der").read_bytes())
+        how = "openssl CLI"
+    jwks = {"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "bench",
+                      "x": b64url(x), "y": b64url(y)}]}
+    return {"jwks": json.dumps(jwks, separators=(",", ":")), "token": signing_input.decode() + "." + b64url(sig),
+            "how": how}
+
+
+def make_assets(tmp: Path) -> list[str]:
+    """Fills ASSETS; returns why an asset could not be made (its cases are then skipped)."""
+    why = []
+    if shutil.which("openssl") is None:
+        why.append("openssl CLI not found: TLS scenarios, wasmesh-mtls skipped")
+    else:
+        try:
+            ASSETS["pki"] = make_pki(tmp)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+            err = getattr(e, "stderr", b"") or b""
+            why.append(f"certificate generation failed ({e}: {err.decode(errors='replace')[-200:]})")
+    try:
+        ASSETS["jwt"] = make_jwt(tmp)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        why.append(f"JWT key generation failed ({e}): wasmesh-authn-authz skipped")
+    return why
 
 
 # --------------------------------------------------------------------------- upstream and proxies
@@ -381,6 +531,7 @@ def start_upstream(tmp: Path, cpu: int) -> Server:
     listen 127.0.0.1:{h2} http2;
     location = /small {{ default_type text/plain; return 200 "{SMALL_BODY.decode().rstrip()}\\n"; }}
     location = /large {{ default_type application/octet-stream; alias {tmp}/large.bin; }}
+    location = /v1/traces {{ return 200; }}  # OTLP/HTTP sink for wasmesh-telemetry's spans
   }}
 }}
 """
@@ -398,11 +549,21 @@ class ProxySpec:
     config_text: str
     h1_port: int
     h2_port: Optional[int]
+    tls_port: Optional[int] = None
+    admin_port: Optional[int] = None
 
 
 def nginx_proxy(tmp: Path, up: Server) -> ProxySpec:
     h1, h2 = free_port(), free_port()
     name = "nginx-proxy"
+    pki = ASSETS.get("pki")
+    tls = free_port() if pki else None
+    tls_conf = (f"""    listen 127.0.0.1:{tls} ssl;
+    ssl_certificate {pki['cert']};
+    ssl_certificate_key {pki['key']};
+    ssl_protocols TLSv1.2 TLSv1.3;  # nginx 1.22's default lacks TLSv1.3
+    ssl_session_cache shared:bench:10m;
+""" if pki else "")
     conf = NGINX_COMMON.format(tmp=tmp, name=name) + (
         "http {\n"
         + NGINX_HTTP_COMMON.format(tmp=tmp, name=name)
@@ -414,7 +575,7 @@ def nginx_proxy(tmp: Path, up: Server) -> ProxySpec:
   server {{
     listen 127.0.0.1:{h1};
     listen 127.0.0.1:{h2} http2;
-    location / {{
+{tls_conf}    location / {{
       proxy_pass http://up;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -424,11 +585,14 @@ def nginx_proxy(tmp: Path, up: Server) -> ProxySpec:
 }}
 """
     )
-    return ProxySpec(nginx_cmd(tmp, name, conf), conf, h1, h2)
+    return ProxySpec(nginx_cmd(tmp, name, conf), conf, h1, h2, tls_port=tls)
 
 
 def haproxy_proxy(tmp: Path, up: Server) -> ProxySpec:
     h1, h2 = free_port(), free_port()
+    pki = ASSETS.get("pki")
+    tls = free_port() if pki else None
+    tls_bind = f"  bind 127.0.0.1:{tls} ssl crt {pki['haproxy_pem']}\n" if pki else ""
     conf = f"""global
   nbthread 1
   maxconn 4096
@@ -443,21 +607,37 @@ defaults
 frontend fe
   bind 127.0.0.1:{h1}
   bind 127.0.0.1:{h2} proto h2
-  default_backend be
+{tls_bind}  default_backend be
 
 backend be
   server up 127.0.0.1:{up.h1_port}
 """
     path = tmp / "haproxy.cfg"
     path.write_text(conf)
-    return ProxySpec(["haproxy", "-db", "-f", str(path)], conf, h1, h2)
+    return ProxySpec(["haproxy", "-db", "-f", str(path)], conf, h1, h2, tls_port=tls)
 
 
-def wasmesh_proxy(filters_yaml: str = "[]") -> Callable[[Path, Server], ProxySpec]:
-    """A wasmesh case; `filters_yaml` is the listener's filter chain as YAML."""
+def wasmesh_proxy(filters_yaml="[]", tls_mode: str = "simple") -> Callable[[Path, Server], ProxySpec]:
+    """A wasmesh case; `filters_yaml` is the listener's filter chain as YAML (or a function
+    returning it, called at start: the JWKS is generated per run). With certificates, a
+    second listener serves the same chain over TLS (`tls_mode` simple or mutual)."""
 
     def make(tmp: Path, up: Server) -> ProxySpec:
         port, admin = free_port(), free_port()
+        chain = filters_yaml() if callable(filters_yaml) else filters_yaml
+        pki = ASSETS.get("pki")
+        tls = free_port() if pki else None
+        tls_listener = ""
+        if pki:
+            tls_listener = f"""  - name: bench-tls
+    address: 127.0.0.1:{tls}
+    default_cluster: upstream
+    tls:
+      cert: {pki['cert']}
+      key: {pki['key']}
+      mode: {tls_mode}
+""" + (f"      client_ca: {pki['ca']}\n" if tls_mode == "mutual" else "") + f"""    filters: {chain}
+"""
         conf = f"""# generated by bench/bench.py
 admin:
   address: 127.0.0.1:{admin}
@@ -466,9 +646,12 @@ listeners:
   - name: bench
     address: 127.0.0.1:{port}
     default_cluster: upstream
-    filters: {filters_yaml}
-clusters:
+    filters: {chain}
+{tls_listener}clusters:
   - name: upstream
+    endpoints:
+      - address: 127.0.0.1:{up.h1_port}
+  - name: otel  # wasmesh-telemetry's span export (the upstream answers POST /v1/traces)
     endpoints:
       - address: 127.0.0.1:{up.h1_port}
 """
@@ -476,7 +659,7 @@ clusters:
         path = tmp / f"wasmesh-{port}.yaml"
         path.write_text(conf)
         cmd = [str(WASMESH_BIN), "run", "--config", str(path), "--workers", "1"]
-        return ProxySpec(cmd, conf, port, port)
+        return ProxySpec(cmd, conf, port, port, tls_port=tls, admin_port=admin)
 
     return make
 
@@ -490,6 +673,12 @@ class Case:
     requires: tuple[Path, ...] = ()  # skipped (not failed) when one of these files is missing
     h2: bool = True
     expect_header: Optional[tuple[str, str]] = None  # response header proving the case is what it claims
+    needs: tuple[str, ...] = ()  # ASSETS entries ("pki", "jwt"); skipped (not failed) without them
+    headers: Optional[Callable[[], list[str]]] = None  # request headers the load generator sends
+    denied_without_headers: bool = False  # sanity: without `headers`, GET /small must be refused (401/403)
+    client_cert: bool = False  # its TLS listener wants a client certificate (mutual TLS)
+    only_scenarios: tuple[str, ...] = ()  # run only in these scenarios (empty: all)
+    expect_metric: Optional[str] = None  # sanity: the admin /metrics must show this after a request
 
 
 FILTERS = ROOT / "target" / "filters" / "wasm32-wasip1" / "release"  # built by `cargo xtask filters`
@@ -519,7 +708,40 @@ CASES: list[Case] = [
         "{name: circuit-breaker, module: 'builtin:circuit-breaker', config: {clusters: {upstream: "
         "{connectionPool: {http: {http2MaxRequests: 1000000}}}}}}]"),
         requires=(WASMESH_BIN,), expect_header=("x-chain", "full")),
+    # Mutual TLS (issue 6/7): the same empty chain, its TLS listener in mode mutual (Istio
+    # PeerAuthentication STRICT, client certificate from the bench CA). Only the TLS
+    # scenarios: its plaintext listener is the `wasmesh` case again.
+    Case("wasmesh-mtls", wasmesh_proxy("[]", tls_mode="mutual"), requires=(WASMESH_BIN,), needs=("pki",),
+         client_cert=True, only_scenarios=("mtls", "tls-handshake-full", "tls-handshake-resumed")),
+    # Istio's security chain (issue 7): authn (an ES256 JWT checked against an inline JWKS;
+    # the load generator sends it as a bearer token) + authz (one ALLOW policy of 20 rules,
+    # only the last matches). Without the token the request gets 403.
+    Case("wasmesh-authn-authz", wasmesh_proxy(lambda: security_chain_yaml()), requires=(WASMESH_BIN,),
+         needs=("jwt",), headers=lambda: [f"Authorization: Bearer {ASSETS['jwt']['token']}"],
+         denied_without_headers=True),
+    # Istio's telemetry (issue 8): standard metrics on, tracing sampled at 1% (spans exported
+    # to the upstream's /v1/traces), no access log.
+    Case("wasmesh-telemetry", wasmesh_proxy(
+        "[{name: telemetry, module: 'builtin:telemetry', config: {tracing: {cluster: otel, sampling: 1.0}}}]"),
+        requires=(WASMESH_BIN,), expect_metric="istio_requests_total"),
 ]
+
+
+def security_chain_yaml() -> str:
+    """authn + authz for wasmesh-authn-authz: 19 ALLOW rules that do not match the bench's
+    request, then the one that does (request principal from the JWT, method and path)."""
+    rules = [{"from": [{"source": {"requestPrincipals": [f"{JWT_ISSUER}/other-{i}"]}}],
+              "to": [{"operation": {"methods": ["GET", "POST"], "paths": [f"/service-{i}/*"]}}]}
+             for i in range(19)]
+    rules.append({"from": [{"source": {"requestPrincipals": [f"{JWT_ISSUER}/{JWT_SUBJECT}"]}}],
+                  "to": [{"operation": {"methods": ["GET"], "paths": ["/small", "/large"]}}]})
+    chain = [
+        {"name": "authn", "module": "builtin:authn", "config": {"jwtRules": [
+            {"issuer": JWT_ISSUER, "audiences": [JWT_AUDIENCE], "jwks": ASSETS["jwt"]["jwks"]}]}},
+        {"name": "authz", "module": "builtin:authz", "config": {"policies": [
+            {"name": "bench-allow", "action": "ALLOW", "rules": rules}]}},
+    ]
+    return json.dumps(chain)  # JSON is YAML
 
 
 @dataclass
@@ -533,6 +755,8 @@ class Scenario:
     path: str  # /small | /large
     title: str
     rate: int = 0  # open loop only
+    only: tuple[str, ...] = ()  # cases run in this scenario (empty: every case)
+    needs: tuple[str, ...] = ()  # ASSETS entries; skipped (not failed) without them
 
 
 SCENARIOS: list[Scenario] = [
@@ -541,20 +765,55 @@ SCENARIOS: list[Scenario] = [
     Scenario("h2-100B", "B", "h2load", "h2", "/small", "HTTP/2 h2c, 100 B body, saturation (h2load, 16 connections x 4 streams)"),
     Scenario("h2-64KiB", "B", "h2load", "h2", "/large", "HTTP/2 h2c, 64 KiB body, saturation (h2load, 16 connections x 4 streams)"),
     Scenario("h1-100B-open", "A", "openloop", "h1", "/small", "HTTP/1.1, 100 B body, open loop at {rate} req/s (32 connections)", rate=5000),
+    # TLS on the listener (issues 6/7): the same server certificate (self-signed ECDSA
+    # P-256) on nginx, HAProxy and wasmesh; the upstream hop stays plaintext.
+    Scenario("h1-100B-tls", "B", "wrk", "tls", "/small",
+             "HTTPS (TLS 1.3, ECDSA P-256 certificate), keep-alive, 100 B body, saturation (wrk, 64 connections)",
+             needs=("pki",)),
+    # wrk and h2load cannot present a client certificate: wrk talks plaintext to a HAProxy in
+    # tcp mode on the load generator's CPU, which opens one TLS connection per wrk connection
+    # with the bench client certificate (`tls-shim` below). TLS only vs mutual TLS.
+    Scenario("mtls", "B", "wrk-shim", "tls", "/small",
+             "mutual TLS vs TLS only, keep-alive, 100 B body, saturation (wrk, 64 connections, TLS from a HAProxy tcp-mode shim on CPU 0)",
+             only=("wasmesh", "wasmesh-mtls"), needs=("pki",)),
+    # Handshake rate (issue 7): one `openssl s_time` on CPU 0, a new connection per handshake
+    # carrying one HTTP/1.0 request; -reuse resumes the first connection's session.
+    Scenario("tls-handshake-full", "B", "s_time-new", "tls", "",
+             "full TLS handshakes (openssl s_time -new -www /small: connect, TLS 1.3 handshake, one HTTP/1.0 GET, close)",
+             only=("nginx", "haproxy", "wasmesh", "wasmesh-mtls"), needs=("pki",)),
+    Scenario("tls-handshake-resumed", "B", "s_time-reuse", "tls", "",
+             "resumed TLS handshakes (openssl s_time -reuse -www /small: TLS 1.3 resumption, one HTTP/1.0 GET, close)",
+             only=("nginx", "haproxy", "wasmesh", "wasmesh-mtls"), needs=("pki",)),
 ]
+
+# The TLS-originating shim of the `mtls` scenario: case name -> its plaintext port.
+SHIM_PORTS: dict[str, int] = {}
 
 
 # --------------------------------------------------------------------------- load generators
 
 
-def loadgen_cmd(sc: Scenario, port: int, duration: int, openloop: Path) -> list[str]:
-    url = f"http://127.0.0.1:{port}{sc.path}"
-    if sc.tool == "wrk":
-        return ["wrk", "-t1", "-c64", f"-d{duration}s", "--timeout", "5s", "-s", str(BENCH / "wrk_report.lua"), url]
+def loadgen_cmd(sc: Scenario, port: int, duration: int, openloop: Path, case: Optional[Case] = None) -> list[str]:
+    scheme = "https" if sc.proto == "tls" and sc.tool == "wrk" else "http"
+    url = f"{scheme}://127.0.0.1:{port}{sc.path}"
+    headers = case.headers() if case and case.headers else []
+    if sc.tool in ("wrk", "wrk-shim"):
+        return ["wrk", "-t1", "-c64", f"-d{duration}s", "--timeout", "5s", "-s", str(BENCH / "wrk_report.lua"),
+                *(a for h in headers for a in ("-H", h)), url]
     if sc.tool == "h2load":
-        return ["h2load", "-t1", "-c16", "-m4", "-D", str(duration), url]
+        return ["h2load", "-t1", "-c16", "-m4", "-D", str(duration), *(a for h in headers for a in ("-H", h)), url]
     if sc.tool == "openloop":
-        return [str(openloop), "--addr", f"127.0.0.1:{port}", "--path", sc.path, "--rate", str(sc.rate), "--conns", "32", "--duration", str(duration)]
+        return [str(openloop), "--addr", f"127.0.0.1:{port}", "--path", sc.path, "--rate", str(sc.rate), "--conns", "32",
+                "--duration", str(duration), *(a for h in headers for a in ("--header", h))]
+    if sc.tool in ("s_time-new", "s_time-reuse"):
+        # -www: one HTTP/1.0 GET per connection. Without reading a response s_time never
+        # sees a TLS 1.3 session ticket (they follow the handshake), so -reuse could not resume.
+        cmd = ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-" + sc.tool.split("-")[1], "-time", str(duration),
+               "-www", "/small"]
+        if case and case.client_cert:
+            pki = ASSETS["pki"]
+            cmd += ["-cert", str(pki["client_cert"]), "-key", str(pki["client_key"])]
+        return cmd
     raise ValueError(sc.tool)
 
 
@@ -606,7 +865,20 @@ def parse_openloop(out: str) -> dict:
     }
 
 
-PARSERS = {"wrk": parse_wrk, "h2load": parse_h2load, "openloop": parse_openloop}
+def parse_s_time(out: str) -> dict:
+    """openssl s_time: one `*` per full and one `r` per resumed handshake, then a count line.
+    Its req/s is set from the measured wall time (s_time rounds its real seconds)."""
+    m = re.search(r"^(\d+) connections in [\d.]+s; [\d.]+ connections/user sec", out, re.M)
+    if not m:
+        raise ValueError("unrecognised openssl s_time output")
+    marks = "".join(re.findall(r"^[*r]+$", out, re.M))
+    n = int(m.group(1))
+    return {"requests": n, "rps": 0.0, "non_2xx": 0, "errors": 0,
+            "resumed_pct": round(100 * marks.count("r") / n, 1) if n else 0.0}
+
+
+PARSERS = {"wrk": parse_wrk, "wrk-shim": parse_wrk, "h2load": parse_h2load, "openloop": parse_openloop,
+           "s_time-new": parse_s_time, "s_time-reuse": parse_s_time}
 
 
 # --------------------------------------------------------------------------- one run
@@ -619,15 +891,32 @@ class Target:
 
     def port(self, proto: str, up: Server) -> Optional[int]:
         s = self.server or up
+        if proto == "tls":
+            return self.server.tls_port if self.server else None
         return s.h1_port if proto == "h1" else (s.h2_port if self.case.h2 else None)
 
+    def port_for(self, sc: Scenario, up: Server) -> Optional[int]:
+        """The port the scenario's load generator talks to; None: the case sits this one out."""
+        if sc.only and self.case.name not in sc.only:
+            return None
+        if self.case.only_scenarios and sc.name not in self.case.only_scenarios:
+            return None
+        if sc.proto == "tls" and sc.tool == "wrk-shim":
+            return SHIM_PORTS.get(self.case.name)
+        if sc.proto == "tls" and self.case.client_cert and not sc.tool.startswith("s_time"):
+            return None  # wrk cannot present a client certificate
+        return self.port(sc.proto, up)
 
-def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Path, rep: int) -> dict:
-    port = tgt.port(sc.proto, up)
+
+def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Path, rep: int,
+             shim: Optional[Server] = None) -> dict:
+    port = tgt.port_for(sc, up)
     assert port is not None
-    cmd = ["taskset", "-c", str(LOADGEN_CPU), *loadgen_cmd(sc, port, duration, openloop)]
+    cmd = ["taskset", "-c", str(LOADGEN_CPU), *loadgen_cmd(sc, port, duration, openloop, tgt.case)]
     proxy_pids = tgt.server.pids() if tgt.server else []
     up_pids = up.pids()
+    shim_pids = shim.pids() if (shim and sc.tool == "wrk-shim") else []
+    h0 = cpu_ticks(shim_pids)
     p0, u0 = cpu_ticks(proxy_pids), cpu_ticks(up_pids)
     q0 = sched_ns(proxy_pids)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -644,6 +933,8 @@ def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Pat
     p1, u1 = cpu_ticks(proxy_pids), cpu_ticks(up_pids)
     q1 = sched_ns(proxy_pids)
     lg_ticks = ((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)) * CLK_TCK
+    shim_ticks = cpu_ticks(shim_pids) - h0  # the mTLS shim is part of the load generator
+    lg_ticks += shim_ticks
     row: dict = {
         "scenario": sc.name,
         "case": tgt.case.name,
@@ -659,7 +950,11 @@ def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Pat
         problems.append(f"unparsable load-generator output ({e}): {(p.stdout + p.stderr)[-300:]!r}")
         row.update({"requests": 0, "rps": 0.0, "non_2xx": 0, "errors": 0})
     n = row["requests"]
+    if sc.tool.startswith("s_time") and wall > 0:
+        row["rps"] = n / wall  # handshakes per second
     us = 1e6 / CLK_TCK
+    if shim_pids:
+        row["shim_cpu_us_per_req"] = shim_ticks * us / n if n else None
     row["proxy_cpu_us_per_req"] = (p1 - p0) * us / n if (n and tgt.server) else None
     row["proxy_sched_us_per_req"] = (q1 - q0) / 1000 / n if (n and tgt.server) else None
     row["upstream_cpu_us_per_req"] = (u1 - u0) * us / n if n else None
@@ -675,6 +970,10 @@ def run_once(sc: Scenario, tgt: Target, up: Server, duration: int, openloop: Pat
         problems.append(f"{row['non_2xx']} non-2xx responses")
     if row["errors"]:
         problems.append(f"{row['errors']} socket errors/timeouts/missed")
+    if sc.tool == "s_time-reuse" and row.get("resumed_pct", 100) < 90:
+        problems.append(f"only {row['resumed_pct']}% of the handshakes were resumed")
+    if shim_pids and not shim.alive():
+        problems.append(f"the TLS shim died: {shim.log_tail()}")
     if tgt.server and not tgt.server.alive():
         problems.append(f"{tgt.case.name} died: {tgt.server.log_tail()}")
     if not up.alive():
@@ -701,7 +1000,8 @@ def summarize(rows: list[dict], targets: list[Target], scenarios: list[Scenario]
             rs = [r for r in rows if r["scenario"] == sc.name and r["case"] == t.case.name and r["rep"] >= 0]
             if not rs:
                 continue
-            keys = ["rps", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req", "p50_us", "p90_us", "p99_us", "p999_us", "other_cpu_pct"]
+            keys = ["rps", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req", "p50_us", "p90_us", "p99_us", "p999_us",
+                    "other_cpu_pct", "resumed_pct", "shim_cpu_us_per_req"]
             per_case[t.case.name] = {
                 "runs": len(rs),
                 "failed_runs": sum(1 for r in rs if r["problems"]),
@@ -764,6 +1064,10 @@ def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], target
              f"Total wall time {meta['wall_min']:.1f} min.")
     if meta.get("wasmesh_binary"):
         L.append(f"- wasmesh binary: `target/release/wasmesh`, built {meta['wasmesh_binary']}")
+    for name, what in meta.get("tls", {}).items():
+        L.append(f"- TLS negotiated by `openssl s_client` with {name}: {what}")
+    if meta.get("jwt"):
+        L.append(f"- JWT: {meta['jwt']}")
     for s in skipped:
         L.append(f"- **Skipped:** {s}")
     failed = [r for r in rows if r["problems"]]
@@ -782,7 +1086,22 @@ def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], target
         L.append(f"## {sc.name}: {sc.title.format(rate=f'{sc.rate:,}')}\n")
         L.append(f"_{layout}._\n")
         d, n, h = per.get("direct"), per.get("nginx"), per.get("haproxy")
-        if sc.tool != "openloop":
+        if sc.tool.startswith("s_time"):
+            L.append("| case | handshakes/s | ÷ nginx | ÷ HAProxy | proxy CPU µs/handshake | ÷ nginx | ÷ HAProxy | resumed | flagged / noisy runs |")
+            L.append("|---|---|---|---|---|---|---|---|---|")
+            for name in names:
+                c = per.get(name)
+                if not c:
+                    continue
+                L.append(
+                    f"| {name} | {fmt_med(c['rps'], 0)} | {ratio(c['rps'], n and n['rps'])} | {ratio(c['rps'], h and h['rps'])} | "
+                    f"{fmt_med(c['proxy_cpu_us_per_req'])} | "
+                    f"{ratio(c['proxy_cpu_us_per_req'], n and n['proxy_cpu_us_per_req'])} | "
+                    f"{ratio(c['proxy_cpu_us_per_req'], h and h['proxy_cpu_us_per_req'])} | "
+                    f"{fmt_num(c['resumed_pct'][0] if c['resumed_pct'] else None, 1)}% | "
+                    f"{c['failed_runs']} / {c['noisy_runs']} of {c['runs']} |"
+                )
+        elif sc.tool != "openloop":
             L.append("| case | req/s | ÷ direct | ÷ nginx | ÷ HAProxy | proxy CPU µs/req | ÷ nginx | ÷ HAProxy | upstream CPU µs/req | flagged / noisy runs |")
             L.append("|---|---|---|---|---|---|---|---|---|---|")
             for name in names:
@@ -797,6 +1116,10 @@ def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], target
                     f"{ratio(c['proxy_cpu_us_per_req'], h and h['proxy_cpu_us_per_req'])} | "
                     f"{fmt_med(c['upstream_cpu_us_per_req'])} | {c['failed_runs']} / {c['noisy_runs']} of {c['runs']} |"
                 )
+            shim_cpu = [f"{nm} {fmt_med(per[nm]['shim_cpu_us_per_req'])}" for nm in names
+                        if per.get(nm) and per[nm].get("shim_cpu_us_per_req")]
+            if shim_cpu:
+                L.append(f"\n_TLS shim (load-generator side) CPU µs/req: {'; '.join(shim_cpu)}._")
         else:
             L.append("| case | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 / p90 / p99 ms vs direct | proxy CPU µs/req at this rate | ÷ nginx | flagged / noisy runs |")
             L.append("|---|---|---|---|---|---|---|---|---|")
@@ -987,10 +1310,31 @@ def main(argv: list[str]) -> int:
     startup_failures: list[str] = []
     rows: list[dict] = []
     try:
+        for why in make_assets(tmp):
+            log("SKIP " + why)
+            skipped.append(why)
+        if "jwt" in ASSETS:
+            meta["jwt"] = f"ES256, key and token made with {ASSETS['jwt']['how']}"
+        for sc in list(scenarios):
+            lacking = [n for n in sc.needs if n not in ASSETS]
+            if lacking:
+                msg = f"scenario {sc.name}: no {', '.join(lacking)} material"
+                log("SKIP " + msg)
+                skipped.append(msg)
+                scenarios.remove(sc)
         up = start_upstream(tmp, SUT_CPU)
         wait_port(up.h1_port, up.proc)
         wait_port(up.h2_port or up.h1_port, up.proc)
         for c in cases:
+            lacking = [n for n in c.needs if n not in ASSETS]
+            if lacking:
+                msg = f"{c.name}: no {', '.join(lacking)} material (see above)"
+                log("SKIP " + msg)
+                skipped.append(msg)
+                continue
+            if c.only_scenarios and not any(sc.name in c.only_scenarios for sc in scenarios):
+                log(f"{c.name}: none of its scenarios ({', '.join(c.only_scenarios)}) selected; not started")
+                continue
             missing = [r for r in c.requires if not r.exists()]
             if missing:
                 how = "cargo build --release -p wasmesh" if missing[0].name == "wasmesh" else "cargo xtask filters"
@@ -1004,11 +1348,14 @@ def main(argv: list[str]) -> int:
                 continue
             spec = c.make(tmp, up)
             proc, lp, full = spawn(c.name, spec.cmd, tmp, SUT_CPU)
-            srv = Server(c.name, proc, full, lp, spec.h1_port, spec.h2_port, spec.config_text)
+            srv = Server(c.name, proc, full, lp, spec.h1_port, spec.h2_port, spec.config_text,
+                         tls_port=spec.tls_port, admin_port=spec.admin_port)
             started.append(srv)
             targets.append(Target(c, srv))
             try:
                 wait_port(srv.h1_port, proc)
+                if srv.tls_port:
+                    wait_port(srv.tls_port, proc)
             except RuntimeError as e:
                 startup_failures.append(f"{c.name} did not start: {e}\n{srv.log_tail()}")
                 targets.pop()
@@ -1016,9 +1363,10 @@ def main(argv: list[str]) -> int:
         # Sanity: every target serves both bodies correctly before any load.
         for t in list(targets):
             port = t.port("h1", up)
+            hdrs = t.case.headers() if t.case.headers else []
             for path, size in (("/small", len(SMALL_BODY)), ("/large", LARGE_SIZE)):
                 try:
-                    status, n, headers = http_get(port, path)
+                    status, n, headers = http_get(port, path, hdrs)
                 except OSError as e:
                     status, n, headers = 0, f"error {e}", {}
                 if status != 200 or n != size:
@@ -1026,9 +1374,44 @@ def main(argv: list[str]) -> int:
                 want = t.case.expect_header
                 if want and status == 200 and headers.get(want[0]) != want[1]:
                     startup_failures.append(f"{t.case.name}: GET {path} lacks response header {want[0]}: {want[1]}")
+            if t.case.denied_without_headers:
+                try:
+                    status = http_get(port, "/small")[0]
+                except OSError as e:
+                    status = f"error {e}"
+                if status not in (401, 403):
+                    startup_failures.append(f"{t.case.name}: GET /small without its headers gave {status} (want 401/403)")
+            if t.server and t.server.tls_port:
+                try:
+                    status, n, _ = http_get(t.server.tls_port, "/small", hdrs, tls=True, client_cert=t.case.client_cert)
+                except OSError as e:
+                    status, n = 0, f"error {e}"
+                if status != 200 or n != len(SMALL_BODY):
+                    startup_failures.append(f"{t.case.name}: HTTPS GET /small gave status {status}, {n} bytes")
+                if t.case.client_cert:
+                    try:
+                        status = http_get(t.server.tls_port, "/small", hdrs, tls=True)[0]
+                    except OSError:
+                        status = "refused"  # what mutual TLS must do
+                    if status != "refused":
+                        startup_failures.append(f"{t.case.name}: HTTPS without a client certificate gave {status}")
+            if t.case.expect_metric and t.server and t.server.admin_port:
+                body = ""
+                for _ in range(20):
+                    try:
+                        import urllib.request
+                        body = urllib.request.urlopen(f"http://127.0.0.1:{t.server.admin_port}/metrics", timeout=5).read().decode()
+                    except OSError:
+                        body = ""
+                    if t.case.expect_metric in body:
+                        break
+                    time.sleep(0.1)
+                if t.case.expect_metric not in body:
+                    startup_failures.append(f"{t.case.name}: admin /metrics lacks {t.case.expect_metric}")
             h2p = t.port("h2", up)
             if h2p is not None:
-                p = subprocess.run(["h2load", "-n2", "-c1", f"http://127.0.0.1:{h2p}/small"], capture_output=True, text=True, timeout=30)
+                p = subprocess.run(["h2load", "-n2", "-c1", *(a for h in hdrs for a in ("-H", h)),
+                                    f"http://127.0.0.1:{h2p}/small"], capture_output=True, text=True, timeout=30)
                 if "2 succeeded" not in p.stdout:
                     why = " / ".join(l for l in p.stdout.splitlines() if l.startswith(("requests:", "status codes:")))
                     startup_failures.append(f"{t.case.name}: h2c prior-knowledge check failed: {why or p.stderr[-200:]}")
@@ -1041,6 +1424,31 @@ def main(argv: list[str]) -> int:
                 t.server.rss_idle_kib = status_kib(t.server.pids(), "VmRSS")
                 (run_dir / f"{t.case.name}.conf").write_text(t.server.config_text)
         (run_dir / "upstream.conf").write_text(up.config_text)
+        shim = None
+        if any(sc.tool == "wrk-shim" for sc in scenarios):
+            shim = start_tls_shim(tmp, targets, {n for sc in scenarios if sc.tool == "wrk-shim" for n in sc.only})
+            if shim:
+                started.append(shim)
+                try:
+                    for name, port in SHIM_PORTS.items():
+                        wait_port(port, shim.proc)
+                        status = http_get(port, "/small")[0]
+                        if status != 200:
+                            raise RuntimeError(f"GET /small through the shim to {name} gave {status}")
+                except (RuntimeError, OSError) as e:
+                    startup_failures.append(f"tls-shim: {e} {shim.log_tail()}")
+                    SHIM_PORTS.clear()
+                (run_dir / "tls-shim.cfg").write_text(shim.config_text)
+        # Which TLS version and cipher each TLS listener negotiates (wrk's OpenSSL defaults).
+        for t in targets:
+            if t.server and t.server.tls_port and shutil.which("openssl"):
+                cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{t.server.tls_port}", "-brief"]
+                if t.case.client_cert:
+                    cmd += ["-cert", str(ASSETS["pki"]["client_cert"]), "-key", str(ASSETS["pki"]["client_key"])]
+                p = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=10)
+                got = re.findall(r"^(Protocol version|Ciphersuite|Peer signature type|Server Temp Key|Negotiated TLS1.3 group): (.*)$",
+                                 p.stderr + p.stdout, re.M)
+                meta.setdefault("tls", {})[t.case.name] = ", ".join(v for _, v in got) or "?"
 
         retry_budget = len(scenarios) * len(targets) * args.reps // 4
         for sc in scenarios:
@@ -1049,17 +1457,18 @@ def main(argv: list[str]) -> int:
             for t in targets:
                 if t.server:
                     pin(t.server.pids(), SUT_CPU)
-            runnable = [t for t in targets if t.port(sc.proto, up) is not None]
+            runnable = [t for t in targets if t.port_for(sc, up) is not None]
             for t in targets:
-                if t not in runnable:
-                    log(f"{sc.name}: {t.case.name} does not speak {sc.proto}; skipped")
+                if t not in runnable and not (sc.only and t.case.name not in sc.only) and \
+                        not (t.case.only_scenarios and sc.name not in t.case.only_scenarios):
+                    log(f"{sc.name}: {t.case.name} does not speak {sc.proto} (or needs a client certificate); skipped")
             if args.warmup:
                 for t in runnable:
-                    run_once(sc, t, up, args.warmup, openloop, rep=-1)
+                    run_once(sc, t, up, args.warmup, openloop, rep=-1, shim=shim)
             for rep in range(args.reps):
                 order = runnable[rep % len(runnable):] + runnable[:rep % len(runnable)] if runnable else []
                 for t in order:
-                    row = run_once(sc, t, up, args.duration, openloop, rep)
+                    row = run_once(sc, t, up, args.duration, openloop, rep, shim=shim)
                     retries = 0
                     while (row["other_cpu_pct"] > NOISY_PCT and retries < args.noisy_retries
                            and retry_budget > 0):
@@ -1068,7 +1477,7 @@ def main(argv: list[str]) -> int:
                         log(f"{sc.name} rep {rep} {t.case.name}: other processes used {row['other_cpu_pct']}% of a core; "
                             f"re-running ({retries}/{args.noisy_retries})")
                         time.sleep(2)
-                        row = run_once(sc, t, up, args.duration, openloop, rep)
+                        row = run_once(sc, t, up, args.duration, openloop, rep, shim=shim)
                     row["retries"] = retries
                     row["noisy"] = row["other_cpu_pct"] > NOISY_PCT
                     rows.append(row)
@@ -1088,6 +1497,8 @@ def main(argv: list[str]) -> int:
                     "hwm_kib": status_kib(t.server.pids(), "VmHWM"),
                 }
         servers = {"upstream": {"cmd": " ".join(up.cmd), "rss_idle_kib": 0, "hwm_kib": 0}, **servers}
+        if shim:
+            servers["tls-shim"] = {"cmd": " ".join(shim.cmd), "rss_idle_kib": 0, "hwm_kib": 0}
     finally:
         for srv in started:
             srv.stop()

@@ -30,6 +30,8 @@ struct Args {
     rate: f64,
     conns: usize,
     duration: f64,
+    /// Extra request header lines (`--header "Name: value"`, repeatable).
+    headers: Vec<String>,
 }
 
 /// What one connection thread saw.
@@ -45,7 +47,7 @@ struct Tally {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { addr: "127.0.0.1:8080".into(), path: "/".into(), rate: 1000.0, conns: 32, duration: 5.0 };
+    let mut a = Args { addr: "127.0.0.1:8080".into(), path: "/".into(), rate: 1000.0, conns: 32, duration: 5.0, headers: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let val = it.next().ok_or_else(|| format!("missing value after {flag}"))?;
@@ -56,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
             "--rate" => a.rate = val.parse().map_err(|e| bad(&e))?,
             "--conns" => a.conns = val.parse().map_err(|e| bad(&e))?,
             "--duration" => a.duration = val.parse().map_err(|e| bad(&e))?,
+            "--header" => a.headers.push(val),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -159,7 +162,9 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> io::
 
 fn run_conn(args: Arc<Args>, c: usize, start: Instant, end: Instant) -> Tally {
     let mut t = Tally::default();
-    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wasmesh-openloop\r\n\r\n", args.path, args.addr);
+    let extra: String = args.headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wasmesh-openloop\r\n{extra}\r\n", args.path, args.addr);
     let interval = args.conns as f64 / args.rate;
     let phase = c as f64 / args.rate;
     // Give up on slots still unsent this long after the end (a dead server).
