@@ -63,6 +63,46 @@ class Parsers(unittest.TestCase):
         self.assertEqual(r["p999_us"], 1633.5)
 
 
+S_TIME_OUT = """Collecting connection statistics for 1 seconds
+*rrrrrrrrr
+
+10 connections in 0.01s; 1000.00 connections/user sec, bytes read 1230
+10 connections in 1 real seconds, 123 bytes read per connection
+"""
+
+
+class NewScenarios(unittest.TestCase):
+    def test_s_time_counts_resumed_handshakes(self):
+        r = bench.parse_s_time(S_TIME_OUT)
+        self.assertEqual(r["requests"], 10)
+        self.assertEqual(r["resumed_pct"], 90.0)
+        with self.assertRaises(ValueError):
+            bench.parse_s_time("connect: Connection refused")
+
+    def test_der_ecdsa_signature_to_jws(self):
+        # SEQUENCE { INTEGER 0x00ff.. (33 bytes, sign pad), INTEGER 0x01 }
+        der = bytes([0x30, 38, 0x02, 33, 0x00]) + b"\xff" * 32 + bytes([0x02, 1, 0x01])
+        raw = bench.der_ecdsa_to_raw(der)
+        self.assertEqual(raw, b"\xff" * 32 + b"\x00" * 31 + b"\x01")
+
+    def test_security_chain_has_20_rules_last_one_matching(self):
+        bench.ASSETS["jwt"] = {"jwks": "{}", "token": "t"}
+        chain = __import__("json").loads(bench.security_chain_yaml())
+        rules = chain[1]["config"]["policies"][0]["rules"]
+        self.assertEqual(len(rules), 20)
+        last = rules[-1]["from"][0]["source"]["requestPrincipals"][0]
+        self.assertEqual(last, f"{bench.JWT_ISSUER}/{bench.JWT_SUBJECT}")
+        self.assertTrue(all(f"{bench.JWT_ISSUER}/{bench.JWT_SUBJECT}" not in str(r) for r in rules[:-1]))
+
+    def test_loadgen_sends_case_headers(self):
+        case = bench.Case("x", None, headers=lambda: ["Authorization: Bearer t"])
+        sc = next(s for s in bench.SCENARIOS if s.name == "h1-100B")
+        cmd = bench.loadgen_cmd(sc, 1, 1, bench.Path("ol"), case)
+        self.assertIn("Authorization: Bearer t", cmd)
+        tls = next(s for s in bench.SCENARIOS if s.name == "h1-100B-tls")
+        self.assertTrue(bench.loadgen_cmd(tls, 1, 1, bench.Path("ol"))[-1].startswith("https://"))
+
+
 class Summary(unittest.TestCase):
     def test_median_ignores_missing_values(self):
         self.assertEqual(bench.med([3, None, 1, 2]), (2, 1, 3))
