@@ -497,7 +497,27 @@ pub mod shared {
 /// Metrics with Prometheus labels, in the `name{key="value"}` convention wasmesh's host
 /// turns into labelled series.
 pub mod metrics {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
     use proxy_wasm::types::{MetricType, Status};
+
+    thread_local! {
+        /// Series already defined by this VM: `new` on the request path costs a map
+        /// lookup, not a hostcall.
+        static DEFINED: RefCell<HashMap<(u8, String), u32>> = RefCell::new(HashMap::new());
+    }
+
+    /// Defines `name{labels}` once per VM and returns its id.
+    fn define(kind: MetricType, name: &str, labels: &[(&str, &str)]) -> Result<u32, Status> {
+        let key = (kind as u8, labelled_name(name, labels));
+        if let Some(id) = DEFINED.with(|d| d.borrow().get(&key).copied()) {
+            return Ok(id);
+        }
+        let id = proxy_wasm::hostcalls::define_metric(kind, &key.1)?;
+        DEFINED.with(|d| d.borrow_mut().insert(key, id));
+        Ok(id)
+    }
 
     /// Writes `name{k="v",…}` with label values escaped.
     pub fn labelled_name(name: &str, labels: &[(&str, &str)]) -> String {
@@ -540,7 +560,7 @@ pub mod metrics {
     impl Counter {
         /// Defines (or finds) the series `name` with `labels`.
         pub fn new(name: &str, labels: &[(&str, &str)]) -> Result<Self, Status> {
-            proxy_wasm::hostcalls::define_metric(MetricType::Counter, &labelled_name(name, labels)).map(Counter)
+            define(MetricType::Counter, name, labels).map(Counter)
         }
         /// Adds `n`.
         pub fn add(&self, n: u64) -> Result<(), Status> {
@@ -551,7 +571,7 @@ pub mod metrics {
     impl Gauge {
         /// Defines (or finds) the series `name` with `labels`.
         pub fn new(name: &str, labels: &[(&str, &str)]) -> Result<Self, Status> {
-            proxy_wasm::hostcalls::define_metric(MetricType::Gauge, &labelled_name(name, labels)).map(Gauge)
+            define(MetricType::Gauge, name, labels).map(Gauge)
         }
         /// Sets the value.
         pub fn set(&self, v: u64) -> Result<(), Status> {
@@ -562,7 +582,7 @@ pub mod metrics {
     impl Histogram {
         /// Defines (or finds) the series `name` with `labels`.
         pub fn new(name: &str, labels: &[(&str, &str)]) -> Result<Self, Status> {
-            proxy_wasm::hostcalls::define_metric(MetricType::Histogram, &labelled_name(name, labels)).map(Histogram)
+            define(MetricType::Histogram, name, labels).map(Histogram)
         }
         /// Records one observation.
         pub fn record(&self, v: u64) -> Result<(), Status> {

@@ -1,8 +1,17 @@
-//! Body types of the exchange: what goes downstream, and the channel that carries a
-//! body through the filter chain when filters see it.
+//! Body types of the exchange: what goes downstream, and how a body reaches the other
+//! side through the filter chain when filters see it (a channel fed by a pump task for
+//! request bodies, which the upstream client needs `Send`; a pump driven by the reader
+//! itself for response bodies, so no task, no channel, and the first bytes leave with
+//! the response head).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::Frame;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use tokio::sync::mpsc;
 
@@ -37,6 +46,132 @@ pub fn channel() -> (FrameSender, ProxyBody) {
     (tx, http_body_util::StreamBody::new(stream).boxed_unsync())
 }
 
+/// One body frame, or the error that ends the body.
+pub type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// The reader of a body is gone; stop producing it.
+#[derive(Debug)]
+pub struct Gone;
+
+/// Where a body pump puts the frames it forwards.
+pub(crate) trait FrameSink {
+    /// Hands one frame on, waiting while the reader has not taken the previous one.
+    async fn put(&self, frame: FrameResult) -> Result<(), Gone>;
+}
+
+impl FrameSink for FrameSender {
+    async fn put(&self, frame: FrameResult) -> Result<(), Gone> {
+        self.send(frame).await.map_err(|_| Gone)
+    }
+}
+
+/// The one-frame hand-over between a [`Driven`] body and the pump future inside it.
+#[derive(Clone, Default)]
+pub struct Slot(Rc<RefCell<Option<FrameResult>>>);
+
+impl FrameSink for Slot {
+    async fn put(&self, frame: FrameResult) -> Result<(), Gone> {
+        let mut frame = Some(frame);
+        // Pending without a waker is right here: the only one polling this future is
+        // `Driven::poll_frame`, which polls it again after taking the frame out.
+        std::future::poll_fn(|_| {
+            let mut slot = self.0.borrow_mut();
+            if slot.is_some() {
+                return Poll::Pending;
+            }
+            *slot = frame.take();
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+}
+
+/// A body whose frames a future produces as the reader polls it (`!Send`: it lives on
+/// the worker with the filters it runs).
+pub struct Driven {
+    slot: Slot,
+    pump: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl Driven {
+    /// A body fed by `make(slot)`, which puts its frames into `slot`.
+    pub fn new<F, Fut>(make: F) -> Self
+    where
+        F: FnOnce(Slot) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let slot = Slot::default();
+        let pump = Box::pin(make(slot.clone()));
+        Driven { slot, pump: Some(pump) }
+    }
+}
+
+impl Body for Driven {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.slot.0.borrow_mut().take() {
+            return Poll::Ready(Some(frame));
+        }
+        let Some(pump) = this.pump.as_mut() else { return Poll::Ready(None) };
+        let done = pump.as_mut().poll(cx).is_ready();
+        if done {
+            this.pump = None;
+        }
+        match this.slot.0.borrow_mut().take() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None if done => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pump.is_none() && self.slot.0.borrow().is_none()
+    }
+}
+
+/// The body of every response sent downstream.
+pub enum DownstreamBody {
+    /// Passed through untouched, or a local reply.
+    Plain(ProxyBody),
+    /// Run through the response-body filters as the client reads it.
+    Filtered(Driven),
+}
+
+impl From<ProxyBody> for DownstreamBody {
+    fn from(body: ProxyBody) -> Self {
+        DownstreamBody::Plain(body)
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        match self.get_mut() {
+            DownstreamBody::Plain(b) => Pin::new(b).poll_frame(cx),
+            DownstreamBody::Filtered(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::Plain(b) => b.is_end_stream(),
+            DownstreamBody::Filtered(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownstreamBody::Plain(b) => b.size_hint(),
+            DownstreamBody::Filtered(b) => b.size_hint(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +192,41 @@ mod tests {
             trailers.and_then(|t| t.get("grpc-status").cloned()).map(|v| v.as_bytes().to_vec()),
             Some(b"0".to_vec())
         );
+    }
+
+    #[tokio::test]
+    async fn driven_body_yields_frames_in_order_then_ends() {
+        let body = Driven::new(|slot| async move {
+            for chunk in [&b"a"[..], b"bc", b"def"] {
+                if slot.put(Ok(Frame::data(Bytes::from_static(chunk)))).await.is_err() {
+                    return;
+                }
+            }
+            let mut t = http::HeaderMap::new();
+            t.insert("x-done", http::HeaderValue::from_static("1"));
+            let _ = slot.put(Ok(Frame::trailers(t))).await;
+        });
+        let collected = body.collect().await.expect("collect");
+        assert_eq!(collected.trailers().and_then(|t| t.get("x-done")).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"abcdef"));
+    }
+
+    #[tokio::test]
+    async fn driven_body_waits_for_its_source() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+        let mut body = Driven::new(|slot| async move {
+            if let Ok(b) = rx.await {
+                let _ = slot.put(Ok(Frame::data(b))).await;
+            }
+        });
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert!(!body.is_end_stream());
+        tx.send(Bytes::from_static(b"late")).expect("send");
+        let frame = body.frame().await.expect("a frame").expect("ok");
+        assert_eq!(frame.into_data().expect("data"), Bytes::from_static(b"late"));
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
     }
 }

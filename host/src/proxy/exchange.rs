@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::Mutex;
 
-use super::body::{self, ProxyBody};
+use super::body::{self, DownstreamBody, Driven, FrameSink, ProxyBody};
 use super::headers;
 use super::local_reply::{ExchangeError, LocalReply};
 use super::route;
@@ -42,12 +42,12 @@ pub async fn handle(
     worker: Rc<WorkerCtx>,
     conn: Rc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, StreamReset> {
+) -> Result<Response<DownstreamBody>, StreamReset> {
     let start = Instant::now();
     let generation = worker.generation.load_full();
     let Some(listener) = generation.listener(&conn.listener).cloned() else {
         // The listener was removed by a reload while this connection stayed open.
-        return Ok(ExchangeError::Draining.reply().into_response());
+        return Ok(ExchangeError::Draining.reply().into_response().map(Into::into));
     };
     let mut outcome = Outcome { cluster: None, flags: ResponseFlags::NONE, set_cookie: None };
     let result = run(&worker, &conn, &generation, &listener, req, &mut outcome).await;
@@ -69,7 +69,7 @@ pub async fn handle(
         Err(reply) => {
             outcome.flags.insert(reply.flags);
             listener.stats.record(cluster, reply.status.as_u16(), outcome.flags, start.elapsed().as_secs_f64());
-            Ok(reply.into_response())
+            Ok(reply.into_response().map(Into::into))
         }
     }
 }
@@ -101,7 +101,7 @@ async fn run(
     listener: &Arc<ListenerSpec>,
     mut req: Request<Incoming>,
     outcome: &mut Outcome,
-) -> Result<Response<ProxyBody>, LocalReply> {
+) -> Result<Response<DownstreamBody>, LocalReply> {
     let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let downstream_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -185,11 +185,11 @@ async fn run(
             if let Some(down) = downstream_upgrade {
                 let up = hyper::upgrade::on(Response::from_parts(rparts.clone(), rbody));
                 tokio::task::spawn_local(upgrade::tunnel(down, up));
-                return Ok(Response::from_parts(rparts, body::empty()));
+                return Ok(Response::from_parts(rparts, body::empty().into()));
             }
         }
         headers::strip_hop_by_hop(&mut rparts.headers, false);
-        return Ok(Response::from_parts(rparts, body::incoming(rbody)));
+        return Ok(Response::from_parts(rparts, body::incoming(rbody).into()));
     };
 
     // With filters: attempts until a response is accepted (the retry filter asks for
@@ -250,7 +250,7 @@ async fn run(
                     if let Some(down) = downstream_upgrade {
                         let up = hyper::upgrade::on(Response::from_parts(p.clone(), b));
                         tokio::task::spawn_local(upgrade::tunnel(down, up));
-                        return Ok(Response::from_parts(p, body::empty()));
+                        return Ok(Response::from_parts(p, body::empty().into()));
                     }
                 }
                 (p, body::incoming(b))
@@ -302,11 +302,12 @@ async fn run(
                 if response_eos {
                     // No body to filter: finish now instead of starting a pump.
                     stream.lock().await.finish();
-                    break Ok(Response::from_parts(rparts, body::empty()));
+                    break Ok(Response::from_parts(rparts, body::empty().into()));
                 }
-                let (tx, down_body) = body::channel();
-                tokio::task::spawn_local(pump_response(stream, rbody, tx));
-                break Ok(Response::from_parts(rparts, down_body));
+                // The client's reads drive the response-body filters: no task, and a
+                // body already read with the head leaves in the same write.
+                let down_body = Driven::new(|slot| pump_response(stream, rbody, slot));
+                break Ok(Response::from_parts(rparts, DownstreamBody::Filtered(down_body)));
             }
         }
     }
@@ -483,10 +484,10 @@ async fn pump_request(
 
 /// Feeds the upstream response body through the response-body filters downstream, then
 /// finishes the stream (on_done, on_log, on_delete).
-async fn pump_response(stream: SharedStream, body: ProxyBody, tx: body::FrameSender) {
+async fn pump_response(stream: SharedStream, body: ProxyBody, tx: body::Slot) {
     if pump(&stream, body, &tx, true, None).await.is_err() {
         // The response head already went downstream: all that is left is a reset.
-        let _ = tx.send(Err("response aborted by a filter".into())).await;
+        let _ = tx.put(Err("response aborted by a filter".into())).await;
     }
     stream.lock().await.finish();
 }
@@ -497,7 +498,7 @@ async fn pump_response(stream: SharedStream, body: ProxyBody, tx: body::FrameSen
 async fn pump(
     stream: &SharedStream,
     body: ProxyBody,
-    tx: &body::FrameSender,
+    tx: &impl FrameSink,
     response: bool,
     replay: Option<&SharedReplay>,
 ) -> Result<(), LocalReply> {
@@ -517,7 +518,7 @@ async fn pump(
 async fn pump_frames(
     stream: &SharedStream,
     mut body: ProxyBody,
-    tx: &body::FrameSender,
+    tx: &impl FrameSink,
     response: bool,
     replay: Option<&SharedReplay>,
     bytes: &mut u64,
@@ -527,7 +528,7 @@ async fn pump_frames(
         let frame = match body.frame().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.put(Err(e)).await;
                 return Ok(());
             }
             None => break,
@@ -572,7 +573,7 @@ async fn pump_frames(
                         if let Some(r) = replay {
                             r.borrow_mut().record(&frame);
                         }
-                        if tx.send(Ok(frame)).await.is_err() {
+                        if tx.put(Ok(frame)).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -584,7 +585,7 @@ async fn pump_frames(
         if let Some(r) = replay {
             r.borrow_mut().record(&frame);
         }
-        if tx.send(Ok(frame)).await.is_err() {
+        if tx.put(Ok(frame)).await.is_err() {
             return Ok(());
         }
     }
@@ -603,7 +604,7 @@ async fn pump_frames(
                 if let Some(r) = replay {
                     r.borrow_mut().record(&frame);
                 }
-                let _ = tx.send(Ok(frame)).await;
+                let _ = tx.put(Ok(frame)).await;
             }
             BodyVerdict::LocalReply(r) => return Err(LocalReply::from_filter(r)),
             _ => {}

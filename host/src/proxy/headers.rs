@@ -90,8 +90,11 @@ pub fn ensure_request_id(headers: &mut HeaderMap, generate: bool) -> Option<Head
     match headers.get(&X_REQUEST_ID) {
         Some(v) if !v.is_empty() => Some(v.clone()),
         _ if generate => {
+            // A version-4 UUID from the worker's fast PRNG (seeded once from the OS): no
+            // syscall per request. Request ids need uniqueness, not secrecy.
+            let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
             let mut buf = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            let id = uuid.hyphenated().encode_lower(&mut buf);
             let v = HeaderValue::from_str(id).ok()?;
             headers.insert(X_REQUEST_ID.clone(), v.clone());
             Some(v)

@@ -71,6 +71,10 @@ impl WasmRuntime {
             .max_wasm_stack(MAX_WASM_STACK)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .parallel_compilation(true);
+        if std::env::var_os("WASMESH_PERFMAP").is_some() {
+            // Names guest functions in `perf report` (/tmp/perf-<pid>.map); for profiling.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(e.to_string()))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

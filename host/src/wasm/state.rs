@@ -28,7 +28,8 @@ pub(crate) struct HostState {
     pub first: Arc<Plugin>,
     pub limits: StoreLimits,
     pub memory: Option<Memory>,
-    pub allocator: Option<TypedFunc<u32, u32>>,
+    /// The guest allocator (shared, so a hostcall takes it without cloning the func).
+    pub allocator: Option<Rc<TypedFunc<u32, u32>>>,
     pub contexts: HashMap<u32, Ctx>,
     /// The effective context of the running callback (0: none).
     pub current: u32,

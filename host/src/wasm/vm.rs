@@ -176,7 +176,7 @@ impl Vm {
             .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
             .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
             .ok();
-        store.data_mut().allocator = alloc;
+        store.data_mut().allocator = alloc.map(Rc::new);
         store.data_mut().memory = instance.get_memory(&mut store, "memory");
         if let Some(init) =
             typed::<(), ()>(&instance, &mut store, "_initialize").map_err(|e| StartError::new(e, "start"))?
@@ -227,15 +227,15 @@ impl Vm {
             kind: f.kind,
             counted: true,
         };
-        self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, 0)).map_err(failed)?;
+        self.call(plugin, id, Scope::None, |c| c.context_create.as_ref(), (id, 0)).map_err(failed)?;
         let steps = [
             (Scope::VmStart, plugin.vm_config.len() as u32, "on_vm_start"),
             (Scope::Configure, plugin.config.len() as u32, "on_configure"),
         ];
         for (scope, size, callback) in steps {
             let ok = match scope {
-                Scope::VmStart => self.call(plugin, id, scope, |c| c.vm_start.clone(), (id, size)),
-                _ => self.call(plugin, id, scope, |c| c.configure.clone(), (id, size)),
+                Scope::VmStart => self.call(plugin, id, scope, |c| c.vm_start.as_ref(), (id, size)),
+                _ => self.call(plugin, id, scope, |c| c.configure.as_ref(), (id, size)),
             }
             .map_err(failed)?;
             if ok == Some(0) {
@@ -276,7 +276,7 @@ impl Vm {
                 done_pending: false,
             }))
             .ok_or(Failed { kind: "unavailable" })?;
-        if let Err(f) = self.call(plugin, id, Scope::None, |c| c.context_create.clone(), (id, root)) {
+        if let Err(f) = self.call(plugin, id, Scope::None, |c| c.context_create.as_ref(), (id, root)) {
             self.remove_ctx(id);
             return Err(f);
         }
@@ -291,16 +291,16 @@ impl Vm {
             HttpCb::RequestHeaders(n, eos) => self.call_headers(plugin, ctx, true, n, b(eos))?,
             HttpCb::ResponseHeaders(n, eos) => self.call_headers(plugin, ctx, false, n, b(eos))?,
             HttpCb::RequestBody(n, eos) => {
-                self.call(plugin, ctx, Scope::None, |c| c.request_body.clone(), (ctx, n, b(eos)))?
+                self.call(plugin, ctx, Scope::None, |c| c.request_body.as_ref(), (ctx, n, b(eos)))?
             }
             HttpCb::ResponseBody(n, eos) => {
-                self.call(plugin, ctx, Scope::None, |c| c.response_body.clone(), (ctx, n, b(eos)))?
+                self.call(plugin, ctx, Scope::None, |c| c.response_body.as_ref(), (ctx, n, b(eos)))?
             }
             HttpCb::RequestTrailers(n) => {
-                self.call(plugin, ctx, Scope::None, |c| c.request_trailers.clone(), (ctx, n))?
+                self.call(plugin, ctx, Scope::None, |c| c.request_trailers.as_ref(), (ctx, n))?
             }
             HttpCb::ResponseTrailers(n) => {
-                self.call(plugin, ctx, Scope::None, |c| c.response_trailers.clone(), (ctx, n))?
+                self.call(plugin, ctx, Scope::None, |c| c.response_trailers.as_ref(), (ctx, n))?
             }
         };
         Ok(r.unwrap_or(0))
@@ -314,19 +314,18 @@ impl Vm {
         n: u32,
         eos: u32,
     ) -> Result<Option<u32>, Failed> {
-        let f = {
+        let v1 = {
             let Ok(guard) = self.inner.try_borrow() else { return Err(Failed { kind: "reentrant" }) };
             let Some(inner) = guard.as_ref() else { return Err(Failed { kind: "unavailable" }) };
-            if request {
-                inner.cb.request_headers.clone()
-            } else {
-                inner.cb.response_headers.clone()
+            match headers_fn(&inner.cb, request) {
+                None => return Ok(None),
+                Some(f) => matches!(f, HeadersFn::V1(_)),
             }
         };
-        match f {
-            None => Ok(None),
-            Some(HeadersFn::V2(f)) => self.call(plugin, ctx, Scope::None, |_| Some(f), (ctx, n, eos)),
-            Some(HeadersFn::V1(f)) => self.call(plugin, ctx, Scope::None, |_| Some(f), (ctx, n)),
+        if v1 {
+            self.call(plugin, ctx, Scope::None, |c| headers_v1(c, request), (ctx, n))
+        } else {
+            self.call(plugin, ctx, Scope::None, |c| headers_v2(c, request), (ctx, n, eos))
         }
     }
 
@@ -348,15 +347,15 @@ impl Vm {
     /// outstanding calls).
     pub fn finish_http(&self, plugin: &Arc<Plugin>, ctx: u32) {
         if !self.is_broken() {
-            if let Ok(Some(0)) = self.call(plugin, ctx, Scope::None, |c| c.done.clone(), ctx) {
+            if let Ok(Some(0)) = self.call(plugin, ctx, Scope::None, |c| c.done.as_ref(), ctx) {
                 // The filter finishes later with proxy_done (e.g. after a last callout).
                 if self.defer_done(ctx) {
                     return;
                 }
             }
             let _ = self
-                .call(plugin, ctx, Scope::None, |c| c.log.clone(), ctx)
-                .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.clone(), ctx));
+                .call(plugin, ctx, Scope::None, |c| c.log.as_ref(), ctx)
+                .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.as_ref(), ctx));
         }
         self.remove_ctx(ctx);
         self.report_memory();
@@ -400,8 +399,8 @@ impl Vm {
         };
         if !self.is_broken() {
             let _ = self
-                .call(&plugin, ctx, Scope::None, |c| c.log.clone(), ctx)
-                .and_then(|_| self.call(&plugin, ctx, Scope::None, |c| c.delete.clone(), ctx));
+                .call(&plugin, ctx, Scope::None, |c| c.log.as_ref(), ctx)
+                .and_then(|_| self.call(&plugin, ctx, Scope::None, |c| c.delete.as_ref(), ctx));
         }
         self.remove_ctx(ctx);
         self.report_memory();
@@ -468,8 +467,8 @@ impl Vm {
         for (plugin, id) in idle {
             if !self.is_broken() {
                 let _ = self
-                    .call(&plugin, id, Scope::None, |c| c.done.clone(), id)
-                    .and_then(|_| self.call(&plugin, id, Scope::None, |c| c.delete.clone(), id));
+                    .call(&plugin, id, Scope::None, |c| c.done.as_ref(), id)
+                    .and_then(|_| self.call(&plugin, id, Scope::None, |c| c.delete.as_ref(), id));
             }
             self.remove_ctx(id);
         }
@@ -478,7 +477,7 @@ impl Vm {
     /// `on_tick` of a root context.
     pub fn tick(&self, ctx: u32) {
         if let Some(plugin) = self.plugin_of(ctx) {
-            let _ = self.call(&plugin, ctx, Scope::None, |c| c.tick.clone(), ctx);
+            let _ = self.call(&plugin, ctx, Scope::None, |c| c.tick.as_ref(), ctx);
         }
     }
 
@@ -490,7 +489,7 @@ impl Vm {
         };
         if let Some(ctx) = owner {
             if let Some(plugin) = self.plugin_of(ctx) {
-                let _ = self.call(&plugin, ctx, Scope::None, |c| c.queue_ready.clone(), (ctx, queue));
+                let _ = self.call(&plugin, ctx, Scope::None, |c| c.queue_ready.as_ref(), (ctx, queue));
             }
         }
     }
@@ -533,7 +532,7 @@ impl Vm {
                 (scope, (ctx, token, 0, 0, 0))
             }
         };
-        let _ = self.call(&plugin, ctx, scope, |c| c.http_call_response.clone(), args);
+        let _ = self.call(&plugin, ctx, scope, |c| c.http_call_response.as_ref(), args);
     }
 
     /// Delivers the one answer of unary `grpc_call` `token` made from `ctx`: the message
@@ -553,9 +552,9 @@ impl Vm {
         let (ok, size, status) = (result.status == 0, result.message.len() as u32, result.status);
         let scope = Scope::Grpc(Box::new(result));
         if ok {
-            let _ = self.call(&plugin, ctx, scope, |c| c.grpc_receive.clone(), (ctx, token, size));
+            let _ = self.call(&plugin, ctx, scope, |c| c.grpc_receive.as_ref(), (ctx, token, size));
         } else {
-            let _ = self.call(&plugin, ctx, scope, |c| c.grpc_close.clone(), (ctx, token, status));
+            let _ = self.call(&plugin, ctx, scope, |c| c.grpc_close.as_ref(), (ctx, token, status));
         }
     }
 
@@ -573,7 +572,7 @@ impl Vm {
         plugin: &Plugin,
         ctx: u32,
         scope: Scope,
-        pick: impl FnOnce(&Callbacks) -> Option<TypedFunc<P, R>>,
+        pick: impl FnOnce(&Callbacks) -> Option<&TypedFunc<P, R>>,
         args: P,
     ) -> Result<Option<R>, Failed>
     where
@@ -591,13 +590,14 @@ impl Vm {
         let Some(inner) = guard.as_mut() else {
             return Err(Failed { kind: "unavailable" });
         };
-        let Some(f) = pick(&inner.cb) else { return Ok(None) };
-        let st = inner.store.data_mut();
+        let Inner { store, cb } = inner;
+        let Some(f) = pick(cb) else { return Ok(None) };
+        let st = store.data_mut();
         let (prev_ctx, prev_scope) = (st.current, std::mem::replace(&mut st.scope, scope));
         st.current = ctx;
-        inner.store.set_epoch_deadline(deadline_ticks(plugin.limits.callback_deadline.0));
-        let res = f.call(&mut inner.store, args);
-        let st = inner.store.data_mut();
+        store.set_epoch_deadline(deadline_ticks(plugin.limits.callback_deadline.0));
+        let res = f.call(&mut *store, args);
+        let st = store.data_mut();
         st.current = prev_ctx;
         st.scope = prev_scope;
         drop(guard);
@@ -692,6 +692,30 @@ impl Callbacks {
 }
 
 /// An optional export with a checked signature: absent → `None`, wrong type → error.
+fn headers_fn(c: &Callbacks, request: bool) -> Option<&HeadersFn> {
+    if request {
+        c.request_headers.as_ref()
+    } else {
+        c.response_headers.as_ref()
+    }
+}
+
+/// The v0.1.0 headers callback `(ctx, headers)`.
+fn headers_v1(c: &Callbacks, request: bool) -> Option<&TypedFunc<(u32, u32), u32>> {
+    match headers_fn(c, request) {
+        Some(HeadersFn::V1(f)) => Some(f),
+        _ => None,
+    }
+}
+
+/// The v0.2 headers callback `(ctx, headers, end_of_stream)`.
+fn headers_v2(c: &Callbacks, request: bool) -> Option<&TypedFunc<(u32, u32, u32), u32>> {
+    match headers_fn(c, request) {
+        Some(HeadersFn::V2(f)) => Some(f),
+        _ => None,
+    }
+}
+
 fn typed<P: WasmParams, R: WasmResults>(
     inst: &Instance,
     store: &mut Store<HostState>,
