@@ -31,8 +31,12 @@ pub fn empty() -> ProxyBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Boxes a hyper body, so streaming passes through with no copy.
-pub fn incoming(body: hyper::body::Incoming) -> ProxyBody {
+/// Boxes a hyper body (downstream request, upstream response), so streaming passes
+/// through with no copy.
+pub fn incoming<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+{
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }
 

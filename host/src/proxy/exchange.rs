@@ -21,7 +21,7 @@ use super::upgrade;
 use super::WorkerCtx;
 use crate::flags::ResponseFlags;
 use crate::generation::{ClusterEntry, Generation, ListenerSpec};
-use crate::upstream::{PickRequest, UpstreamError};
+use crate::upstream::{PickRequest, PooledBody, UpstreamError};
 use crate::wasm::{BodyVerdict, ConnectionInfo, HttpStream, StreamInfo, Verdict};
 
 /// What one connection knows that every request on it shares.
@@ -442,9 +442,9 @@ async fn await_response<F>(
     send: F,
     timeout: Option<Duration>,
     body_reply: Option<tokio::sync::oneshot::Receiver<LocalReply>>,
-) -> Result<Response<Incoming>, Failure>
+) -> Result<Response<PooledBody>, Failure>
 where
-    F: std::future::Future<Output = Result<Response<Incoming>, UpstreamError>>,
+    F: std::future::Future<Output = Result<Response<PooledBody>, UpstreamError>>,
 {
     let send = async {
         match timeout {

@@ -1,6 +1,12 @@
 //! The request path's metrics: requests, latency and connections per listener/cluster.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::RwLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::flags::ResponseFlags;
 
 use crate::telemetry::{register, LATENCY_BUCKETS};
 
@@ -29,7 +35,20 @@ pub struct ListenerStats {
     requests: IntCounterVec,
     duration: HistogramVec,
     listener: std::sync::Arc<str>,
+    /// Series already resolved, so the request path compares a few keys instead of
+    /// hashing four labels under the family's lock.
+    resolved: std::sync::Arc<RwLock<Resolved>>,
 }
+
+/// The request series of one listener seen so far (a handful: clusters × classes × flags).
+#[derive(Default)]
+struct Resolved {
+    requests: Vec<(String, &'static str, ResponseFlags, IntCounter)>,
+    duration: Vec<(String, Histogram)>,
+}
+
+/// Past this many series per listener the cache stops growing (lookups still work).
+const MAX_RESOLVED: usize = 256;
 
 // === impl ProxyMetrics ===
 
@@ -104,6 +123,7 @@ impl ProxyMetrics {
             requests: self.requests.clone(),
             duration: self.duration.clone(),
             listener: listener.clone(),
+            resolved: Default::default(),
         }
     }
 }
@@ -112,7 +132,7 @@ impl ProxyMetrics {
 
 impl ListenerStats {
     /// Records one completed request.
-    pub fn record(&self, cluster: &str, status: u16, flags: crate::flags::ResponseFlags, seconds: f64) {
+    pub fn record(&self, cluster: &str, status: u16, flags: ResponseFlags, seconds: f64) {
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -120,8 +140,63 @@ impl ListenerStats {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        let flags = if flags.is_empty() { "-".to_string() } else { flags.to_string() };
-        self.requests.with_label_values(&[&self.listener, cluster, class, &flags]).inc();
-        self.duration.with_label_values(&[&self.listener, cluster]).observe(seconds);
+        let (counter, histogram) = self.series(cluster, class, flags);
+        counter.inc();
+        histogram.observe(seconds);
+    }
+
+    /// The request counter and duration histogram for these labels.
+    fn series(&self, cluster: &str, class: &'static str, flags: ResponseFlags) -> (IntCounter, Histogram) {
+        {
+            let r = self.resolved.read().unwrap_or_else(|p| p.into_inner());
+            let counter = r.requests.iter().find(|(c, k, f, _)| c == cluster && *k == class && *f == flags);
+            let histogram = r.duration.iter().find(|(c, _)| c == cluster);
+            if let (Some((.., counter)), Some((_, histogram))) = (counter, histogram) {
+                return (counter.clone(), histogram.clone());
+            }
+        }
+        let flag_codes = if flags.is_empty() { "-".to_string() } else { flags.to_string() };
+        let counter = self.requests.with_label_values(&[&self.listener, cluster, class, &flag_codes]);
+        let histogram = self.duration.with_label_values(&[&self.listener, cluster]);
+        let mut r = self.resolved.write().unwrap_or_else(|p| p.into_inner());
+        if r.requests.len() < MAX_RESOLVED {
+            r.requests.push((cluster.to_string(), class, flags, counter.clone()));
+        }
+        if r.duration.len() < MAX_RESOLVED && !r.duration.iter().any(|(c, _)| c == cluster) {
+            r.duration.push((cluster.to_string(), histogram.clone()));
+        }
+        (counter, histogram)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(registry: &Registry, labels: &[(&str, &str)]) -> u64 {
+        let families = registry.gather();
+        let Some(family) = families.iter().find(|f| f.name() == "wasmesh_http_requests_total") else { return 0 };
+        family
+            .get_metric()
+            .iter()
+            .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn repeated_records_land_in_their_own_series() {
+        let registry = Registry::new();
+        let stats = ProxyMetrics::new(&registry).listener(&std::sync::Arc::from("l"));
+        for _ in 0..3 {
+            stats.record("a", 200, ResponseFlags::NONE, 0.001);
+        }
+        stats.record("a", 503, ResponseFlags::UPSTREAM_CONNECTION_FAILURE, 0.001);
+        stats.record("b", 204, ResponseFlags::NONE, 0.001);
+        stats.record("a", 200, ResponseFlags::NONE, 0.001);
+        assert_eq!(count(&registry, &[("cluster", "a"), ("code_class", "2xx"), ("response_flags", "-")]), 4);
+        assert_eq!(count(&registry, &[("cluster", "a"), ("code_class", "5xx"), ("response_flags", "UF")]), 1);
+        assert_eq!(count(&registry, &[("cluster", "b"), ("code_class", "2xx")]), 1);
+        assert_eq!(count(&registry, &[("listener", "l")]), 6);
     }
 }

@@ -129,16 +129,14 @@ impl UpstreamError {
         matches!(self, Self::ConnectFailure { .. } | Self::Reset { .. } | Self::Timeout)
     }
 
-    /// Classifies an error of the hyper-util legacy client.
+    /// Classifies an error of an exchange on an established connection (connecting is
+    /// classified by the pool: always a connect failure).
     ///
-    /// Order: a connector error is a connect failure; otherwise the source chain is
-    /// walked and the first `hyper::Error` or `io::Error` that says something decides.
+    /// The source chain is walked and the first `hyper::Error` or `io::Error` that says
+    /// something decides.
     /// An unrecognised error (e.g. an HTTP/2 error hyper does not expose) is a reset:
     /// remote (`UR`) on HTTP/2, a connection termination (`UC`) on HTTP/1.
-    pub fn from_client(err: hyper_util::client::legacy::Error, protocol: UpstreamProtocol) -> Self {
-        if err.is_connect() {
-            return Self::ConnectFailure { source: Box::new(err) };
-        }
+    pub fn from_exchange(err: hyper::Error, protocol: UpstreamProtocol) -> Self {
         let kind = classify_chain(&err);
         let source: BoxError = Box::new(err);
         match kind {

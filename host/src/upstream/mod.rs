@@ -15,4 +15,4 @@ pub use cluster::{Cluster, PickRequest};
 pub use endpoint::{ActiveRequest, EndpointState};
 pub use error::{BoxError, UpstreamError};
 pub use metrics::UpstreamMetrics;
-pub use pool::{UpstreamBody, WorkerPools};
+pub use pool::{PooledBody, UpstreamBody, WorkerPools};

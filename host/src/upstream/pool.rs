@@ -1,20 +1,31 @@
-//! `WorkerPools`: one worker's HTTP clients, one per cluster (HTTP/1.1 keep-alive or
-//! HTTP/2 prior knowledge), each pooling connections per endpoint. `!Send` by design.
+//! `WorkerPools`: one worker's upstream connections, per cluster and endpoint: HTTP/1.1
+//! keep-alive connections (one exchange at a time each, the most recently used first) or
+//! one multiplexed HTTP/2 connection (prior knowledge). A worker owns its pools; the only
+//! `Send` part is the handle a response body carries to give its connection back.
+//!
+//! Built on hyper's connection-level client rather than hyper-util's pooled `Client`: the
+//! pool is a list per endpoint, a connection returns to it when its response body ends
+//! (no task per response, no pool key hashing), and a request a reused connection never
+//! sent (the upstream closed it while idle) goes once more on a fresh connection.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderValue, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 use super::cluster::{Cluster, PoolConfig};
 use super::endpoint::EndpointState;
@@ -25,9 +36,7 @@ use crate::tls::ClientTls;
 /// The request body type sent upstream (the same type as the proxy's body).
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
-/// What a pooled client was built from: rebuilt when either changes (a TLS rotation
+/// What a pooled cluster was built from: rebuilt when either changes (a TLS rotation
 /// yields a new `ClientConfig`).
 #[derive(Clone)]
 struct ClientKey {
@@ -46,62 +55,91 @@ impl PartialEq for ClientKey {
     }
 }
 
-/// One worker's upstream clients, keyed by cluster name. A client is kept across config
-/// reloads while its cluster's pool settings stay the same, so warm connections survive.
+/// One worker's upstream connections, keyed by cluster name. A cluster's pool is kept
+/// across config reloads while its pool settings stay the same, so warm connections
+/// survive.
 #[derive(Default)]
 pub struct WorkerPools {
-    clients: RefCell<HashMap<String, (ClientKey, HttpClient)>>,
+    clusters: RefCell<HashMap<String, Arc<ClusterPool>>>,
+}
+
+/// The connections of one cluster on one worker.
+struct ClusterPool {
+    key: ClientKey,
+    connector: HttpsConnector<HttpConnector>,
+    scheme: Scheme,
+    /// Idle HTTP/1.1 connections per endpoint, the most recently used last.
+    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    /// The HTTP/2 connection per endpoint; its lock makes concurrent first requests
+    /// share one handshake.
+    h2: Mutex<HashMap<Authority, H2Slot>>,
+}
+
+/// How long a checkout waits for an idle connection that is not ready yet.
+const READY_WAIT: Duration = Duration::from_millis(20);
+
+type H2Slot = Arc<tokio::sync::Mutex<Option<http2::SendRequest<UpstreamBody>>>>;
+
+/// An HTTP/1.1 connection waiting for its next request.
+struct Idle {
+    conn: http1::SendRequest<UpstreamBody>,
+    since: Instant,
 }
 
 // === impl WorkerPools ===
 
 impl WorkerPools {
-    /// No clients yet; each is created on its cluster's first request.
+    /// No connections yet; each cluster's pool is created on its first request.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sends `req` to `endpoint` of `cluster` and waits for the response head.
     ///
-    /// The URI becomes `http://<endpoint addr><path and query>`; the `Host` header is
-    /// kept as the caller set it, or taken from the request's original authority (an
-    /// HTTP/2 downstream has none) — only without either does it name the endpoint.
-    /// No timeout is applied here beyond the connect timeout: wrap the call (see
-    /// [`WorkerPools::send_timeout`]).
+    /// The `Host` header is kept as the caller set it, or taken from the request's
+    /// original authority (an HTTP/2 downstream has none) — only without either does it
+    /// name the endpoint. No timeout is applied here beyond the connect timeout: wrap the
+    /// call (see [`WorkerPools::send_timeout`]).
     pub async fn send(
         &self,
         cluster: &Cluster,
         endpoint: &EndpointState,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = self.client(cluster);
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let pool = self.pool(cluster);
         let original = std::mem::take(req.uri_mut());
         if !req.headers().contains_key(header::HOST) {
-            if let Some(host) = original.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            let host = original.authority().unwrap_or(endpoint.authority());
+            if let Ok(host) = HeaderValue::from_str(host.as_str()) {
                 req.headers_mut().insert(header::HOST, host);
             }
         }
         let path = original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let scheme = if cluster.tls().is_some() { Scheme::HTTPS } else { Scheme::HTTP };
-        *req.uri_mut() = Uri::builder()
-            .scheme(scheme)
-            .authority(endpoint.authority().clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| UpstreamError::Request { source: Box::new(e) })?;
-        *req.version_mut() = match cluster.protocol() {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::Http2 => Version::HTTP_2,
-        };
+        let authority = endpoint.authority();
         let metrics = cluster.metrics();
         metrics.requests.inc();
-        client.request(req).await.map_err(|e| {
-            let err = UpstreamError::from_client(e, cluster.protocol());
-            if matches!(err, UpstreamError::ConnectFailure { .. }) {
-                metrics.connect_failures.inc();
+        let result = match cluster.protocol() {
+            UpstreamProtocol::Http1 => {
+                *req.uri_mut() = Uri::from(path);
+                *req.version_mut() = Version::HTTP_11;
+                pool.send_h1(authority, req).await
             }
-            err
-        })
+            UpstreamProtocol::Http2 => {
+                // HTTP/2 carries scheme and authority as pseudo-headers.
+                *req.uri_mut() = Uri::builder()
+                    .scheme(pool.scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query(path)
+                    .build()
+                    .map_err(|e| UpstreamError::Request { source: Box::new(e) })?;
+                *req.version_mut() = Version::HTTP_2;
+                pool.send_h2(authority, req).await
+            }
+        };
+        if let Err(UpstreamError::ConnectFailure { .. }) = &result {
+            metrics.connect_failures.inc();
+        }
+        result
     }
 
     /// [`WorkerPools::send`] bounded by `timeout` (until the response head); past it the
@@ -112,7 +150,7 @@ impl WorkerPools {
         endpoint: &EndpointState,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         match timeout {
             None => self.send(cluster, endpoint, req).await,
             Some(t) => {
@@ -121,49 +159,295 @@ impl WorkerPools {
         }
     }
 
-    /// Drops the clients (and their idle connections) of clusters `keep` rejects, e.g.
+    /// Drops the pools (and their idle connections) of clusters `keep` rejects, e.g.
     /// those a reload removed.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.clients.borrow_mut().retain(|name, _| keep(name));
+        self.clusters.borrow_mut().retain(|name, _| keep(name));
     }
 
-    /// The client for `cluster`, created (or replaced, when its settings changed) here.
-    fn client(&self, cluster: &Cluster) -> HttpClient {
-        let key = ClientKey { pool: cluster.pool, tls: cluster.tls().map(|t| t.config()) };
-        let mut clients = self.clients.borrow_mut();
-        if let Some((k, client)) = clients.get(cluster.name()) {
-            if *k == key {
-                return client.clone();
+    /// The pool of `cluster`, created (or replaced, when its settings changed) here.
+    fn pool(&self, cluster: &Cluster) -> Arc<ClusterPool> {
+        let tls = cluster.tls();
+        {
+            let clusters = self.clusters.borrow();
+            if let Some(pool) = clusters.get(cluster.name()) {
+                if pool.key.pool == cluster.pool
+                    && match (&pool.key.tls, tls) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, &b.config()),
+                        _ => false,
+                    }
+                {
+                    return pool.clone();
+                }
             }
         }
-        let client = build_client(&key, cluster.tls().map(Arc::as_ref));
-        clients.insert(cluster.name().to_string(), (key, client.clone()));
-        client
+        let key = ClientKey { pool: cluster.pool, tls: tls.map(|t| t.config()) };
+        let pool = ClusterPool::new(key, tls.map(Arc::as_ref));
+        self.clusters.borrow_mut().insert(cluster.name().to_string(), pool.clone());
+        pool
     }
 }
 
 impl std::fmt::Debug for WorkerPools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let clients = self.clients.borrow();
-        f.debug_struct("WorkerPools").field("clusters", &clients.keys().collect::<Vec<_>>()).finish()
+        let clusters = self.clusters.borrow();
+        f.debug_struct("WorkerPools").field("clusters", &clusters.keys().collect::<Vec<_>>()).finish()
     }
 }
 
-fn build_client(key: &ClientKey, tls: Option<&ClientTls>) -> HttpClient {
-    let cfg = &key.pool;
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let connector = https_connector(connector, key, tls);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(cfg.idle_timeout)
-        .pool_max_idle_per_host(cfg.max_idle_per_endpoint)
-        .http2_only(cfg.protocol == UpstreamProtocol::Http2);
-    builder.build(connector)
+// === impl ClusterPool ===
+
+impl ClusterPool {
+    fn new(key: ClientKey, tls: Option<&ClientTls>) -> Arc<Self> {
+        let cfg = &key.pool;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = https_connector(http, &key, tls);
+        let scheme = if key.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+        let pool = Arc::new(ClusterPool {
+            key,
+            connector,
+            scheme,
+            idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+        });
+        spawn_reaper(Arc::downgrade(&pool));
+        pool
+    }
+
+    /// One HTTP/1.1 exchange: on an idle connection if there is one, else a new one.
+    async fn send_h1(
+        self: &Arc<Self>,
+        authority: &Authority,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        if let Some(mut conn) = self.checkout(authority).await {
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pooled(authority, conn, resp)),
+                // The connection closed before the request went out: once more, fresh.
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(UpstreamError::from_exchange(e.into_error(), UpstreamProtocol::Http1)),
+                },
+            }
+        }
+        let mut conn = self.connect_h1(authority).await?;
+        let resp =
+            conn.send_request(req).await.map_err(|e| UpstreamError::from_exchange(e, UpstreamProtocol::Http1))?;
+        Ok(self.pooled(authority, conn, resp))
+    }
+
+    /// The most recently used idle connection that is still usable.
+    async fn checkout(&self, authority: &Authority) -> Option<http1::SendRequest<UpstreamBody>> {
+        let idle_timeout = self.key.pool.idle_timeout;
+        loop {
+            let idle = lock(&self.idle).get_mut(authority).and_then(Vec::pop)?;
+            if idle.conn.is_closed() || idle.since.elapsed() >= idle_timeout {
+                continue;
+            }
+            let mut conn = idle.conn;
+            // Back in the list as soon as its response body ended (or was dropped), the
+            // connection may not take the next request yet: it does within this worker's
+            // turn, or after draining what is left of a dropped body (bounded by hyper;
+            // a connection still busy after READY_WAIT is closed instead).
+            if conn.is_ready() || matches!(tokio::time::timeout(READY_WAIT, conn.ready()).await, Ok(Ok(()))) {
+                return Some(conn);
+            }
+        }
+    }
+
+    async fn connect_h1(&self, authority: &Authority) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
+        let io = self.connect(authority).await?;
+        let (conn, task) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::ConnectFailure { source: Box::new(e) })?;
+        tokio::spawn(async move {
+            if let Err(e) = task.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(conn)
+    }
+
+    /// One HTTP/2 exchange on the endpoint's shared connection (opened on first use and
+    /// after it closed).
+    async fn send_h2(
+        self: &Arc<Self>,
+        authority: &Authority,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let slot = lock(&self.h2).entry(authority.clone()).or_default().clone();
+        let mut conn = {
+            let mut guard = slot.lock().await;
+            match guard.as_ref() {
+                Some(c) if !c.is_closed() => c.clone(),
+                _ => {
+                    let io = self.connect(authority).await?;
+                    let (conn, task) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(io)
+                        .await
+                        .map_err(|e| UpstreamError::ConnectFailure { source: Box::new(e) })?;
+                    tokio::spawn(async move {
+                        if let Err(e) = task.await {
+                            tracing::debug!(error = %e, "upstream connection ended with an error");
+                        }
+                    });
+                    *guard = Some(conn.clone());
+                    conn
+                }
+            }
+        };
+        let resp =
+            conn.send_request(req).await.map_err(|e| UpstreamError::from_exchange(e, UpstreamProtocol::Http2))?;
+        Ok(resp.map(|body| PooledBody { body, back: None }))
+    }
+
+    /// Dials `authority` (TCP, then TLS for TLS clusters) within the connect timeout.
+    async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>, UpstreamError> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| UpstreamError::Request { source: Box::new(e) })?;
+        let mut connector = self.connector.clone();
+        connector.call(uri).await.map_err(|source| UpstreamError::ConnectFailure { source })
+    }
+
+    /// The response, with a body that gives `conn` back when it ends (right away if
+    /// there is none).
+    fn pooled(
+        self: &Arc<Self>,
+        authority: &Authority,
+        conn: http1::SendRequest<UpstreamBody>,
+        resp: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        let mut back = Some(GiveBack { pool: Arc::downgrade(self), authority: authority.clone(), conn });
+        if resp.body().is_end_stream() {
+            if let Some(b) = back.take() {
+                b.give();
+            }
+        }
+        resp.map(|body| PooledBody { body, back })
+    }
+
+    /// Puts a connection whose exchange ended back in the idle list.
+    fn put(&self, authority: Authority, conn: http1::SendRequest<UpstreamBody>) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        let list = idle.entry(authority).or_default();
+        if list.len() < self.key.pool.max_idle_per_endpoint {
+            list.push(Idle { conn, since: Instant::now() });
+        }
+    }
+
+    /// Closes connections idle for longer than the idle timeout.
+    fn reap(&self) {
+        let timeout = self.key.pool.idle_timeout;
+        let mut idle = lock(&self.idle);
+        for list in idle.values_mut() {
+            list.retain(|i| !i.conn.is_closed() && i.since.elapsed() < timeout);
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+}
+
+/// Reaps idle connections every so often while the pool lives.
+fn spawn_reaper(pool: Weak<ClusterPool>) {
+    let Some(period) =
+        pool.upgrade().map(|p| (p.key.pool.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5)))
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            pool.reap();
+        }
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An HTTP/1.1 connection to return to its pool when the response body ends.
+struct GiveBack {
+    pool: Weak<ClusterPool>,
+    authority: Authority,
+    conn: http1::SendRequest<UpstreamBody>,
+}
+
+impl GiveBack {
+    fn give(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put(self.authority, self.conn);
+        }
+    }
+}
+
+/// A response body from the upstream. Its connection goes back to the pool once the
+/// body has been read to the end, or when the body is dropped (hyper then drains a short
+/// rest or closes the connection; the next checkout sees which).
+pub struct PooledBody {
+    body: Incoming,
+    back: Option<GiveBack>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("pooled", &self.back.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if let Some(back) = self.back.take() {
+            back.give();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            if let Some(back) = this.back.take() {
+                back.give();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Wraps the TCP connector with TLS for TLS clusters (SNI and identity checks come from

@@ -61,7 +61,7 @@ async fn echo_server(http2: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
-async fn body_text(resp: Response<Incoming>) -> String {
+async fn body_text(resp: Response<PooledBody>) -> String {
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -260,4 +260,57 @@ async fn http2_upstream_that_closes_fails_retryably() {
     let err = WorkerPools::new().send(&c, &ep, request("/")).await.expect_err("closed at once");
     assert!(matches!(err, UpstreamError::ConnectFailure { .. } | UpstreamError::Reset { .. }), "{err:?}");
     assert!(err.retryable() && err.status().is_server_error(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced_without_an_error() {
+    // Answers one request per connection with keep-alive, then closes it: the classic
+    // keep-alive race. The next request must go out on a fresh connection, not fail.
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    let addr = raw_server(move |mut stream| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (c, _) = cluster(addr, "");
+    let pools = WorkerPools::new();
+    for i in 0..3 {
+        let ep = c.pick(&Default::default()).expect("pick");
+        let resp = pools.send(&c, &ep, request("/")).await.unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(body_text(resp).await, "ok");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn idle_connections_expire_after_the_idle_timeout() {
+    let (addr, conns) = echo_server(false).await;
+    let (c, _) = cluster(addr, "pool: { idle_timeout: 150ms }\n");
+    let pools = WorkerPools::new();
+    let ep = c.pick(&Default::default()).expect("pick");
+    body_text(pools.send(&c, &ep, request("/")).await.expect("response")).await;
+    body_text(pools.send(&c, &ep, request("/")).await.expect("response")).await;
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "reused while fresh");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    body_text(pools.send(&c, &ep, request("/")).await.expect("response")).await;
+    assert_eq!(conns.load(Ordering::SeqCst), 2, "a stale connection is not reused");
+}
+
+#[tokio::test]
+async fn a_dropped_body_does_not_lose_the_connection() {
+    let (addr, conns) = echo_server(false).await;
+    let (c, _) = cluster(addr, "");
+    let pools = WorkerPools::new();
+    let ep = c.pick(&Default::default()).expect("pick");
+    for _ in 0..3 {
+        drop(pools.send(&c, &ep, request("/")).await.expect("response"));
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "a short unread body is drained and the connection reused");
 }
