@@ -43,6 +43,8 @@
 
 pub use proxy_wasm;
 
+pub mod audit;
+
 use proxy_wasm::types::Status;
 
 /// Typed plugin configuration.
@@ -219,6 +221,24 @@ pub fn now_ms() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// RFC 3339 UTC (`2026-11-24T14:25:24.123Z`) for milliseconds since the epoch.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
 }
 
 /// Property names of the wasmesh host extensions.
@@ -607,6 +627,16 @@ pub mod metrics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        use super::rfc3339;
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(951_827_696_789), "2000-02-29T12:34:56.789Z");
+        assert_eq!(rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
+    }
+
     #[derive(serde::Deserialize, Default, Debug, PartialEq)]
     struct Cfg {
         name: String,

@@ -1,7 +1,7 @@
 //! Istio RequestAuthentication through the real proxy (`builtin:authn`): RS256 tokens
 //! against an inline JWKS and a JWKS fetched through a cluster (cache, key rotation with
 //! a rate-limited refetch, fetch failure), claim headers only after verification, the
-//! token header stripped, 401s with Envoy's reasons.
+//! token header stripped, 401s with Envoy's reasons, one audit record per 401.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use wasmesh_tests::jwt::{b64url, jwk, key, now, sign};
 use wasmesh_tests::upstream::closed_port;
 use wasmesh_tests::{cluster_yaml, Client, TestProxy, Upstream};
+
+use crate::capture;
 
 const ISS: &str = "https://issuer.test";
 
@@ -37,6 +39,7 @@ fn bearer(t: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_jwks_verifies_strips_and_rejects() {
+    capture::lines();
     let k = key();
     let web = Upstream::start("web").await;
     let config = json!({"jwtRules": [{
@@ -49,13 +52,15 @@ async fn inline_jwks_verifies_strips_and_rejects() {
     let c = Client::http1();
 
     // No token: passes, without identity; a forged claim header never reaches the upstream.
-    let r = c.get_with(&url, &[("x-jwt-sub", "admin")]).await;
+    let r = c.get_with(&url, &[("x-jwt-sub", "admin"), ("x-request-id", "authn-rid-anon")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-echo-x-jwt-sub"), None, "inbound claim header stripped");
 
     // A valid token: claims as headers (the forged one replaced), the token stripped.
     let t = sign(&k, "k1", &claims("alice"));
-    let r = c.get_with(&url, &[("authorization", &bearer(&t)), ("x-jwt-sub", "admin")]).await;
+    let r = c
+        .get_with(&url, &[("authorization", &bearer(&t)), ("x-jwt-sub", "admin"), ("x-request-id", "authn-rid-ok")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-echo-x-jwt-sub").as_deref(), Some("alice"));
     assert_eq!(r.headers.get_all("x-echo-x-jwt-sub").iter().count(), 1);
@@ -63,21 +68,24 @@ async fn inline_jwks_verifies_strips_and_rejects() {
     assert_eq!(r.header("x-echo-authorization"), None, "token removed (forwardOriginalToken false)");
 
     // Invalid tokens: 401 with the reason and a bearer challenge; the upstream never sees them.
+    // `by_rule`: the rule (issuer) took the token and refused it; otherwise no rule took it.
     let hits = web.hits();
     let mut expired = claims("alice");
     expired["exp"] = json!(now() - 3600);
     let cases = [
-        ("garbage".to_string(), "Jwt is not in the form of Header.Payload.Signature"),
-        (sign(&k, "k1", &expired), "Jwt is expired"),
-        (sign(&k, "k1", &json!({"iss": ISS, "sub": "a", "aud": "other"})), "Audiences in Jwt are not allowed"),
+        ("garbage".to_string(), "Jwt is not in the form of Header.Payload.Signature", false),
+        (sign(&k, "k1", &expired), "Jwt is expired", true),
+        (sign(&k, "k1", &json!({"iss": ISS, "sub": "a", "aud": "other"})), "Audiences in Jwt are not allowed", true),
         (
             sign(&k, "k1", &json!({"iss": "https://evil.test", "sub": "a", "aud": "web"})),
             "Jwt issuer is not configured",
+            false,
         ),
-        (sign(&k, "unknown", &claims("alice")), "Jwks doesn't have key to match kid or alg from Jwt"),
+        (sign(&k, "unknown", &claims("alice")), "Jwks doesn't have key to match kid or alg from Jwt", true),
         (
             format!("{}.{}.", b64url(br#"{"alg":"none"}"#), b64url(claims("root").to_string().as_bytes())),
             "Jwt header [alg] is not supported",
+            false,
         ),
         (
             {
@@ -86,11 +94,14 @@ async fn inline_jwks_verifies_strips_and_rejects() {
                 format!("{}.{}.{}", p[0], b64url(claims("root").to_string().as_bytes()), p[2])
             },
             "Jwt verification fails",
+            true,
         ),
-        (format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(400)), "Jwt is too large"),
+        (format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(400)), "Jwt is too large", false),
     ];
-    for (token, reason) in &cases {
-        let r = c.get_with(&url, &[("authorization", &bearer(token)), ("x-jwt-sub", "admin")]).await;
+    for (i, (token, reason, _)) in cases.iter().enumerate() {
+        let rid = format!("authn-rid-{i}");
+        let auth = bearer(token);
+        let r = c.get_with(&url, &[("authorization", &auth), ("x-jwt-sub", "admin"), ("x-request-id", &rid)]).await;
         assert_eq!(r.status, 401, "{reason}: {}", r.text());
         assert!(r.text().starts_with(reason), "want {reason:?}, got {:?}", r.text());
         let www = r.header("www-authenticate").unwrap_or_default();
@@ -102,8 +113,36 @@ async fn inline_jwks_verifies_strips_and_rejects() {
     assert_eq!(web.hits(), hits, "no rejected request reached the upstream");
     // Still serving after all that.
     assert_eq!(c.get_with(&url, &[("authorization", &bearer(&t))]).await.status, 200);
+
+    // Each 401 wrote exactly one audit record (authz's shape, same sink); the valid and the
+    // anonymous request none.
+    let records = capture::audit_records("authn-rid-");
+    let by_id = |id: &str| records.iter().filter(|r| r["request_id"] == id).collect::<Vec<_>>();
+    for (i, (_, reason, by_rule)) in cases.iter().enumerate() {
+        let rec = by_id(&format!("authn-rid-{i}"));
+        assert_eq!(rec.len(), 1, "{reason}: {records:#?}");
+        let rec = rec[0];
+        assert_eq!((&rec["decision"], &rec["dry_run"], &rec["action"]), (&json!("deny"), &json!(false), &Value::Null));
+        assert!(rec["reason"].as_str().is_some_and(|r| r.starts_with(reason)), "{rec}");
+        let (policy, rule) =
+            if *by_rule { (json!(ISS), json!(0)) } else { (json!("request-authentication"), Value::Null) };
+        assert_eq!((&rec["policy"], &rec["rule"]), (&policy, &rule), "{rec}");
+        assert_eq!((&rec["principal"], &rec["request_principal"]), (&Value::Null, &Value::Null), "{rec}");
+        assert_eq!(
+            (&rec["method"], &rec["path"], &rec["source_ip"]),
+            (&json!("GET"), &json!("/hello"), &json!("127.0.0.1"))
+        );
+        assert!(rec["host"].as_str().is_some_and(|h| h.starts_with("127.0.0.1:")), "{rec}");
+        assert!(rec["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{rec}");
+    }
+    assert!(by_id("authn-rid-ok").is_empty(), "a valid token writes no record: {records:#?}");
+    assert!(by_id("authn-rid-anon").is_empty(), "no token writes no record: {records:#?}");
     let m = c.get(&proxy.admin_url("/metrics")).await.text();
     for series in [
+        r#"wasmesh_authn_decisions_total{decision="deny",policy="https://issuer.test",reason="expired"} 1"#,
+        r#"wasmesh_authn_decisions_total{decision="deny",policy="request-authentication",reason="malformed"} 1"#,
+        r#"wasmesh_authn_decisions_total{decision="allow",policy="https://issuer.test",reason="verified"} 2"#,
+        r#"wasmesh_authn_decisions_total{decision="allow",policy="request-authentication",reason="no_token"} 1"#,
         r#"wasmesh_authn_denied_total{reason="expired"} 1"#,
         r#"wasmesh_authn_denied_total{reason="malformed"} 1"#,
         r#"wasmesh_authn_denied_total{reason="too_large"} 1"#,
@@ -236,6 +275,7 @@ async fn remote_jwks_is_fetched_cached_and_refetched_for_a_new_kid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_jwks_refuses_tokens_but_not_anonymous_requests() {
+    capture::lines();
     let k = key();
     let web = Upstream::start("web").await;
     let dead = closed_port().await;
@@ -247,10 +287,16 @@ async fn unreachable_jwks_refuses_tokens_but_not_anonymous_requests() {
     let url = proxy.url("main", "/");
     let c = Client::http1();
     let t = sign(&k, "k1", &claims("alice"));
-    let r = c.get_with(&url, &[("authorization", &bearer(&t))]).await;
+    let r = c.get_with(&url, &[("authorization", &bearer(&t)), ("x-request-id", "authn-jwks-down")]).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.text(), "Jwks remote fetch is failed");
     assert_eq!(c.get(&url).await.status, 200);
+    let records = capture::audit_records("authn-jwks-down");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(
+        (&records[0]["decision"], &records[0]["policy"], &records[0]["rule"], &records[0]["reason"]),
+        (&json!("deny"), &json!(ISS), &json!(0), &json!("Jwks remote fetch is failed"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

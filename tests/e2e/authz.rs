@@ -8,6 +8,8 @@ use wasmesh_tests::pki::{client_config, tls_get, Ca, Leaf};
 use wasmesh_tests::upstream::closed_port;
 use wasmesh_tests::{cluster_yaml, temp_dir, Client, TestProxy, Upstream};
 
+use crate::capture;
+
 /// A listener `main` (default cluster `web`) with `authz` configured by `config_json`,
 /// plus extra cluster YAML.
 fn authz_yaml(web: &Upstream, config_json: &str, extra_clusters: &str) -> String {
@@ -327,51 +329,6 @@ async fn ip_blocks_see_the_peer_and_remote_ip_blocks_trust_only_configured_hops(
     assert_eq!(c.get_with(&proxy.url("main", "/office"), &[("x-forwarded-for", "198.51.100.1")]).await.status, 403);
 }
 
-mod capture {
-    //! Collects the lines the proxy writes to its access-log sink (`wasmesh::access`):
-    //! one process-wide subscriber, installed once for this test binary.
-    use std::sync::{Arc, Mutex, OnceLock};
-
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::Layer;
-
-    struct Capture(Arc<Mutex<Vec<String>>>);
-
-    struct Message(String);
-
-    impl tracing::field::Visit for Message {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "message" {
-                self.0 = format!("{value:?}");
-            }
-        }
-    }
-
-    impl<S: tracing::Subscriber> Layer<S> for Capture {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            let mut m = Message(String::new());
-            event.record(&mut m);
-            if let Ok(mut lines) = self.0.lock() {
-                lines.push(m.0);
-            }
-        }
-    }
-
-    /// The access-log lines so far (all tests of this binary).
-    pub fn lines() -> Vec<String> {
-        static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-        let lines = LINES.get_or_init(|| {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let only_access = tracing_subscriber::filter::filter_fn(|m| m.target() == "wasmesh::access");
-            let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()).with_filter(only_access));
-            tracing::subscriber::set_global_default(subscriber)
-                .expect("no other global tracing subscriber in the e2e binary");
-            lines
-        });
-        lines.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_reach_the_access_log() {
     capture::lines();
@@ -391,11 +348,7 @@ async fn audit_records_reach_the_access_log() {
         let r = c.get_with(&proxy.url("main", path), &[("x-request-id", id)]).await;
         assert_eq!(r.status, status, "{path}");
     }
-    let records: Vec<serde_json::Value> = capture::lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "audit" && v["request_id"].as_str().is_some_and(|id| id.starts_with("audit-rid-")))
-        .collect();
+    let records = capture::audit_records("audit-rid-");
     let by_id = |id: &str| records.iter().filter(|r| r["request_id"] == id).collect::<Vec<_>>();
     let admin = by_id("audit-rid-1");
     assert_eq!(admin.len(), 1, "{records:#?}");

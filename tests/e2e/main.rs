@@ -4,6 +4,7 @@ mod authn;
 mod authz;
 mod balancing;
 mod basics;
+mod capture;
 mod dashboards;
 mod failures;
 mod filters;

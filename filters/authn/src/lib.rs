@@ -3,7 +3,8 @@
 //!
 //! Per request: remove every inbound header this filter may output (injection defence),
 //! find tokens, and — no token: continue without identity; an invalid token: 401 with
-//! `www-authenticate: Bearer realm="…", error="invalid_token"` and the precise reason;
+//! `www-authenticate: Bearer realm="…", error="invalid_token"` and the precise reason,
+//! plus one audit record (the `authz` shape, `wasmesh_sdk::audit`) in the access-log sink;
 //! a valid one: publish `request.auth.principal` (`<iss>/<sub>`), `request.auth.claims`
 //! (payload JSON), `request.auth.audiences` (`,`-joined), `request.auth.presenter`, add
 //! the claim/payload headers, and remove the token header unless `forwardOriginalToken`.
@@ -24,13 +25,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 
+use wasmesh_sdk::audit;
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use config::{Config, KeySource, Location};
-use policy::{Identity, JwksCache, Keys, Outcome, TokenCache};
+use policy::{AuditRequest, Identity, JwksCache, Keys, Outcome, Rejection, TokenCache};
 
 /// Per-request properties this filter publishes (read by `authz` and logs).
 pub mod props {
@@ -57,29 +59,45 @@ fn log(level: LogLevel, msg: &str) {
 }
 
 /// Envoy `jwt_authn`-like counters (`allowed`, `denied`, `jwks_fetch_success|failed`),
-/// plus requests without a token.
+/// plus requests without a token, plus [`DECISIONS`] per rule.
 struct Metrics {
     allowed: Counter,
     anonymous: Counter,
     fetch_ok: Counter,
     fetch_failed: Counter,
+    /// [`DECISIONS`] `{policy=<issuer>,decision="allow",reason="verified"}`, per rule.
+    verified: Vec<Option<Counter>>,
+    /// [`DECISIONS`] `{policy="request-authentication",decision="allow",reason="no_token"}`.
+    no_token: Option<Counter>,
+}
+
+/// `wasmesh_authn_decisions_total{policy,decision,reason}` (like authz's
+/// `wasmesh_authz_decisions_total{policy,decision}`): `policy` is the deciding rule's
+/// issuer or `request-authentication`; `decision` `allow` or `deny`; `reason` `verified`,
+/// `no_token` or the denial's code.
+const DECISIONS: &str = "wasmesh_authn_decisions_total";
+
+fn decision_counter(policy: &str, decision: &str, reason: &str) -> Option<Counter> {
+    Counter::new(DECISIONS, &[("policy", policy), ("decision", decision), ("reason", reason)]).ok()
 }
 
 impl Metrics {
-    fn new() -> Option<Metrics> {
+    fn new(config: &Config) -> Option<Metrics> {
         Some(Metrics {
             allowed: Counter::new("wasmesh_authn_allowed_total", &[]).ok()?,
             anonymous: Counter::new("wasmesh_authn_no_token_total", &[]).ok()?,
             fetch_ok: Counter::new("wasmesh_authn_jwks_fetch_success_total", &[]).ok()?,
             fetch_failed: Counter::new("wasmesh_authn_jwks_fetch_failed_total", &[]).ok()?,
+            verified: config.rules.iter().map(|r| decision_counter(&r.issuer, "allow", "verified")).collect(),
+            no_token: decision_counter(policy::AUDIT_POLICY, "allow", "no_token"),
         })
     }
 
-    /// Counts a 401 by reason code (a small fixed set).
-    fn denied(reason: &str) {
-        if let Ok(c) = Counter::new("wasmesh_authn_denied_total", &[("reason", reason)]) {
-            let _ = c.add(1);
-        }
+    /// Counts a 401 by reason code (a small fixed set) and deciding rule.
+    fn denied(policy: &str, reason: &str) {
+        let denied = Counter::new("wasmesh_authn_denied_total", &[("reason", reason)]).ok();
+        count(denied.as_ref());
+        count(decision_counter(policy, "deny", reason).as_ref());
     }
 }
 
@@ -243,17 +261,16 @@ impl Shared {
         match outcome {
             Outcome::NoToken => {
                 self.count(|m| &m.anonymous);
+                count(self.metrics.as_deref().and_then(|m| m.no_token.as_ref()));
                 Action::Continue
             }
             Outcome::Verified(id) => {
                 self.count(|m| &m.allowed);
+                count(self.metrics.as_deref().and_then(|m| m.verified.get(id.rule)?.as_ref()));
                 self.publish(&id);
                 Action::Continue
             }
-            Outcome::Rejected(e) => {
-                Metrics::denied(e.code());
-                reject(&e.to_string())
-            }
+            Outcome::Rejected(r) => self.reject(&r, now),
             Outcome::WaitKeys(ri) => {
                 if let Some(c) = self.caches.borrow_mut().get_mut(ri) {
                     if !c.waiters.contains(&me) {
@@ -300,24 +317,34 @@ impl Shared {
             );
         }
     }
+
+    /// Refuses the request of the effective context: counts it, writes its audit record
+    /// and sends the 401.
+    fn reject(&self, r: &Rejection, now_ms: u64) -> Action {
+        let reason = r.error.to_string();
+        Metrics::denied(r.policy(&self.config), r.error.code());
+        let source = wasmesh_sdk::get_property("source.address").ok().flatten();
+        let req = AuditRequest {
+            request_id: request_header("x-request-id"),
+            source_ip: source.and_then(|b| audit::parse_ip(&String::from_utf8_lossy(&b))).map(|ip| ip.to_string()),
+            method: request_header(":method").unwrap_or_default(),
+            host: request_header(":authority").unwrap_or_default(),
+            path: request_header(":path").unwrap_or_default(),
+        };
+        audit::write(&r.audit_record(&self.config, &req, now_ms));
+        let scheme = request_header(":scheme").unwrap_or_else(|| "http".into());
+        let www = policy::www_authenticate(&scheme, &req.host, &req.path);
+        let _ = hostcalls::send_http_response(
+            401,
+            vec![("www-authenticate", www.as_str()), ("content-type", "text/plain")],
+            Some(reason.as_bytes()),
+        );
+        Action::Pause
+    }
 }
 
 fn request_header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
-}
-
-/// Sends the 401 for the request of the effective context.
-fn reject(reason: &str) -> Action {
-    let scheme = request_header(":scheme").unwrap_or_else(|| "http".into());
-    let authority = request_header(":authority").unwrap_or_default();
-    let path = request_header(":path").unwrap_or_default();
-    let www = policy::www_authenticate(&scheme, &authority, &path);
-    let _ = hostcalls::send_http_response(
-        401,
-        vec![("www-authenticate", www.as_str()), ("content-type", "text/plain")],
-        Some(reason.as_bytes()),
-    );
-    Action::Pause
 }
 
 /// The request of the effective context, for token extraction.
@@ -367,10 +394,11 @@ impl RootContext for Root {
         match Config::parse(&bytes) {
             Ok(c) => {
                 let remote = c.rules.iter().any(|r| matches!(r.keys, KeySource::Remote(_)));
+                let metrics = Metrics::new(&c).map(Rc::new);
                 self.shared = Shared {
                     caches: Rc::new(RefCell::new((0..c.rules.len()).map(|_| JwksCache::default()).collect())),
                     config: Rc::new(c),
-                    metrics: self.shared.metrics.take().or_else(|| Metrics::new().map(Rc::new)),
+                    metrics,
                     ready: Rc::default(),
                     tokens: Rc::new(RefCell::new(TokenCache::new(TOKEN_CACHE_SIZE))),
                 };

@@ -1,6 +1,6 @@
 //! The authn decision, with no host calls: finding tokens, decoding and checking JWTs
 //! (Envoy `jwt_authn` semantics and messages), the remote-JWKS cache policy, and what a
-//! verified token publishes.
+//! verified token publishes, and the audit record of a rejection.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -8,6 +8,7 @@ use std::rc::Rc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
+use wasmesh_sdk::audit::Record;
 
 use crate::config::{Config, KeySource, Location, RemoteJwks, Rule};
 use crate::jwk::{verify, Alg, Jwks};
@@ -385,11 +386,68 @@ pub enum Outcome {
     /// A verified token.
     Verified(Box<Identity>),
     /// Refuse with 401.
-    Rejected(JwtError),
+    Rejected(Rejection),
     /// Fetch the JWKS of this rule, then call [`decide`] again.
     FetchKeys(usize),
     /// Wait for the fetch under way for this rule, then call [`decide`] again.
     WaitKeys(usize),
+}
+
+/// Why a request is refused, and by which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The failed check.
+    pub error: JwtError,
+    /// The rule (index in `jwtRules`) whose checks the token failed; `None` when no rule
+    /// took it (malformed, unknown issuer).
+    pub rule: Option<usize>,
+}
+
+/// The audit record's `policy` when no rule took the token.
+pub const AUDIT_POLICY: &str = "request-authentication";
+
+/// The request fields of an audit record.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRequest {
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+    /// Peer IP.
+    pub source_ip: Option<String>,
+    /// `:method`.
+    pub method: String,
+    /// `:authority`.
+    pub host: String,
+    /// `:path` (the query is left out of the record: it may hold the token).
+    pub path: String,
+}
+
+impl Rejection {
+    /// The `policy` of its audit record and metric: the deciding rule's issuer, or
+    /// [`AUDIT_POLICY`].
+    pub fn policy<'a>(&self, cfg: &'a Config) -> &'a str {
+        self.rule.and_then(|i| cfg.rules.get(i)).map_or(AUDIT_POLICY, |r| r.issuer.as_str())
+    }
+
+    /// Its audit record (`decision: deny`, no principal; `now_ms` since the epoch).
+    pub fn audit_record<'a>(&self, cfg: &'a Config, req: &'a AuditRequest, now_ms: u64) -> Record<'a> {
+        Record {
+            kind: "audit",
+            time: wasmesh_sdk::rfc3339(now_ms),
+            request_id: req.request_id.as_deref(),
+            principal: None,
+            request_principal: None,
+            source_ip: req.source_ip.clone(),
+            method: &req.method,
+            host: &req.host,
+            path: req.path.split('?').next().unwrap_or_default(),
+            policy: Some(self.policy(cfg)),
+            action: None,
+            rule: self.rule,
+            decision: "deny",
+            dry_run: false,
+            reason: Some(self.error.to_string()),
+        }
+    }
 }
 
 /// What a verified token publishes.
@@ -490,10 +548,10 @@ pub fn decide_cached(
     if found.is_empty() {
         return Outcome::NoToken;
     }
-    let mut first_err: Option<JwtError> = None;
-    let note = |e: JwtError, first: &mut Option<JwtError>| {
-        if first.is_none() || first.as_ref() == Some(&JwtError::UnknownIssuer) {
-            *first = Some(e);
+    let mut first_err: Option<Rejection> = None;
+    let note = |error: JwtError, rule: Option<usize>, first: &mut Option<Rejection>| {
+        if first.as_ref().is_none_or(|r| r.error == JwtError::UnknownIssuer) {
+            *first = Some(Rejection { error, rule });
         }
     };
     for f in found {
@@ -507,7 +565,7 @@ pub fn decide_cached(
                         return Outcome::Verified(Box::new(id));
                     }
                     Err(e) => {
-                        note(e, &mut first_err);
+                        note(e, Some(hit.rule), &mut first_err);
                         continue;
                     }
                 }
@@ -516,7 +574,7 @@ pub fn decide_cached(
         let jwt = match decode(&f.token) {
             Ok(j) => j,
             Err(e) => {
-                note(e, &mut first_err);
+                note(e, None, &mut first_err);
                 continue;
             }
         };
@@ -528,12 +586,12 @@ pub fn decide_cached(
             cfg.rules.iter().position(|r| r.issuer == jwt.iss && r.locations.contains(&f.location))
         };
         let Some(ri) = rule_idx else {
-            note(JwtError::UnknownIssuer, &mut first_err);
+            note(JwtError::UnknownIssuer, None, &mut first_err);
             continue;
         };
         let rule = &cfg.rules[ri];
         if let Err(e) = check_claims(&jwt, rule, now_s, cfg.clock_skew_s) {
-            note(e, &mut first_err);
+            note(e, Some(ri), &mut first_err);
             continue;
         }
         let jwks = match keys(ri, &jwt) {
@@ -541,7 +599,7 @@ pub fn decide_cached(
             Keys::Fetch => return Outcome::FetchKeys(ri),
             Keys::Wait => return Outcome::WaitKeys(ri),
             Keys::Unavailable => {
-                note(JwtError::JwksFetchFail, &mut first_err);
+                note(JwtError::JwksFetchFail, Some(ri), &mut first_err);
                 continue;
             }
         };
@@ -551,10 +609,10 @@ pub fn decide_cached(
                 cache.insert(&f.token, CachedToken { rule: ri, jwt, identity: id.clone() });
                 return Outcome::Verified(Box::new(id));
             }
-            Err(e) => note(e, &mut first_err),
+            Err(e) => note(e, Some(ri), &mut first_err),
         }
     }
-    Outcome::Rejected(first_err.unwrap_or(JwtError::VerificationFail))
+    Outcome::Rejected(first_err.unwrap_or(Rejection { error: JwtError::VerificationFail, rule: None }))
 }
 
 /// A claim as a header value: strings as they are, numbers and booleans as text, lists

@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, KeySource, Location, RemoteJwks};
 use crate::jwk::Jwks;
-use crate::policy::{self, decide, extract, Found, JwksCache, JwtError, Keys, Outcome, RequestView};
+use crate::policy::{
+    self, decide, extract, AuditRequest, Found, JwksCache, JwtError, Keys, Outcome, Rejection, RequestView,
+    AUDIT_POLICY,
+};
 
 const NOW: u64 = 1_700_000_000;
 const OCT: &str = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
@@ -161,7 +164,7 @@ fn run(cfg: &Config, req: &Req, now: u64) -> Outcome {
 
 fn rejected(o: Outcome) -> JwtError {
     match o {
-        Outcome::Rejected(e) => e,
+        Outcome::Rejected(r) => r.error,
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -484,9 +487,15 @@ fn decide_asks_for_a_fetch_only_for_a_plausible_token() {
     let mut c = claims();
     c["exp"] = json!(NOW - 3600);
     let expired = extract(&cfg, &bearer(&k.sign("RS256", None, &c)));
-    assert!(matches!(decide(&cfg, &expired, NOW, &mut keys), Outcome::Rejected(JwtError::Expired)));
+    assert!(matches!(
+        decide(&cfg, &expired, NOW, &mut keys),
+        Outcome::Rejected(policy::Rejection { error: JwtError::Expired, rule: Some(0) })
+    ));
     let garbage = vec![Found { rule: 0, location: Location::Param("access_token".into()), token: "x".into() }];
-    assert!(matches!(decide(&cfg, &garbage, NOW, &mut keys), Outcome::Rejected(JwtError::BadFormat)));
+    assert!(matches!(
+        decide(&cfg, &garbage, NOW, &mut keys),
+        Outcome::Rejected(policy::Rejection { error: JwtError::BadFormat, rule: None })
+    ));
 }
 
 #[test]
@@ -599,4 +608,49 @@ fn verified_tokens_are_cached_but_time_is_checked_every_time() {
     assert_eq!(rejected(policy::decide_cached(&cfg, &f, NOW, &mut keys, &mut cache)), JwtError::VerificationFail);
     cache.clear();
     assert!(cache.is_empty());
+}
+
+#[test]
+fn a_rejection_names_its_rule_and_makes_one_audit_record() {
+    let k = Keyring::new();
+    let cfg = config_with(json!({"audiences": ["web"]}), &k.jwks());
+    let reject = |req: &Req| match run(&cfg, req, NOW) {
+        Outcome::Rejected(r) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    // A token the rule took and refused names the rule; its issuer is the policy.
+    let mut c = claims();
+    c["exp"] = json!(NOW - 3600);
+    let expired = reject(&bearer(&k.sign("RS256", None, &c)));
+    assert_eq!(expired, Rejection { error: JwtError::Expired, rule: Some(0) });
+    assert_eq!(expired.policy(&cfg), ISS);
+    let unknown_kid = reject(&bearer(&k.sign("RS256", Some("nope"), &claims())));
+    assert_eq!(unknown_kid, Rejection { error: JwtError::KidAlgMismatch, rule: Some(0) });
+    // A token no rule took: the generic policy.
+    let garbage = reject(&bearer("garbage"));
+    assert_eq!((&garbage.error, garbage.rule, garbage.policy(&cfg)), (&JwtError::BadFormat, None, AUDIT_POLICY));
+    let mut c = claims();
+    c["iss"] = json!("https://evil.example");
+    assert_eq!(reject(&bearer(&k.sign("RS256", None, &c))), Rejection { error: JwtError::UnknownIssuer, rule: None });
+
+    let req = AuditRequest {
+        request_id: Some("rid-7".into()),
+        source_ip: Some("10.1.2.3".into()),
+        method: "GET".into(),
+        host: "web.example".into(),
+        path: "/api?access_token=secret".into(),
+    };
+    let record = serde_json::to_string(&expired.audit_record(&cfg, &req, 1_764_000_000_123)).unwrap_or_default();
+    assert!(!record.contains('\n') && !record.contains("secret"), "{record}");
+    let v: Value = serde_json::from_str(&record).unwrap_or_default();
+    assert_eq!(
+        v,
+        json!({"type": "audit", "time": "2025-11-24T16:00:00.123Z", "request_id": "rid-7", "principal": null,
+            "request_principal": null, "source_ip": "10.1.2.3", "method": "GET", "host": "web.example",
+            "path": "/api", "policy": ISS, "action": null, "rule": 0, "decision": "deny", "dry_run": false,
+            "reason": "Jwt is expired"})
+    );
+    let v = serde_json::to_value(garbage.audit_record(&cfg, &AuditRequest::default(), 0)).unwrap_or_default();
+    assert_eq!((&v["policy"], &v["rule"]), (&json!("request-authentication"), &Value::Null));
+    assert!(v["reason"].as_str().is_some_and(|r| r.starts_with("Jwt is not in the form")), "{v}");
 }

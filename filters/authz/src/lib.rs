@@ -14,18 +14,19 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
+use wasmesh_sdk::audit::{self, Record as AuditRecord};
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-use wasmesh_sdk::{ext, stream};
+use wasmesh_sdk::stream;
 
 use crate::config::{Config, PathMode};
-use crate::policy::{AuditRecord, Decision, Evaluation, Hit, Label, Provider, Request};
+use crate::policy::{Decision, Evaluation, Hit, Label, Provider, Request};
 
 /// Body of an RBAC denial (Envoy's text).
 const DENIED_BODY: &[u8] = b"RBAC: access denied";
@@ -152,10 +153,9 @@ impl Stream {
         let Some(req) = &self.req else { return };
         let policy = hit.and_then(|h| self.config.policies.get(h.policy));
         let request_id = req.header("x-request-id");
-        let now = hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
         let record = AuditRecord {
             kind: "audit",
-            time: policy::rfc3339(now.map_or(0, |d| d.as_millis() as u64)),
+            time: wasmesh_sdk::rfc3339(wasmesh_sdk::now_ms()),
             request_id: request_id.as_deref(),
             principal: req.peer_principal(),
             request_principal: req.request_principal(),
@@ -170,11 +170,7 @@ impl Stream {
             dry_run,
             reason,
         };
-        if let Ok(line) = serde_json::to_string(&record) {
-            if ext::access_log(&line).is_err() {
-                hostcalls::log(LogLevel::Info, &line).ok();
-            }
-        }
+        audit::write(&record);
     }
 
     /// Reports AUDIT matches and the dry-run (shadow) decision; enforces nothing.
@@ -403,11 +399,6 @@ fn prop_text(name: &str) -> Option<String> {
     prop(name).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// `ip:port` or a bare IP.
-fn socket_ip(text: &str) -> Option<IpAddr> {
-    text.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| text.parse::<IpAddr>()).ok().map(policy::canonical)
-}
-
 impl Request for HostRequest {
     fn method(&self) -> &str {
         &self.method
@@ -439,7 +430,7 @@ impl Request for HostRequest {
     }
 
     fn source_ip(&self) -> Option<IpAddr> {
-        *self.source.get_or_init(|| prop_text("source.address").as_deref().and_then(socket_ip))
+        *self.source.get_or_init(|| prop_text("source.address").as_deref().and_then(audit::parse_ip))
     }
 
     fn remote_ip(&self) -> Option<IpAddr> {

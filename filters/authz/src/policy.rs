@@ -1,12 +1,11 @@
 //! Istio `AuthorizationPolicy` semantics, pure (no hostcalls): string, IP, port and path
 //! matching, rules (`from` AND `to` AND every `when`), and the evaluation order
 //! CUSTOM → DENY → ALLOW → default, with AUDIT never changing the decision and dry-run
-//! policies evaluated in a shadow pass. Also the audit record format.
+//! policies evaluated in a shadow pass. (The audit record format is `wasmesh_sdk::audit`.)
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use serde::Serialize;
 use serde_json::Value;
 
 /// What a policy does when one of its rules matches.
@@ -284,42 +283,6 @@ pub enum Label {
     DryRunDeny,
     /// The external authorizer allowed (ALLOW/DENY policies still apply).
     ExtAllow,
-}
-
-/// One audit record (`"type":"audit"`), written as one JSON line.
-#[derive(Debug, Serialize)]
-pub struct AuditRecord<'a> {
-    /// Always `"audit"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// RFC 3339 UTC time.
-    pub time: String,
-    /// `x-request-id`.
-    pub request_id: Option<&'a str>,
-    /// Peer principal.
-    pub principal: Option<&'a str>,
-    /// Request principal.
-    pub request_principal: Option<&'a str>,
-    /// Peer IP.
-    pub source_ip: Option<String>,
-    /// Method.
-    pub method: &'a str,
-    /// Host.
-    pub host: &'a str,
-    /// Normalized path.
-    pub path: &'a str,
-    /// The deciding policy (`null` = the default decision).
-    pub policy: Option<&'a str>,
-    /// Its action (`ALLOW`, `DENY`, `AUDIT`, `CUSTOM`; `null` for the default).
-    pub action: Option<&'static str>,
-    /// The rule index within it.
-    pub rule: Option<usize>,
-    /// `allow`, `deny` or `audit`.
-    pub decision: &'static str,
-    /// True when nothing was enforced (dry-run policy).
-    pub dry_run: bool,
-    /// Why (e.g. `no ALLOW policy matched`, `ext_authz returned 403`).
-    pub reason: Option<String>,
 }
 
 // === impl Action ===
@@ -716,24 +679,6 @@ pub fn remote_ip(xff: Option<&str>, peer: Option<IpAddr>, trusted: u32) -> Optio
     let idx = hops.len().saturating_sub(1 + trusted as usize);
     // A malformed entry where the client should be: no remote IP (fails remoteIpBlocks).
     hops[idx]
-}
-
-/// RFC 3339 UTC (`2026-11-24T14:25:24.123Z`) for milliseconds since the epoch.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
 }
 
 impl Label {
