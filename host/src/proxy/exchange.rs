@@ -236,7 +236,12 @@ async fn run(
                     info.attempt_count = attempt;
                 }
                 let _active = endpoint.track();
-                let req = Request::from_parts(parts.clone(), upstream_body);
+                // Without a replayable body there is no second attempt: the head moves.
+                let head = match &replay {
+                    Some(_) => parts.clone(),
+                    None => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
+                };
+                let req = Request::from_parts(head, upstream_body);
                 let send = worker.pools.send(&entry.cluster, &endpoint, req);
                 await_response(send, try_timeout, body_reply.take()).await
             }

@@ -3,8 +3,8 @@
 //! through the chain with Envoy's semantics (pause on headers stops, pause on a body
 //! buffers, deferred continue/close/local reply, failure policy per filter).
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub struct WorkerChain {
 struct VmPool {
     rt: Arc<WasmRuntime>,
     host: Rc<dyn HostServices>,
-    slots: HashMap<VmKey, VmSlot>,
+    slots: FxHashMap<VmKey, VmSlot>,
 }
 
 #[derive(Default)]
@@ -103,7 +103,7 @@ enum Step {
 impl WorkerWasm {
     /// The wasm state of a worker; `host` is the proxy's services on this worker.
     pub fn new(rt: Arc<WasmRuntime>, host: Rc<dyn HostServices>) -> Self {
-        let pool = Rc::new(RefCell::new(VmPool { rt: rt.clone(), host, slots: HashMap::new() }));
+        let pool = Rc::new(RefCell::new(VmPool { rt: rt.clone(), host, slots: FxHashMap::default() }));
         WorkerWasm { rt, pool, chains: Vec::new() }
     }
 

@@ -7,6 +7,7 @@
 //! `response.flags`), `wasmesh.response.flag` (set: codes accumulate), and
 //! `wasmesh.cluster.<name>.<stat>` (decimal text, from `HostServices::cluster_stat`).
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -50,17 +51,20 @@ impl Value {
 }
 
 /// Splits a property path into segments (`\0`-separated; a single dotted segment such as
-/// `request.path` is accepted too).
-pub(crate) fn segments(path: &[u8]) -> Vec<String> {
-    let segs: Vec<String> =
-        path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+/// `request.path` is accepted too). Borrows from `path` when it is valid UTF-8.
+pub(crate) fn segments(path: &[u8]) -> Vec<Cow<'_, str>> {
+    let mut segs: Vec<Cow<'_, str>> =
+        path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(String::from_utf8_lossy).collect();
     if segs.len() == 1 && segs[0].contains('.') {
         let root = segs[0].split('.').next().unwrap_or_default();
         if matches!(
             root,
             "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds"
         ) {
-            return segs[0].splitn(3, '.').map(str::to_owned).collect();
+            return match segs.swap_remove(0) {
+                Cow::Borrowed(one) => one.splitn(3, '.').map(Cow::Borrowed).collect(),
+                Cow::Owned(one) => one.splitn(3, '.').map(|p| Cow::Owned(p.to_owned())).collect(),
+            };
         }
     }
     segs
@@ -69,7 +73,7 @@ pub(crate) fn segments(path: &[u8]) -> Vec<String> {
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.
 pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     let segs = segments(path);
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let s: Vec<&str> = segs.iter().map(|c| c.as_ref()).collect();
     if s.is_empty() {
         return Ok(None);
     }

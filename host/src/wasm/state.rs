@@ -3,8 +3,8 @@
 //! (`StreamShared`). Hostcalls touch only this; the stream acts on it after the guest
 //! call returns (STYLE habit 5).
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub(crate) struct HostState {
     pub memory: Option<Memory>,
     /// The guest allocator (shared, so a hostcall takes it without cloning the func).
     pub allocator: Option<Rc<TypedFunc<u32, u32>>>,
-    pub contexts: HashMap<u32, Ctx>,
+    pub contexts: FxHashMap<u32, Ctx>,
     /// The effective context of the running callback (0: none).
     pub current: u32,
     pub scope: Scope,
@@ -39,7 +39,7 @@ pub(crate) struct HostState {
     pub last_error_log: Option<String>,
     pub next_token: u32,
     /// Queue id → root context that registered it on this VM.
-    pub queue_owners: HashMap<u32, u32>,
+    pub queue_owners: FxHashMap<u32, u32>,
     /// Sender that wakes this VM's queue task (`on_queue_ready`).
     pub queue_tx: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
 }
@@ -54,7 +54,7 @@ pub(crate) enum Ctx {
 pub(crate) struct RootCtx {
     pub plugin: Arc<Plugin>,
     pub tick: Option<AbortHandle>,
-    pub calls: HashMap<u32, AbortHandle>,
+    pub calls: FxHashMap<u32, AbortHandle>,
 }
 
 /// A filter's context for one HTTP stream.
@@ -62,7 +62,7 @@ pub(crate) struct HttpCtx {
     pub root: u32,
     pub plugin: Arc<Plugin>,
     pub stream: Rc<RefCell<StreamShared>>,
-    pub calls: HashMap<u32, AbortHandle>,
+    pub calls: FxHashMap<u32, AbortHandle>,
     /// `on_done` returned false: `on_log`/`on_delete` wait for `proxy_done` (or a timeout).
     pub done_pending: bool,
 }
@@ -121,7 +121,7 @@ pub(crate) struct StreamShared {
     pub request_body: Option<BytesMut>,
     pub response_body: Option<BytesMut>,
     /// `set_property` values (`wasmesh.upstream.cluster`, anything else), by dotted path.
-    pub filter_state: HashMap<String, Bytes>,
+    pub filter_state: FxHashMap<String, Bytes>,
     pub signals: Signals,
     pub notify: Rc<tokio::sync::Notify>,
 }
@@ -209,7 +209,7 @@ impl StreamShared {
             response_trailers_live: false,
             request_body: None,
             response_body: None,
-            filter_state: HashMap::new(),
+            filter_state: FxHashMap::default(),
             signals: Signals::default(),
             notify: Rc::new(tokio::sync::Notify::new()),
         }
