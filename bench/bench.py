@@ -1041,6 +1041,9 @@ def diff_ms(a: Optional[tuple], b: Optional[tuple]) -> str:
 
 READING_START = "<!-- reading:start -->"
 READING_END = "<!-- reading:end -->"
+# Hand-written sections (results of other runs) kept verbatim at the end across re-runs.
+KEPT_START = "<!-- kept:start -->"
+KEPT_END = "<!-- kept:end -->"
 
 
 def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], targets: list[Target],
@@ -1196,6 +1199,11 @@ def render_markdown(meta: dict, summary: dict, scenarios: list[Scenario], target
     L.append(reading)
     L.append(READING_END)
     L.append("")
+    rest = old_text
+    while KEPT_START in rest and KEPT_END in rest.split(KEPT_START, 1)[1]:
+        block, rest = rest.split(KEPT_START, 1)[1].split(KEPT_END, 1)
+        L.append(KEPT_START + block + KEPT_END)
+        L.append("")
     return "\n".join(L)
 
 

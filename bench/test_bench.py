@@ -113,6 +113,15 @@ class Summary(unittest.TestCase):
         self.assertEqual(bench.ratio((30.0, 1, 1), None), "–")
         self.assertEqual(bench.diff_ms((250.0, 0, 0), (50.0, 0, 0)), "+0.200")
 
+    def test_kept_sections_survive_a_rerun(self):
+        old = "x\n<!-- kept:start -->\n## TLS\nfigures\n<!-- kept:end -->\n"
+        meta = {"date": "d", "commit": "c", "mode": "smoke", "reps": 1, "duration_s": 1, "warmup_s": 0, "nice": 0,
+                "wall_min": 0.1, "loadavg_before": "0", "loadavg_after": "0", "max_other_cpu_pct": 0,
+                "max_steal_pct": 0, "tools": {}, "machine": {"nproc": "2", "cpu": "c", "hypervisor": "h",
+                                                            "memory": "1 GiB", "kernel": "k"}}
+        md = bench.render_markdown(meta, {}, [], [], [], {}, [], old)
+        self.assertIn("<!-- kept:start -->\n## TLS\nfigures\n<!-- kept:end -->", md)
+
     def test_small_body_is_100_bytes(self):
         self.assertEqual(len(bench.SMALL_BODY), 100)
         self.assertNotIn(b'"', bench.SMALL_BODY)
