@@ -528,6 +528,10 @@ pub mod metrics {
         static DEFINED: RefCell<HashMap<(u8, String), u32>> = RefCell::new(HashMap::new());
     }
 
+    /// Series remembered per VM; past it (a filter with high-cardinality labels) `new`
+    /// asks the host each time rather than growing guest memory.
+    const MAX_DEFINED: usize = 1024;
+
     /// Defines `name{labels}` once per VM and returns its id.
     fn define(kind: MetricType, name: &str, labels: &[(&str, &str)]) -> Result<u32, Status> {
         let key = (kind as u8, labelled_name(name, labels));
@@ -535,7 +539,12 @@ pub mod metrics {
             return Ok(id);
         }
         let id = proxy_wasm::hostcalls::define_metric(kind, &key.1)?;
-        DEFINED.with(|d| d.borrow_mut().insert(key, id));
+        DEFINED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.len() < MAX_DEFINED {
+                d.insert(key, id);
+            }
+        });
         Ok(id)
     }
 
