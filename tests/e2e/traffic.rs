@@ -10,10 +10,15 @@ use wasmesh_tests::{cluster_yaml, Client, TestProxy, Upstream};
 /// One listener whose chain is `filters` (YAML list items), default cluster `web` with
 /// `endpoints`.
 fn chain(filters: &str, endpoints: &[std::net::SocketAddr]) -> String {
+    chain_lb(filters, "round_robin", endpoints)
+}
+
+/// [`chain`] with load balancer `lb`.
+fn chain_lb(filters: &str, lb: &str, endpoints: &[std::net::SocketAddr]) -> String {
     let eps: Vec<_> = endpoints.iter().map(|a| (*a, &[][..])).collect();
     format!(
         "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: web\n    filters:\n{filters}clusters:\n{}",
-        cluster_yaml("web", "round_robin", &eps)
+        cluster_yaml("web", lb, &eps)
     )
 }
 
@@ -35,6 +40,24 @@ async fn retry_masks_a_dead_and_a_sick_endpoint() {
         assert_eq!(r.text(), "good");
     }
     assert!(sick.hits() > 0, "the sick endpoint was tried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_another_endpoint_than_the_one_that_failed() {
+    // Random balancing over a good and a sick endpoint with a single retry: only the
+    // previous-hosts rule (Istio retryIgnorePreviousHosts, on by default) makes every
+    // request succeed; picking afresh would retry the sick one about half the time.
+    let good = Upstream::start("good").await;
+    let sick = Upstream::start_failing("sick", 503).await;
+    let filters = "      - name: retry\n        module: builtin:retry\n        config: { attempts: 1, retryOn: \"5xx\", backoff: 1ms }\n";
+    let proxy = TestProxy::start(&chain_lb(filters, "random", &[good.addr, sick.addr]), 1);
+    let c = Client::http1();
+    for i in 0..40 {
+        let r = c.get(&proxy.url("main", "/")).await;
+        assert_eq!((r.status.as_u16(), r.text()), (200, "good".to_string()), "request {i}");
+    }
+    assert!(sick.hits() > 5, "random balancing sent first attempts to the sick endpoint: {}", sick.hits());
+    assert!(sick.hits() <= 40, "no request tried the sick endpoint twice: {}", sick.hits());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,7 +195,7 @@ fn istio_only(path: &str, remote_localities: Option<bool>, ignore_previous: Opti
     }
     if ignore_previous == Some(false) {
         errors.push(format!(
-            "{path}retryIgnorePreviousHosts: false is not supported (a retry always picks the endpoint afresh); omit it"
+            "{path}retryIgnorePreviousHosts: false is not supported (a retry always avoids the endpoints already tried); omit it"
         ));
     }
 }
@@ -357,7 +357,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"retryIgnorePreviousHosts":false}"#),
-            "retryIgnorePreviousHosts: false is not supported (a retry always picks the endpoint afresh); omit it"
+            "retryIgnorePreviousHosts: false is not supported (a retry always avoids the endpoints already tried); omit it"
         );
         assert!(Config::from_json(br#"{"retryIgnorePreviousHosts":true,"retryRemoteLocalities":false}"#).is_ok());
     }

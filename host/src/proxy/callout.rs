@@ -48,10 +48,8 @@ impl HostServices for CalloutHost {
         let cluster = cluster.to_string();
         async move {
             let entry = generation.clusters.get(&cluster).ok_or(CalloutError::UnknownCluster)?;
-            let endpoint = entry
-                .cluster
-                .pick(&PickRequest { subset: None, hash_key: None })
-                .map_err(|e| CalloutError::Failed(e.to_string()))?;
+            let endpoint =
+                entry.cluster.pick(&PickRequest::default()).map_err(|e| CalloutError::Failed(e.to_string()))?;
             let (parts, b) = req.into_parts();
             let req = http::Request::from_parts(parts, body::full(b));
             let _active = endpoint.track();

@@ -169,7 +169,7 @@ async fn run(
         crate::config::UpstreamProtocol::Http1 => Version::HTTP_11,
         crate::config::UpstreamProtocol::Http2 => Version::HTTP_2,
     };
-    let pick = PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref() };
+    let pick = PickRequest { subset: decision.subset.as_deref(), hash_key: hash_key.as_deref(), exclude: &[] };
     let Some(stream) = stream else {
         // No filters: one attempt, bodies pass through untouched.
         let endpoint = entry.cluster.pick(&pick).map_err(|e| ExchangeError::Upstream(e).reply())?;
@@ -203,6 +203,9 @@ async fn run(
     let mut first_body = Some(body);
     let mut body_reply: Option<tokio::sync::oneshot::Receiver<LocalReply>> = None;
     let mut attempt: u32 = 0;
+    // Endpoints earlier attempts went to: a retry goes elsewhere while it can.
+    let mut tried = [std::net::SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS as usize];
+    let mut tried_n = 0;
     loop {
         attempt += 1;
         let upstream_body = match first_body.take() {
@@ -227,12 +230,16 @@ async fn run(
         };
         let try_timeout = attempt_timeout(per_try, deadline);
         let sent_at = Instant::now();
-        let result = match entry.cluster.pick(&pick) {
+        let result = match entry.cluster.pick(&PickRequest { exclude: &tried[..tried_n], ..pick }) {
             Ok(endpoint) => {
                 {
                     let mut s = stream.lock().await;
                     let info = s.upstream_info();
                     info.address = Some(endpoint.addr());
+                    if let Some(slot) = tried.get_mut(tried_n) {
+                        *slot = endpoint.addr();
+                        tried_n += 1;
+                    }
                     info.attempt_count = attempt;
                 }
                 let _active = endpoint.track();

@@ -47,6 +47,10 @@ pub struct PickRequest<'a> {
     pub subset: Option<&'a str>,
     /// Consistent-hash key; `None` makes a consistent-hash cluster pick at random.
     pub hash_key: Option<&'a [u8]>,
+    /// Endpoints earlier attempts of this request went to: avoided while another
+    /// available endpoint exists (Istio `retryIgnorePreviousHosts`, Envoy's
+    /// previous_hosts retry predicate).
+    pub exclude: &'a [SocketAddr],
 }
 
 /// Connection-pool settings of a cluster, as each worker's pool applies them.
@@ -188,9 +192,11 @@ impl Cluster {
                 .ok_or_else(|| UpstreamError::UnknownSubset { cluster: self.name.clone(), subset: name.to_string() })?,
         };
         let eps = &hosts.endpoints;
-        hosts
-            .balancer
-            .pick(eps, req.hash_key, Filter::Available)
+        let fresh = |e: &EndpointState| e.is_available() && !req.exclude.contains(&e.addr());
+        (!req.exclude.is_empty())
+            .then(|| hosts.balancer.pick_where(eps, req.hash_key, fresh))
+            .flatten()
+            .or_else(|| hosts.balancer.pick(eps, req.hash_key, Filter::Available))
             .or_else(|| hosts.balancer.pick(eps, req.hash_key, Filter::Any))
             .and_then(|i| eps.get(i).cloned())
             .ok_or_else(|| UpstreamError::NoHealthyUpstream { cluster: self.name.clone() })

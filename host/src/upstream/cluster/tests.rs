@@ -15,7 +15,7 @@ fn build(yaml: &str) -> (Arc<Cluster>, Registry) {
 }
 
 fn pick(c: &Cluster, subset: Option<&str>) -> Result<Arc<EndpointState>, UpstreamError> {
-    c.pick(&PickRequest { subset, hash_key: None })
+    c.pick(&PickRequest { subset, ..Default::default() })
 }
 
 const VERSIONED: &str = r#"
@@ -78,7 +78,7 @@ fn consistent_hash_cluster_uses_the_key() {
     let (c, _) = build(
         "name: sticky\nlb: consistent_hash\nhash: { algorithm: maglev }\nendpoints:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:2\n  - address: 127.0.0.1:3\n",
     );
-    let key = PickRequest { subset: None, hash_key: Some(b"alice") };
+    let key = PickRequest { hash_key: Some(b"alice"), ..Default::default() };
     let first = c.pick(&key).expect("pick").addr();
     assert!((0..20).all(|_| c.pick(&key).expect("pick").addr() == first));
 }
@@ -210,4 +210,22 @@ fn a_changed_address_gets_a_fresh_endpoint_and_others_keep_their_state() {
     drop(guard);
     assert_eq!(c.active_requests(), 0);
     assert_eq!(before[0].active_requests(), 0);
+}
+
+#[test]
+fn previous_hosts_are_avoided_while_another_is_available() {
+    for lb in ["random", "round_robin", "least_request", "consistent_hash"] {
+        let (c, _) = build(&format!(
+            "name: web\nlb: {lb}\nendpoints:\n  - {{ address: \"127.0.0.1:9001\" }}\n  - {{ address: \"127.0.0.1:9002\" }}\n"
+        ));
+        let first: SocketAddr = "127.0.0.1:9001".parse().expect("literal");
+        let both = [first, "127.0.0.1:9002".parse().expect("literal")];
+        for _ in 0..50 {
+            let req = PickRequest { hash_key: Some(b"k"), exclude: &both[..1], ..Default::default() };
+            assert_eq!(c.pick(&req).expect("pick").addr().port(), 9002, "{lb}");
+        }
+        // Every endpoint tried already: balancing goes on as without the exclusion.
+        let req = PickRequest { exclude: &both, ..Default::default() };
+        assert!(c.pick(&req).is_ok(), "{lb}");
+    }
 }

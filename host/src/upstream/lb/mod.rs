@@ -66,10 +66,20 @@ impl Balancer {
 
     /// Picks an endpoint index passing `filter`, or `None` when none does.
     pub(crate) fn pick(&self, endpoints: &[Arc<EndpointState>], key: Option<&[u8]>, filter: Filter) -> Option<usize> {
+        self.pick_where(endpoints, key, |e| filter == Filter::Any || e.is_available())
+    }
+
+    /// Picks an endpoint index `accept` takes, or `None` when it takes none.
+    pub(crate) fn pick_where(
+        &self,
+        endpoints: &[Arc<EndpointState>],
+        key: Option<&[u8]>,
+        accept: impl Fn(&EndpointState) -> bool,
+    ) -> Option<usize> {
         if endpoints.is_empty() {
             return None;
         }
-        let ok = |i: usize| endpoints.get(i).is_some_and(|e| filter == Filter::Any || e.is_available());
+        let ok = |i: usize| endpoints.get(i).is_some_and(|e| accept(e));
         match self {
             Balancer::RoundRobin(rr) => rr.pick(endpoints.len(), ok),
             Balancer::Random(r) => r.pick(ok),
