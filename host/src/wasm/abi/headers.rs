@@ -103,9 +103,12 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, ty: u32, kptr: u32, klen: u32, ret_ptr: u32, ret_len: u32| -> R {
-            let key = memory::read_string(&mut c, kptr, klen)?;
             let v01 = c.data().first.abi == crate::wasm::plugin::AbiVersion::V0_1_0;
-            let value = match with_map(c.data_mut(), ty, |m| m.and_then(|(m, _)| m.get(&key)).map(utf8)) {
+            let value = memory::with_bytes(&mut c, kptr, klen, |key, st| {
+                let key = String::from_utf8_lossy(key);
+                with_map(st, ty, |m| m.and_then(|(m, _)| m.get(&key)).map(utf8))
+            })?;
+            let value = match value {
                 Ok(v) => v,
                 Err(s) => return Ok(s.raw()),
             };

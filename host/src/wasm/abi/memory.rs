@@ -49,6 +49,22 @@ pub fn read(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Res<Vec<u
     }
 }
 
+/// Runs `f` on the `len` bytes at `ptr`, borrowed from the guest (no copy), and the host
+/// state; for hostcalls that only look something up with them.
+pub fn with_bytes<T>(
+    caller: &mut Caller<'_, HostState>,
+    ptr: u32,
+    len: u32,
+    f: impl FnOnce(&[u8], &mut HostState) -> T,
+) -> Res<T> {
+    let mem = memory(caller)?;
+    let (data, state) = mem.data_and_store_mut(&mut *caller);
+    match range(data.len(), ptr, len) {
+        Some(r) => Ok(f(&data[r], state)),
+        None => fault(format!("read of {len} bytes at {ptr:#x} is out of bounds")),
+    }
+}
+
 /// Reads a UTF-8 string (invalid UTF-8 is replaced, never a panic).
 pub fn read_string(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Res<String> {
     let bytes = read(caller, ptr, len)?;

@@ -10,8 +10,7 @@ use crate::wasm::state::HostState;
 
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_get_property", |mut c: C<'_>, ptr: u32, len: u32, ret_ptr: u32, ret_len: u32| -> R {
-        let path = memory::read(&mut c, ptr, len)?;
-        match properties::get(c.data(), &path) {
+        match memory::with_bytes(&mut c, ptr, len, |path, st| properties::get(st, path))? {
             Ok(Some(v)) => {
                 memory::return_bytes(&mut c, &v, ret_ptr, ret_len)?;
                 Ok(Status::Ok.raw())
