@@ -476,8 +476,15 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.shared.clone();
+        if !shared.config.metrics && !shared.config.metadata_exchange && shared.tracing().is_none() {
+            return Action::Continue;
+        }
+        // One hostcall for every header this phase reads (content type, peer metadata,
+        // trace context: up to ten lookups), instead of one each.
+        let headers = self.get_http_request_headers();
+        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         if shared.config.metrics {
-            let ct = self.get_http_request_header("content-type");
+            let ct = header("content-type");
             if ct.is_some_and(|c| c.starts_with("application/grpc")) {
                 self.frames = Some(Default::default());
             }
@@ -485,7 +492,7 @@ impl HttpContext for Stream {
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {
                 // Learn the client and strip its headers before the app sees them.
-                if let Some(h) = self.get_http_request_header(peer::HEADER) {
+                if let Some(h) = header(peer::HEADER) {
                     self.peer = shared.peer(&h);
                     self.set_http_request_header(peer::HEADER, None);
                     self.set_http_request_header(peer::ID_HEADER, None);
@@ -496,9 +503,8 @@ impl HttpContext for Stream {
             }
         }
         let Some(t) = shared.tracing() else { return Action::Continue };
-        let incoming = trace::extract(|h| self.get_http_request_header(h));
-        let forced = self.get_http_request_header("x-client-trace-id").is_some()
-            || self.get_http_request_header("x-envoy-force-trace").is_some();
+        let incoming = trace::extract(header);
+        let forced = header("x-client-trace-id").is_some() || header("x-envoy-force-trace").is_some();
         let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
         for (name, value) in hop.outgoing_headers(&t.propagation, &incoming) {
             self.set_http_request_header(name, value.as_deref());

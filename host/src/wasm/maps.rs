@@ -49,12 +49,13 @@ impl MapRef<'_> {
 
     /// The first value of `key` (case-insensitive).
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let key = key.to_ascii_lowercase();
+        let key: std::borrow::Cow<'_, str> =
+            if key.bytes().any(|b| b.is_ascii_uppercase()) { key.to_ascii_lowercase().into() } else { key.into() };
         match self {
             MapRef::Request(p, tls) if key.starts_with(':') => request_pseudo(p, *tls, &key),
             MapRef::Response(p) if key == ":status" => Some(p.status.as_str().as_bytes().to_vec()),
             MapRef::Response(_) if key.starts_with(':') => None,
-            _ => self.headers().get(key.as_str()).map(|v| v.as_bytes().to_vec()),
+            _ => self.headers().get(&*key).map(|v| v.as_bytes().to_vec()),
         }
     }
 
