@@ -41,7 +41,7 @@ where
 }
 
 /// Frames sent into a channel body; a small bound gives back-pressure.
-pub type FrameSender = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+pub type FrameSender = mpsc::Sender<FrameResult>;
 
 /// A body fed frame by frame by a pump task (used when filters see the body).
 pub fn channel() -> (FrameSender, ProxyBody) {

@@ -236,11 +236,11 @@ async fn run(
                     let mut s = stream.lock().await;
                     let info = s.upstream_info();
                     info.address = Some(endpoint.addr());
-                    if let Some(slot) = tried.get_mut(tried_n) {
-                        *slot = endpoint.addr();
-                        tried_n += 1;
-                    }
                     info.attempt_count = attempt;
+                }
+                if let Some(slot) = tried.get_mut(tried_n) {
+                    *slot = endpoint.addr();
+                    tried_n += 1;
                 }
                 let _active = endpoint.track();
                 // Without a replayable body there is no second attempt: the head moves.

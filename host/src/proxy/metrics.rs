@@ -7,7 +7,6 @@ use prometheus::{
 };
 
 use crate::flags::ResponseFlags;
-
 use crate::telemetry::{register, LATENCY_BUCKETS};
 
 /// Metric families of the request path, registered once per proxy.
@@ -40,12 +39,9 @@ pub struct ListenerStats {
     resolved: std::sync::Arc<RwLock<Resolved>>,
 }
 
-/// The request series of one listener seen so far (a handful: clusters × classes × flags).
-#[derive(Default)]
-struct Resolved {
-    requests: Vec<(String, &'static str, ResponseFlags, IntCounter)>,
-    duration: Vec<(String, Histogram)>,
-}
+/// The request series of one listener seen so far (a handful: clusters × classes × flags),
+/// each with its cluster's duration histogram.
+type Resolved = Vec<(String, &'static str, ResponseFlags, IntCounter, Histogram)>;
 
 /// Past this many series per listener the cache stops growing (lookups still work).
 const MAX_RESOLVED: usize = 256;
@@ -147,23 +143,18 @@ impl ListenerStats {
 
     /// The request counter and duration histogram for these labels.
     fn series(&self, cluster: &str, class: &'static str, flags: ResponseFlags) -> (IntCounter, Histogram) {
-        {
-            let r = self.resolved.read().unwrap_or_else(|p| p.into_inner());
-            let counter = r.requests.iter().find(|(c, k, f, _)| c == cluster && *k == class && *f == flags);
-            let histogram = r.duration.iter().find(|(c, _)| c == cluster);
-            if let (Some((.., counter)), Some((_, histogram))) = (counter, histogram) {
-                return (counter.clone(), histogram.clone());
-            }
+        let hit = self.resolved.read().unwrap_or_else(|p| p.into_inner()).iter().find_map(|(c, k, f, counter, h)| {
+            (c == cluster && *k == class && *f == flags).then(|| (counter.clone(), h.clone()))
+        });
+        if let Some(series) = hit {
+            return series;
         }
         let flag_codes = if flags.is_empty() { "-".to_string() } else { flags.to_string() };
         let counter = self.requests.with_label_values(&[&self.listener, cluster, class, &flag_codes]);
         let histogram = self.duration.with_label_values(&[&self.listener, cluster]);
-        let mut r = self.resolved.write().unwrap_or_else(|p| p.into_inner());
-        if r.requests.len() < MAX_RESOLVED {
-            r.requests.push((cluster.to_string(), class, flags, counter.clone()));
-        }
-        if r.duration.len() < MAX_RESOLVED && !r.duration.iter().any(|(c, _)| c == cluster) {
-            r.duration.push((cluster.to_string(), histogram.clone()));
+        let mut resolved = self.resolved.write().unwrap_or_else(|p| p.into_inner());
+        if resolved.len() < MAX_RESOLVED {
+            resolved.push((cluster.to_string(), class, flags, counter.clone(), histogram.clone()));
         }
         (counter, histogram)
     }

@@ -193,10 +193,11 @@ impl Cluster {
         };
         let eps = &hosts.endpoints;
         let fresh = |e: &EndpointState| e.is_available() && !req.exclude.contains(&e.addr());
-        (!req.exclude.is_empty())
-            .then(|| hosts.balancer.pick_where(eps, req.hash_key, fresh))
-            .flatten()
-            .or_else(|| hosts.balancer.pick(eps, req.hash_key, Filter::Available))
+        hosts
+            .balancer
+            .pick_where(eps, req.hash_key, fresh)
+            // Every available endpoint was tried already: balance as without the exclusion.
+            .or_else(|| (!req.exclude.is_empty()).then(|| hosts.balancer.pick(eps, req.hash_key, Filter::Available))?)
             .or_else(|| hosts.balancer.pick(eps, req.hash_key, Filter::Any))
             .and_then(|i| eps.get(i).cloned())
             .ok_or_else(|| UpstreamError::NoHealthyUpstream { cluster: self.name.clone() })

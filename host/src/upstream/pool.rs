@@ -38,18 +38,22 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// What a pooled cluster was built from: rebuilt when either changes (a TLS rotation
 /// yields a new `ClientConfig`).
-#[derive(Clone)]
 struct ClientKey {
     pool: PoolConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-impl PartialEq for ClientKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.pool == other.pool
-            && match (&self.tls, &other.tls) {
+impl ClientKey {
+    fn of(cluster: &Cluster) -> ClientKey {
+        ClientKey { pool: cluster.pool, tls: cluster.tls().map(|t| t.config()) }
+    }
+
+    /// True when `cluster` still has these pool settings and this TLS configuration.
+    fn matches(&self, cluster: &Cluster) -> bool {
+        self.pool == cluster.pool
+            && match (&self.tls, cluster.tls()) {
                 (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (Some(a), Some(b)) => Arc::ptr_eq(a, &b.config()),
                 _ => false,
             }
     }
@@ -167,23 +171,10 @@ impl WorkerPools {
 
     /// The pool of `cluster`, created (or replaced, when its settings changed) here.
     fn pool(&self, cluster: &Cluster) -> Arc<ClusterPool> {
-        let tls = cluster.tls();
-        {
-            let clusters = self.clusters.borrow();
-            if let Some(pool) = clusters.get(cluster.name()) {
-                if pool.key.pool == cluster.pool
-                    && match (&pool.key.tls, tls) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, &b.config()),
-                        _ => false,
-                    }
-                {
-                    return pool.clone();
-                }
-            }
+        if let Some(pool) = self.clusters.borrow().get(cluster.name()).filter(|p| p.key.matches(cluster)) {
+            return pool.clone();
         }
-        let key = ClientKey { pool: cluster.pool, tls: tls.map(|t| t.config()) };
-        let pool = ClusterPool::new(key, tls.map(Arc::as_ref));
+        let pool = ClusterPool::new(ClientKey::of(cluster), cluster.tls().map(Arc::as_ref));
         self.clusters.borrow_mut().insert(cluster.name().to_string(), pool.clone());
         pool
     }
@@ -265,11 +256,7 @@ impl ClusterPool {
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::ConnectFailure { source: Box::new(e) })?;
-        tokio::spawn(async move {
-            if let Err(e) = task.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        run_connection(task.with_upgrades());
         Ok(conn)
     }
 
@@ -292,11 +279,7 @@ impl ClusterPool {
                         .handshake(io)
                         .await
                         .map_err(|e| UpstreamError::ConnectFailure { source: Box::new(e) })?;
-                    tokio::spawn(async move {
-                        if let Err(e) = task.await {
-                            tracing::debug!(error = %e, "upstream connection ended with an error");
-                        }
-                    });
+                    run_connection(task);
                     *guard = Some(conn.clone());
                     conn
                 }
@@ -330,12 +313,13 @@ impl ClusterPool {
         conn: http1::SendRequest<UpstreamBody>,
         resp: Response<Incoming>,
     ) -> Response<PooledBody> {
-        let mut back = Some(GiveBack { pool: Arc::downgrade(self), authority: authority.clone(), conn });
-        if resp.body().is_end_stream() {
-            if let Some(b) = back.take() {
-                b.give();
-            }
-        }
+        let back = GiveBack { pool: Arc::downgrade(self), authority: authority.clone(), conn };
+        let back = if resp.body().is_end_stream() {
+            back.give();
+            None
+        } else {
+            Some(back)
+        };
         resp.map(|body| PooledBody { body, back })
     }
 
@@ -360,6 +344,15 @@ impl ClusterPool {
         }
         idle.retain(|_, list| !list.is_empty());
     }
+}
+
+/// Runs a connection's I/O task on the worker's runtime until the connection closes.
+fn run_connection(task: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
 }
 
 /// Reaps idle connections every so often while the pool lives.

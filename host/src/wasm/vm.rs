@@ -82,13 +82,12 @@ struct Inner {
 /// `proxy_on_http_call_response(ctx, token, headers, body, trailers)`.
 type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
 
-#[derive(Clone)]
 enum HeadersFn {
     V2(TypedFunc<(u32, u32, u32), u32>),
     V1(TypedFunc<(u32, u32), u32>),
 }
 
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Callbacks {
     context_create: Option<TypedFunc<(u32, u32), ()>>,
     vm_start: Option<TypedFunc<(u32, u32), u32>>,
@@ -314,18 +313,10 @@ impl Vm {
         n: u32,
         eos: u32,
     ) -> Result<Option<u32>, Failed> {
-        let v1 = {
-            let Ok(guard) = self.inner.try_borrow() else { return Err(Failed { kind: "reentrant" }) };
-            let Some(inner) = guard.as_ref() else { return Err(Failed { kind: "unavailable" }) };
-            match headers_fn(&inner.cb, request) {
-                None => return Ok(None),
-                Some(f) => matches!(f, HeadersFn::V1(_)),
-            }
-        };
-        if v1 {
-            self.call(plugin, ctx, Scope::None, |c| headers_v1(c, request), (ctx, n))
-        } else {
-            self.call(plugin, ctx, Scope::None, |c| headers_v2(c, request), (ctx, n, eos))
+        // A module exports one of the two shapes (or neither: both calls answer `None`).
+        match self.call(plugin, ctx, Scope::None, |c| headers_v2(c, request), (ctx, n, eos))? {
+            Some(action) => Ok(Some(action)),
+            None => self.call(plugin, ctx, Scope::None, |c| headers_v1(c, request), (ctx, n)),
         }
     }
 
@@ -691,7 +682,7 @@ impl Callbacks {
     }
 }
 
-/// An optional export with a checked signature: absent → `None`, wrong type → error.
+/// The headers callback of the request or the response side, in its ABI shape.
 fn headers_fn(c: &Callbacks, request: bool) -> Option<&HeadersFn> {
     if request {
         c.request_headers.as_ref()
@@ -716,6 +707,7 @@ fn headers_v2(c: &Callbacks, request: bool) -> Option<&TypedFunc<(u32, u32, u32)
     }
 }
 
+/// An optional export with a checked signature: absent → `None`, wrong type → error.
 fn typed<P: WasmParams, R: WasmResults>(
     inst: &Instance,
     store: &mut Store<HostState>,
