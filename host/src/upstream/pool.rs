@@ -225,7 +225,9 @@ impl ClusterPool {
                 },
             }
         }
-        let mut conn = self.connect_h1(authority).await?;
+        // Boxed: the dial (TCP, TLS, handshake) is a large future that the common case,
+        // an idle connection, should not carry (and copy) in every exchange's state.
+        let mut conn = Box::pin(self.connect_h1(authority)).await?;
         let resp =
             conn.send_request(req).await.map_err(|e| UpstreamError::from_exchange(e, UpstreamProtocol::Http1))?;
         Ok(self.pooled(authority, conn, resp))
@@ -273,13 +275,8 @@ impl ClusterPool {
             match guard.as_ref() {
                 Some(c) if !c.is_closed() => c.clone(),
                 _ => {
-                    let io = self.connect(authority).await?;
-                    let (conn, task) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .handshake(io)
-                        .await
-                        .map_err(|e| UpstreamError::ConnectFailure { source: Box::new(e) })?;
-                    run_connection(task);
+                    // Boxed for the same reason as in `send_h1`.
+                    let conn = Box::pin(self.connect_h2(authority)).await?;
                     *guard = Some(conn.clone());
                     conn
                 }
@@ -288,6 +285,18 @@ impl ClusterPool {
         let resp =
             conn.send_request(req).await.map_err(|e| UpstreamError::from_exchange(e, UpstreamProtocol::Http2))?;
         Ok(resp.map(|body| PooledBody { body, back: None }))
+    }
+
+    /// A new HTTP/2 connection to `authority`, its connection task running.
+    async fn connect_h2(&self, authority: &Authority) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
+        let io = self.connect(authority).await?;
+        let (conn, task) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::ConnectFailure { source: Box::new(e) })?;
+        run_connection(task);
+        Ok(conn)
     }
 
     /// Dials `authority` (TCP, then TLS for TLS clusters) within the connect timeout.
