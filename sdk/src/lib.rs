@@ -295,6 +295,104 @@ pub fn get_property(name: &str) -> Result<Option<Vec<u8>>, Status> {
     proxy_wasm::hostcalls::get_property(vec![name])
 }
 
+/// Reads several properties by dotted name in one hostcall (the host extension
+/// `wasmesh.get_properties`), in order; `None` for an absent one. On a host without the
+/// extension, one `get_property` each (Envoy-style segments for the standard roots).
+pub fn get_properties(names: &[&str]) -> Vec<Option<Vec<u8>>> {
+    match proxy_wasm::hostcalls::call_foreign_function("wasmesh.get_properties", Some(&batch::encode(names))) {
+        Ok(Some(answer)) => batch::decode(&answer, names.len()),
+        Ok(None) if names.is_empty() => Vec::new(),
+        _ => names.iter().map(|n| proxy_wasm::hostcalls::get_property(batch::segments(n)).ok().flatten()).collect(),
+    }
+}
+
+/// The wire format of `wasmesh.get_properties`.
+pub mod batch {
+    /// Marks an absent property in an answer.
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// The request: `[u32 LE length][name]` per name.
+    pub fn encode(names: &[&str]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 4).sum());
+        for n in names {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
+        out
+    }
+
+    /// The answer: `[u32 LE length][value]` or [`ABSENT`] per name; `n` values always
+    /// (missing or truncated entries are `None`).
+    pub fn decode(mut answer: &[u8], n: usize) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some((len, rest)) = answer.split_first_chunk::<4>() else { break };
+            let len = u32::from_le_bytes(*len);
+            if len == ABSENT || rest.len() < len as usize {
+                answer = if len == ABSENT { rest } else { &[] };
+                out.push(None);
+                continue;
+            }
+            let (value, rest) = rest.split_at(len as usize);
+            out.push(Some(value.to_vec()));
+            answer = rest;
+        }
+        out.resize(n, None);
+        out
+    }
+
+    /// A dotted name as proxy-wasm path segments: `request.headers.x-a.b` →
+    /// `[request, headers, x-a.b]` for Envoy's roots; anything else is one segment.
+    pub fn segments(name: &str) -> Vec<&str> {
+        let root = name.split('.').next().unwrap_or_default();
+        match root {
+            "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds" => {
+                name.splitn(3, '.').collect()
+            }
+            _ => vec![name],
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn decode_reads_values_and_absent_markers_in_order() {
+            let mut answer = Vec::new();
+            answer.extend_from_slice(&3u32.to_le_bytes());
+            answer.extend_from_slice(b"abc");
+            answer.extend_from_slice(&ABSENT.to_le_bytes());
+            answer.extend_from_slice(&0u32.to_le_bytes());
+            let got = decode(&answer, 3);
+            assert_eq!(got, vec![Some(b"abc".to_vec()), None, Some(Vec::new())]);
+        }
+
+        #[test]
+        fn decode_of_a_short_or_truncated_answer_still_gives_n_values() {
+            let mut answer = Vec::new();
+            answer.extend_from_slice(&10u32.to_le_bytes());
+            answer.extend_from_slice(b"abc");
+            assert_eq!(decode(&answer, 2), vec![None, None]);
+            assert_eq!(decode(&[], 1), vec![None]);
+        }
+
+        #[test]
+        fn encode_prefixes_each_name_with_its_length() {
+            let e = encode(&["ab", ""]);
+            assert_eq!(e, [2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        }
+
+        #[test]
+        fn segments_split_envoy_roots_only() {
+            assert_eq!(segments("request.headers.x-a.b"), ["request", "headers", "x-a.b"]);
+            assert_eq!(segments("response.code"), ["response", "code"]);
+            assert_eq!(segments("wasmesh.cluster.a.b"), ["wasmesh.cluster.a.b"]);
+            assert_eq!(segments("listener_direction"), ["listener_direction"]);
+        }
+    }
+}
+
 /// Steering the upstream choice (call in the request-headers phase).
 pub mod upstream {
     use super::{props, set_property, Status};

@@ -466,7 +466,7 @@ impl Request for HostRequest {
 
     fn request_principal(&self) -> Option<&str> {
         self.request_principal
-            .get_or_init(|| policy::request_principal_from(prop("request.auth.principal").as_deref(), self.claims()))
+            .get_or_init(|| policy::request_principal_from(prop("request.auth.principal").as_deref(), || self.claims()))
             .as_deref()
     }
 
@@ -477,7 +477,8 @@ impl Request for HostRequest {
     }
 
     fn audiences(&self) -> &[String] {
-        self.audiences.get_or_init(|| policy::audiences_from(prop("request.auth.audiences").as_deref(), self.claims()))
+        self.audiences
+            .get_or_init(|| policy::audiences_from(prop("request.auth.audiences").as_deref(), || self.claims()))
     }
 
     fn presenter(&self) -> Option<&str> {

@@ -442,16 +442,33 @@ impl<T> Field<T> {
     }
 }
 
-fn check_str(field: &Field<StringMatch>, v: Option<&str>) -> bool {
-    field.is_empty() || field.check(|m| v.is_some_and(|v| m.matches(v)))
+fn check_str<'a>(field: &Field<StringMatch>, v: impl FnOnce() -> Option<&'a str>) -> bool {
+    if field.is_empty() {
+        return true;
+    }
+    let v = v();
+    field.check(|m| v.is_some_and(|v| m.matches(v)))
 }
 
-fn check_ip(field: &Field<Cidr>, ip: Option<IpAddr>) -> bool {
-    field.is_empty() || field.check(|c| ip.is_some_and(|ip| c.contains(ip)))
+fn check_ip(field: &Field<Cidr>, ip: impl FnOnce() -> Option<IpAddr>) -> bool {
+    if field.is_empty() {
+        return true;
+    }
+    let ip = ip();
+    field.check(|c| ip.is_some_and(|ip| c.contains(ip)))
 }
 
-fn check_port(field: &Field<u16>, port: Option<u16>) -> bool {
-    field.is_empty() || field.check(|p| port == Some(*p))
+fn check_port(field: &Field<u16>, port: impl FnOnce() -> Option<u16>) -> bool {
+    if field.is_empty() {
+        return true;
+    }
+    let port = port();
+    field.check(|p| port == Some(*p))
+}
+
+/// [`check_str`] of a value already read (a header, possibly joined).
+fn check_str_owned(field: &Field<StringMatch>, v: Option<Cow<'_, str>>) -> bool {
+    check_str(field, || v.as_deref())
 }
 
 /// Any of several values (audiences, list claims) matching.
@@ -461,43 +478,45 @@ fn check_any(field: &Field<StringMatch>, vs: &[Cow<'_, str>]) -> bool {
 
 // === impl Source / Operation / Condition / Rule ===
 
+// A field reads its request value only when it has something to match: the values
+// behind most of them cost a hostcall.
+
 impl Source {
     fn matches(&self, r: &dyn Request) -> bool {
-        let principal = r.peer_principal();
-        check_str(&self.principals, principal)
-            && check_str(&self.request_principals, r.request_principal())
-            && check_str(&self.namespaces, principal.and_then(namespace_of))
-            && check_ip(&self.ip_blocks, r.source_ip())
-            && check_ip(&self.remote_ip_blocks, r.remote_ip())
+        check_str(&self.principals, || r.peer_principal())
+            && check_str(&self.request_principals, || r.request_principal())
+            && check_str(&self.namespaces, || r.peer_principal().and_then(namespace_of))
+            && check_ip(&self.ip_blocks, || r.source_ip())
+            && check_ip(&self.remote_ip_blocks, || r.remote_ip())
     }
 }
 
 impl Operation {
     fn matches(&self, r: &dyn Request) -> bool {
-        check_port(&self.ports, r.destination_port())
-            && check_str(&self.methods, Some(r.method()))
+        check_str(&self.methods, || Some(r.method()))
             && (self.paths.is_empty() || self.paths.check(|m| m.matches(r.path())))
             && (self.hosts.is_empty() || {
                 let host = r.host().to_ascii_lowercase();
                 let bare = strip_port(&host);
                 self.hosts.check(|m| m.matches(&host) || m.matches(bare))
             })
+            && check_port(&self.ports, || r.destination_port())
     }
 }
 
 impl Condition {
     fn matches(&self, r: &dyn Request) -> bool {
         match (&self.key, &self.values) {
-            (Key::SourceIp, Values::Ip(f)) => check_ip(f, r.source_ip()),
-            (Key::RemoteIp, Values::Ip(f)) => check_ip(f, r.remote_ip()),
-            (Key::DestinationIp, Values::Ip(f)) => check_ip(f, r.destination_ip()),
-            (Key::DestinationPort, Values::Port(f)) => check_port(f, r.destination_port()),
-            (Key::Header(name), Values::Str(f)) => check_str(f, r.header(name).as_deref()),
-            (Key::SourceNamespace, Values::Str(f)) => check_str(f, r.peer_principal().and_then(namespace_of)),
-            (Key::SourcePrincipal, Values::Str(f)) => check_str(f, r.peer_principal()),
-            (Key::RequestPrincipal, Values::Str(f)) => check_str(f, r.request_principal()),
-            (Key::Presenter, Values::Str(f)) => check_str(f, r.presenter()),
-            (Key::Sni, Values::Str(f)) => check_str(f, r.sni()),
+            (Key::SourceIp, Values::Ip(f)) => check_ip(f, || r.source_ip()),
+            (Key::RemoteIp, Values::Ip(f)) => check_ip(f, || r.remote_ip()),
+            (Key::DestinationIp, Values::Ip(f)) => check_ip(f, || r.destination_ip()),
+            (Key::DestinationPort, Values::Port(f)) => check_port(f, || r.destination_port()),
+            (Key::Header(name), Values::Str(f)) => check_str_owned(f, r.header(name)),
+            (Key::SourceNamespace, Values::Str(f)) => check_str(f, || r.peer_principal().and_then(namespace_of)),
+            (Key::SourcePrincipal, Values::Str(f)) => check_str(f, || r.peer_principal()),
+            (Key::RequestPrincipal, Values::Str(f)) => check_str(f, || r.request_principal()),
+            (Key::Presenter, Values::Str(f)) => check_str(f, || r.presenter()),
+            (Key::Sni, Values::Str(f)) => check_str(f, || r.sni()),
             (Key::Audiences, Values::Str(f)) => {
                 let auds: Vec<Cow<'_, str>> = r.audiences().iter().map(|a| Cow::Borrowed(a.as_str())).collect();
                 check_any(f, &auds)
@@ -510,9 +529,11 @@ impl Condition {
 }
 
 impl Rule {
+    /// `to` first: method, path and host are at hand, while `from` and `when` values
+    /// mostly cost a hostcall (the result is the same in any order).
     fn matches(&self, r: &dyn Request) -> bool {
-        (self.from.is_empty() || self.from.iter().any(|s| s.matches(r)))
-            && (self.to.is_empty() || self.to.iter().any(|o| o.matches(r)))
+        (self.to.is_empty() || self.to.iter().any(|o| o.matches(r)))
+            && (self.from.is_empty() || self.from.iter().any(|s| s.matches(r)))
             && self.when.iter().all(|c| c.matches(r))
     }
 }
@@ -639,7 +660,7 @@ fn scalar(v: &Value) -> Option<Cow<'_, str>> {
 
 /// Audiences from the `request.auth.audiences` property (a JSON list, else text split on
 /// `,`), else from the `aud` claim.
-pub fn audiences_from(raw: Option<&[u8]>, claims: Option<&Value>) -> Vec<String> {
+pub fn audiences_from<'a>(raw: Option<&[u8]>, claims: impl FnOnce() -> Option<&'a Value>) -> Vec<String> {
     if let Some(b) = raw.filter(|b| !b.is_empty()) {
         if let Ok(Value::Array(a)) = serde_json::from_slice::<Value>(b) {
             return a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
@@ -651,15 +672,15 @@ pub fn audiences_from(raw: Option<&[u8]>, claims: Option<&Value>) -> Vec<String>
             .map(str::to_string)
             .collect();
     }
-    claim_values(claims, &["aud".to_string()]).into_iter().map(Cow::into_owned).collect()
+    claim_values(claims(), &["aud".to_string()]).into_iter().map(Cow::into_owned).collect()
 }
 
 /// The request principal: the property, else `iss/sub` from the claims.
-pub fn request_principal_from(raw: Option<&[u8]>, claims: Option<&Value>) -> Option<String> {
+pub fn request_principal_from<'a>(raw: Option<&[u8]>, claims: impl FnOnce() -> Option<&'a Value>) -> Option<String> {
     if let Some(b) = raw.filter(|b| !b.is_empty()) {
         return Some(String::from_utf8_lossy(b).into_owned());
     }
-    let c = claims?;
+    let c = claims()?;
     Some(format!("{}/{}", c.get("iss")?.as_str()?, c.get("sub")?.as_str()?))
 }
 

@@ -24,7 +24,7 @@ use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::{ext, now_ms, props, shared, stream};
 
 use crate::config::Config;
-use crate::policy::{EndpointState, Health, Load, Observation, Verdict};
+use crate::policy::{EndpointState, Health, Observation, Verdict};
 
 /// Per-request filter state read by the retry filter: the cluster's `maxRetries`.
 pub const MAX_RETRIES_PROPERTY: &str = props::CIRCUIT_BREAKER_MAX_RETRIES;
@@ -116,12 +116,8 @@ impl HttpContext for Stream {
         if policy.limits.is_empty() {
             return Action::Continue;
         }
-        let stat = |s: &str| stream::get_decimal_property(&props::cluster_stat(&cluster, s)).ok().flatten();
-        let load = Load {
-            active_requests: stat("active_requests"),
-            active_connections: stat("active_connections"),
-            pending_requests: stat("pending_requests"),
-        };
+        let load =
+            policy.limits.load(|s| stream::get_decimal_property(&props::cluster_stat(&cluster, s)).ok().flatten());
         match policy.limits.check(&load) {
             Some(o) => self.overflow(&cluster, o.reason()),
             None => Action::Continue,

@@ -144,6 +144,19 @@ impl PoolLimits {
         (active >= max_conns.saturating_add(max_pending)).then_some(Overflow::MaxPendingRequests)
     }
 
+    /// The load `check` needs, each stat read through `stat` only when a configured limit
+    /// uses it (a stat read is a hostcall).
+    pub fn load(&self, stat: impl Fn(&str) -> Option<u64>) -> Load {
+        let pending = self.max_pending_requests.is_some();
+        let conns = self.max_connections.is_some();
+        let read = |wanted: bool, name: &str| if wanted { stat(name) } else { None };
+        Load {
+            active_requests: read(self.max_requests.is_some() || (pending && conns), "active_requests"),
+            active_connections: read(pending && conns, "active_connections"),
+            pending_requests: read(pending, "pending_requests"),
+        }
+    }
+
     /// Whether any limit is set.
     pub fn is_empty(&self) -> bool {
         *self == PoolLimits::default()

@@ -169,8 +169,7 @@ impl HttpContext for Stream {
             }
         }
         let method = self.get_http_request_header(":method").unwrap_or_default();
-        let has_key = self.get_http_request_header("idempotency-key").is_some();
-        self.idempotent = policy::is_idempotent(&method, has_key);
+        self.idempotent = policy::is_idempotent(&method, || self.get_http_request_header("idempotency-key").is_some());
         let p = self.policy();
         let (attempts, per_try, buffer) = (p.attempts, p.per_try_timeout_ms, p.max_buffer_bytes);
         if let Some(ms) = per_try {
@@ -187,9 +186,18 @@ impl HttpContext for Stream {
         self.release_budget();
         let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         let grpc = self.get_http_response_header("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
-        let flags = stream::response_flags().unwrap_or_default();
-        let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let outcome = Outcome::classify(status, &flag_refs, grpc);
+        let plain = Outcome::Response { status, grpc_status: grpc };
+        // Most responses are final without a look at the flags (a hostcall each).
+        let outcome = if Outcome::flags_matter(status) || self.policy().retries(plain) {
+            let flags = stream::response_flags().unwrap_or_default();
+            let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+            Outcome::classify(status, &flag_refs, grpc)
+        } else {
+            plain
+        };
+        if !self.policy().retries(outcome) {
+            return Action::Continue;
+        }
         // The host's count, never below our own: a host that miscounts cannot cause endless retries.
         let host_count = stream::get_decimal_property(props::REQUEST_ATTEMPT_COUNT).ok().flatten().unwrap_or(1);
         let attempt = host_count.max(u64::from(self.retries_issued) + 1);

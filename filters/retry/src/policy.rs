@@ -238,6 +238,14 @@ impl Outcome {
             _ => Outcome::Response { status, grpc_status },
         }
     }
+
+    /// Whether the response flags can change what `classify` makes of `status` in a way a
+    /// policy acts on: the statuses the host synthesises with a flag (502–504) do; for any
+    /// other, a flag can only make it `FaultInjected`, which is never retried — so the
+    /// flags need reading only when the plain response would be retried.
+    pub fn flags_matter(status: u16) -> bool {
+        matches!(status, 502..=504)
+    }
 }
 
 // === impl RetryPolicy ===
@@ -263,11 +271,16 @@ impl RetryPolicy {
         }
     }
 
+    /// Whether `outcome` is one this policy retries (attempts left or not). `attempts: 0`
+    /// switches retries off: nothing is then "exhausted" (no `URX`).
+    pub fn retries(&self, outcome: Outcome) -> bool {
+        self.attempts != 0 && self.retry_on.matches(outcome)
+    }
+
     /// Decides what to do with an attempt. `attempt_count` is the host's
     /// `upstream.request_attempt_count` (1 for the first attempt).
     pub fn decide(&self, outcome: Outcome, idempotent: bool, attempt_count: u64) -> Decision {
-        // `attempts: 0` switches retries off: nothing is "exhausted" (no `URX`).
-        if self.attempts == 0 || !self.retry_on.matches(outcome) {
+        if !self.retries(outcome) {
             return Decision::Pass;
         }
         // A connect failure never reached the upstream: replaying it is safe for any method.
@@ -327,8 +340,8 @@ pub fn retry_admitted(
 
 /// Whether `method` is idempotent (RFC 9110 §9.2.2). A request carrying an
 /// `Idempotency-Key` header is treated as idempotent whatever its method.
-pub fn is_idempotent(method: &str, has_idempotency_key: bool) -> bool {
-    has_idempotency_key || matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+pub fn is_idempotent(method: &str, has_idempotency_key: impl FnOnce() -> bool) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE") || has_idempotency_key()
 }
 
 #[cfg(test)]

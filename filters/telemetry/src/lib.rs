@@ -367,6 +367,45 @@ impl RootContext for Root {
     }
 }
 
+/// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call;
+/// indices in [`rec`].
+const RECORD_PROPERTIES: [&str; 15] = [
+    props::RESPONSE_FLAGS,
+    "response.flags",
+    "request.headers.content-type",
+    "request.duration",
+    "request.host",
+    "response.code",
+    "response.grpc_status",
+    "request.total_size",
+    "response.total_size",
+    props::UPSTREAM_CLUSTER,
+    "cluster_name",
+    "connection.mtls",
+    "source.principal",
+    "connection.uri_san_peer_certificate",
+    "connection.uri_san_local_certificate",
+];
+
+/// Indices into [`RECORD_PROPERTIES`].
+mod rec {
+    pub const FLAGS: usize = 0;
+    pub const ENVOY_FLAGS: usize = 1;
+    pub const CONTENT_TYPE: usize = 2;
+    pub const DURATION: usize = 3;
+    pub const HOST: usize = 4;
+    pub const CODE: usize = 5;
+    pub const GRPC_STATUS: usize = 6;
+    pub const REQUEST_SIZE: usize = 7;
+    pub const RESPONSE_SIZE: usize = 8;
+    pub const CLUSTER: usize = 9;
+    pub const CLUSTER_NAME: usize = 10;
+    pub const MTLS: usize = 11;
+    pub const SOURCE_PRINCIPAL: usize = 12;
+    pub const PEER_URI_SAN: usize = 13;
+    pub const LOCAL_URI_SAN: usize = 14;
+}
+
 // === impl Stream ===
 
 impl Stream {
@@ -387,45 +426,35 @@ impl Stream {
         self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     }
 
-    /// Reads what metrics and the access-log filter need about the finished request.
+    /// Reads what metrics and the access-log filter need about the finished request, in
+    /// one hostcall ([`RECORD_PROPERTIES`]).
     fn record(&self) -> Record {
-        let flags_text = wasmesh_sdk::get_property(props::RESPONSE_FLAGS).ok().flatten();
-        let flags = flags_text
-            .or_else(|| prop_bytes(vec!["response", "flags"]))
-            .and_then(|b| flags::decode(&b))
-            .unwrap_or_default();
-        let content_type = prop_str(vec!["request", "headers", "content-type"]);
+        let v = wasmesh_sdk::get_properties(&RECORD_PROPERTIES);
+        let bytes = |i: usize| v.get(i).and_then(Option::as_deref);
+        let text =
+            |i: usize| bytes(i).and_then(|b| std::str::from_utf8(b).ok()).filter(|s| !s.is_empty()).map(str::to_string);
+        let int = |i: usize| bytes(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
+        let flags = bytes(rec::FLAGS).or_else(|| bytes(rec::ENVOY_FLAGS)).and_then(flags::decode).unwrap_or_default();
+        let content_type = text(rec::CONTENT_TYPE);
         let grpc = content_type.as_deref().is_some_and(|c| c.starts_with("application/grpc"));
         let destination = self.reporter.is_none_or(Reporter::local_is_destination);
         Record {
-            duration_ns: prop_int(vec!["request", "duration"]).map(|v| v.max(0) as u64),
-            authority: prop_str(vec!["request", "host"]),
+            duration_ns: int(rec::DURATION).map(|v| v.max(0) as u64),
+            authority: text(rec::HOST),
             content_type,
-            response_code: prop_int(vec!["response", "code"])
-                .and_then(|c| u16::try_from(c).ok())
-                .filter(|c| *c != 0)
-                .or(self.status),
-            grpc_status: if grpc {
-                prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok())
-            } else {
-                None
-            },
+            response_code: int(rec::CODE).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0).or(self.status),
+            grpc_status: if grpc { int(rec::GRPC_STATUS).and_then(|g| u64::try_from(g).ok()) } else { None },
             response_flags: flags,
-            bytes_received: prop_int(vec!["request", "total_size"]).map(|v| v.max(0) as u64),
-            bytes_sent: prop_int(vec!["response", "total_size"]).map(|v| v.max(0) as u64),
-            upstream_cluster: prop_str(vec![props::UPSTREAM_CLUSTER]).or_else(|| prop_str(vec!["cluster_name"])),
-            mtls: if destination {
-                prop_bytes(vec!["connection", "mtls"]).and_then(|b| b.first().map(|v| *v != 0))
-            } else {
-                None
-            },
+            bytes_received: int(rec::REQUEST_SIZE).map(|v| v.max(0) as u64),
+            bytes_sent: int(rec::RESPONSE_SIZE).map(|v| v.max(0) as u64),
+            upstream_cluster: text(rec::CLUSTER).or_else(|| text(rec::CLUSTER_NAME)),
+            mtls: if destination { bytes(rec::MTLS).and_then(|b| b.first().map(|v| *v != 0)) } else { None },
             peer_principal: if destination {
-                prop_str(vec!["source", "principal"])
-                    .or_else(|| prop_str(vec!["connection", "uri_san_peer_certificate"]))
+                text(rec::SOURCE_PRINCIPAL).or_else(|| text(rec::PEER_URI_SAN))
             } else {
                 None
             },
-            local_principal: if destination { prop_str(vec!["connection", "uri_san_local_certificate"]) } else { None },
+            local_principal: if destination { text(rec::LOCAL_URI_SAN) } else { None },
             trace_id: self.hop.as_ref().map(Hop::trace_id_hex),
             ..Record::default()
         }
@@ -507,7 +536,10 @@ impl HttpContext for Stream {
         let forced = header("x-client-trace-id").is_some() || header("x-envoy-force-trace").is_some();
         let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
         for (name, value) in hop.outgoing_headers(&t.propagation, &incoming) {
-            self.set_http_request_header(name, value.as_deref());
+            // Removing a header the request does not carry is a hostcall for nothing.
+            if value.is_some() || header(name).is_some() {
+                self.set_http_request_header(name, value.as_deref());
+            }
         }
         self.hop = Some(hop);
         Action::Continue

@@ -53,8 +53,7 @@ impl Value {
 /// Splits a property path into segments (`\0`-separated; a single dotted segment such as
 /// `request.path` is accepted too). Borrows from `path` when it is valid UTF-8.
 pub(crate) fn segments(path: &[u8]) -> Vec<Cow<'_, str>> {
-    let mut segs: Vec<Cow<'_, str>> =
-        path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(String::from_utf8_lossy).collect();
+    let mut segs: Vec<Cow<'_, str>> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(text).collect();
     if segs.len() == 1 && segs[0].contains('.') {
         let root = segs[0].split('.').next().unwrap_or_default();
         if matches!(
@@ -70,10 +69,63 @@ pub(crate) fn segments(path: &[u8]) -> Vec<Cow<'_, str>> {
     segs
 }
 
+/// Most paths one `wasmesh.get_properties` call resolves.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Marks an absent (or unreadable) property in a `wasmesh.get_properties` answer.
+pub(crate) const ABSENT: u32 = u32::MAX;
+
+/// `wasmesh.get_properties`: `args` is a sequence of `[u32 LE length][path]` (paths as
+/// `proxy_get_property` takes them); the answer, per path in order, `[u32 LE length][value]`
+/// or [`ABSENT`]. Malformed or over [`MAX_BATCH`] paths: `BadArgument`.
+pub(crate) fn get_many(st: &HostState, mut args: &[u8]) -> Result<Vec<u8>, Status> {
+    let mut out = Vec::with_capacity(256);
+    let mut n = 0;
+    while !args.is_empty() {
+        n += 1;
+        let (len, rest) = args.split_first_chunk::<4>().ok_or(Status::BadArgument)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if n > MAX_BATCH || rest.len() < len {
+            return Err(Status::BadArgument);
+        }
+        let (path, rest) = rest.split_at(len);
+        args = rest;
+        match get(st, path) {
+            Ok(Some(v)) => {
+                let Ok(vlen) = u32::try_from(v.len()) else { return Err(Status::BadArgument) };
+                out.extend_from_slice(&vlen.to_le_bytes());
+                out.extend_from_slice(&v);
+            }
+            _ => out.extend_from_slice(&ABSENT.to_le_bytes()),
+        }
+    }
+    Ok(out)
+}
+
+/// `bytes` as text, borrowed when valid UTF-8 (the common case, checked fast), else with
+/// replacement characters.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.
 pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     let segs = segments(path);
-    let s: Vec<&str> = segs.iter().map(|c| c.as_ref()).collect();
+    // Paths are short: borrow the segments into a stack array (a Vec beyond that).
+    let mut short = [""; 6];
+    let long: Vec<&str>;
+    let s: &[&str] = if segs.len() <= short.len() {
+        for (slot, seg) in short.iter_mut().zip(&segs) {
+            *slot = seg.as_ref();
+        }
+        &short[..segs.len()]
+    } else {
+        long = segs.iter().map(|c| c.as_ref()).collect();
+        &long
+    };
     if s.is_empty() {
         return Ok(None);
     }
@@ -81,7 +133,7 @@ pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status
     let node = &st.rt.node;
     let stream = st.current_stream().and_then(|s| s.try_borrow().ok());
     let stream = stream.as_deref();
-    let v = match s.as_slice() {
+    let v = match s {
         ["plugin_name"] => Some(Value::Str(plugin.name.to_string())),
         ["plugin_root_id"] => Some(Value::Str(plugin.root_id.clone())),
         ["plugin_vm_id"] => Some(Value::Str(plugin.vm_id.to_string())),
@@ -96,7 +148,7 @@ pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status
             _ => None,
         },
         _ => match stream {
-            Some(stream) => stream_property(st, stream, &s),
+            Some(stream) => stream_property(st, stream, s),
             None => None,
         },
     };
@@ -179,7 +231,10 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
         },
         ["filter_state", key] => return state(key),
         _ => {
-            let joined = path.join(".");
+            let joined = match path {
+                [one] => Cow::Borrowed(*one),
+                _ => Cow::Owned(path.join(".")),
+            };
             if joined == "wasmesh.response.flags" {
                 return Some(Value::Str(flags(s)));
             }

@@ -431,10 +431,105 @@ fn namespace_and_principal_from_spiffe() {
 #[test]
 fn request_principal_and_audiences_fall_back_to_claims() {
     let claims = serde_json::json!({"iss": "https://idp", "sub": "alice", "aud": ["a", "b"]});
-    assert_eq!(request_principal_from(None, Some(&claims)).as_deref(), Some("https://idp/alice"));
-    assert_eq!(request_principal_from(Some(b"x/y"), Some(&claims)).as_deref(), Some("x/y"));
-    assert_eq!(request_principal_from(None, None), None);
-    assert_eq!(audiences_from(None, Some(&claims)), vec!["a".to_string(), "b".to_string()]);
-    assert_eq!(audiences_from(Some(br#"["c"]"#), Some(&claims)), vec!["c".to_string()]);
-    assert_eq!(audiences_from(Some(b"c, d"), None), vec!["c".to_string(), "d".to_string()]);
+    assert_eq!(request_principal_from(None, || Some(&claims)).as_deref(), Some("https://idp/alice"));
+    assert_eq!(request_principal_from(Some(b"x/y"), || Some(&claims)).as_deref(), Some("x/y"));
+    assert_eq!(request_principal_from(None, || None), None);
+    assert_eq!(audiences_from(None, || Some(&claims)), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(audiences_from(Some(br#"["c"]"#), || Some(&claims)), vec!["c".to_string()]);
+    assert_eq!(audiences_from(Some(b"c, d"), || None), vec!["c".to_string(), "d".to_string()]);
+}
+
+/// A request that records which costly values (a hostcall each in the filter) were read.
+struct Counting<'a> {
+    inner: &'a Req,
+    reads: std::cell::RefCell<Vec<&'static str>>,
+}
+
+impl Counting<'_> {
+    fn note(&self, what: &'static str) {
+        self.reads.borrow_mut().push(what);
+    }
+}
+
+impl Request for Counting<'_> {
+    fn method(&self) -> &str {
+        self.inner.method()
+    }
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+    fn path(&self) -> &str {
+        self.inner.path()
+    }
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.note("header");
+        self.inner.header(name)
+    }
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.note("source_ip");
+        self.inner.source_ip()
+    }
+    fn remote_ip(&self) -> Option<IpAddr> {
+        self.note("remote_ip");
+        self.inner.remote_ip()
+    }
+    fn destination_ip(&self) -> Option<IpAddr> {
+        self.note("destination_ip");
+        self.inner.destination_ip()
+    }
+    fn destination_port(&self) -> Option<u16> {
+        self.note("destination_port");
+        self.inner.destination_port()
+    }
+    fn sni(&self) -> Option<&str> {
+        self.note("sni");
+        self.inner.sni()
+    }
+    fn peer_principal(&self) -> Option<&str> {
+        self.note("peer_principal");
+        self.inner.peer_principal()
+    }
+    fn request_principal(&self) -> Option<&str> {
+        self.note("request_principal");
+        self.inner.request_principal()
+    }
+    fn claims(&self) -> Option<&Value> {
+        self.note("claims");
+        self.inner.claims()
+    }
+    fn audiences(&self) -> &[String] {
+        self.note("audiences");
+        self.inner.audiences()
+    }
+    fn presenter(&self) -> Option<&str> {
+        self.note("presenter");
+        self.inner.presenter()
+    }
+}
+
+#[test]
+fn rules_read_only_the_values_their_fields_use_operation_first() {
+    // Three rules: two whose operation does not match this request, then one that does.
+    let p = r#"{"policies":[{"name":"a","action":"ALLOW","rules":[
+        {"from":[{"source":{"requestPrincipals":["iss/other"]}}],"to":[{"operation":{"paths":["/a/*"]}}]},
+        {"from":[{"source":{"requestPrincipals":["iss/other"]}}],"to":[{"operation":{"paths":["/b/*"]}}]},
+        {"from":[{"source":{"requestPrincipals":["iss/me"]}}],"to":[{"operation":{"methods":["GET"],"paths":["/small"]}}]}]}]}"#;
+    let req = Req { request_principal: Some("iss/me".into()), ..get("/small") };
+    let r = Counting { inner: &req, reads: Default::default() };
+    assert_eq!(evaluate(&policies(p), &r).decision, Decision::Allow { by: Some(Hit { policy: 0, rule: 2 }) });
+    // No peer principal, IPs or port (no field asks), and the principal only for the
+    // rule whose operation matched.
+    assert_eq!(r.reads.take(), ["request_principal"]);
+
+    // A port in the operation and an IP block in the source are read when present.
+    let p = r#"{"policies":[{"name":"a","action":"ALLOW","rules":[
+        {"from":[{"source":{"ipBlocks":["10.0.0.0/8"]}}],"to":[{"operation":{"ports":["8080"]}}]}]}]}"#;
+    let req = Req {
+        source: ip("10.1.2.3"),
+        dest: Some((ip("127.0.0.1").unwrap_or(IpAddr::from([0, 0, 0, 0])), 8080)),
+        ..get("/")
+    };
+    let r = Counting { inner: &req, reads: Default::default() };
+    assert!(matches!(evaluate(&policies(p), &r).decision, Decision::Allow { .. }));
+    assert_eq!(r.reads.take(), ["destination_port", "source_ip"]);
 }

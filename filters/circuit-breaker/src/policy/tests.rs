@@ -1,4 +1,5 @@
 use super::*;
+use std::cell::RefCell;
 
 fn load(active: u64) -> Load {
     Load { active_requests: Some(active), ..Load::default() }
@@ -229,4 +230,28 @@ fn state_round_trips_through_shared_data_bytes() {
     assert_eq!(b.len(), STATE_LEN);
     assert_eq!(EndpointState::decode(&b), s);
     assert_eq!(EndpointState::decode(b"junk"), EndpointState::default());
+}
+
+#[test]
+fn load_reads_only_the_stats_configured_limits_use() {
+    let reads = RefCell::new(Vec::new());
+    let stat = |s: &str| {
+        reads.borrow_mut().push(s.to_string());
+        Some(7)
+    };
+    // http2MaxRequests alone: active requests only.
+    let l = limits(None, None, Some(10)).load(stat);
+    assert_eq!(l, Load { active_requests: Some(7), ..Load::default() });
+    assert_eq!(reads.take(), ["active_requests"]);
+    // Pending limit without a connection limit: pending requests only.
+    let l = limits(None, Some(5), None).load(stat);
+    assert_eq!(l, Load { pending_requests: Some(7), ..Load::default() });
+    assert_eq!(reads.take(), ["pending_requests"]);
+    // Pending + connections: all three (the active-requests fallback needs them).
+    let l = limits(Some(2), Some(5), None).load(stat);
+    assert_eq!(l, Load { active_requests: Some(7), active_connections: Some(7), pending_requests: Some(7) });
+    assert_eq!(reads.take(), ["active_requests", "active_connections", "pending_requests"]);
+    // Only maxRetries: nothing read.
+    let _ = PoolLimits { max_retries: Some(3), ..PoolLimits::default() }.load(stat);
+    assert!(reads.take().is_empty());
 }

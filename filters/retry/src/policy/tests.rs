@@ -153,12 +153,12 @@ fn non_idempotent_methods_retry_only_connect_failures_unless_allowed() {
 #[test]
 fn idempotency_follows_rfc_9110() {
     for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
-        assert!(is_idempotent(m, false), "{m}");
+        assert!(is_idempotent(m, || false), "{m}");
     }
     for m in ["POST", "PATCH", "CONNECT", "get", "PURGE"] {
-        assert!(!is_idempotent(m, false), "{m}");
+        assert!(!is_idempotent(m, || false), "{m}");
     }
-    assert!(is_idempotent("POST", true), "Idempotency-Key makes a POST replayable");
+    assert!(is_idempotent("POST", || true), "Idempotency-Key makes a POST replayable");
 }
 
 #[test]
@@ -216,4 +216,39 @@ fn admission_combines_budget_and_max_retries() {
     assert!(retry_admitted(None, Some(2), 0, 1) && !retry_admitted(None, Some(2), 0, 2));
     assert!(!retry_admitted(b, Some(1), 100, 1), "the tighter limit wins");
     assert!(!retry_admitted(b, Some(50), 100, 25));
+}
+
+#[test]
+fn flags_are_needed_only_where_they_can_change_the_decision() {
+    // 502–504 are what the host synthesises with UR/UC/LR, UF/UO/UH, UT.
+    for s in [502, 503, 504] {
+        assert!(Outcome::flags_matter(s), "{s}");
+    }
+    // Elsewhere a flag can only turn the response into FaultInjected, never retried: so a
+    // response the policy would not retry plainly stays final whatever the flags.
+    let p = RetryPolicy::istio_default();
+    for s in [200, 404, 500] {
+        assert!(!Outcome::flags_matter(s), "{s}");
+        let plain = resp(s);
+        assert!(!p.retries(plain), "{s}");
+        for flags in [&["FI"][..], &["UF"], &["UT"], &["DI", "FI"]] {
+            assert!(!p.retries(Outcome::classify(s, flags, None)), "{s} {flags:?}");
+        }
+    }
+    assert!(!p.retries(Outcome::FaultInjected));
+    let off = RetryPolicy { attempts: 0, ..RetryPolicy::istio_default() };
+    assert!(!off.retries(resp(503)), "attempts 0: nothing retried");
+}
+
+#[test]
+fn idempotency_key_is_read_only_for_non_idempotent_methods() {
+    let asked = std::cell::Cell::new(0);
+    let key = || {
+        asked.set(asked.get() + 1);
+        true
+    };
+    assert!(is_idempotent("GET", key));
+    assert_eq!(asked.get(), 0);
+    assert!(is_idempotent("POST", key));
+    assert_eq!(asked.get(), 1);
 }

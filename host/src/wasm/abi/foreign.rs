@@ -8,8 +8,9 @@
 //! `wasmesh.eject_endpoint` (recorded as filter state under its own name, with the
 //! arguments as value, for the proxy to act on),
 //! `wasmesh.resume_after` (4-byte LE milliseconds: continues the current stream's
-//! current direction after that long; cancelled with the stream). Anything else is
-//! `NotFound`.
+//! current direction after that long; cancelled with the stream),
+//! `wasmesh.get_properties` (several properties in one call: see
+//! `properties::get_many`). Anything else is `NotFound`.
 
 use std::time::Duration;
 
@@ -29,6 +30,15 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let args = memory::read(&mut c, aptr, alen)?;
             memory::check(&mut c, ret_ptr, 4)?;
             memory::check(&mut c, ret_len, 4)?;
+            if name == "wasmesh.get_properties" {
+                return match crate::wasm::properties::get_many(c.data(), &args) {
+                    Ok(values) => {
+                        memory::return_bytes(&mut c, &values, ret_ptr, ret_len)?;
+                        Ok(Status::Ok.raw())
+                    }
+                    Err(s) => Ok(s.raw()),
+                };
+            }
             let st = c.data_mut();
             let status = match name.as_str() {
                 "clear_route_cache" => Status::Ok,
