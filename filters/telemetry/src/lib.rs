@@ -369,7 +369,7 @@ impl RootContext for Root {
 
 /// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call;
 /// indices in [`rec`].
-const RECORD_PROPERTIES: [&str; 15] = [
+const RECORD_PROPERTIES: [&str; 16] = [
     props::RESPONSE_FLAGS,
     "response.flags",
     "request.headers.content-type",
@@ -385,6 +385,7 @@ const RECORD_PROPERTIES: [&str; 15] = [
     "source.principal",
     "connection.uri_san_peer_certificate",
     "connection.uri_san_local_certificate",
+    "listener_direction",
 ];
 
 /// Indices into [`RECORD_PROPERTIES`].
@@ -404,22 +405,21 @@ mod rec {
     pub const SOURCE_PRINCIPAL: usize = 12;
     pub const PEER_URI_SAN: usize = 13;
     pub const LOCAL_URI_SAN: usize = 14;
+    pub const DIRECTION: usize = 15;
 }
 
 // === impl Stream ===
 
 impl Stream {
     fn reporter(&mut self) -> Reporter {
-        if let Some(r) = self.reporter {
-            return r;
-        }
-        let r = self
-            .shared
-            .config
-            .reporter
-            .unwrap_or_else(|| Reporter::from_direction(prop_int(vec!["listener_direction"])));
-        self.reporter = Some(r);
-        r
+        self.settle_reporter(|| prop_int(vec!["listener_direction"]))
+    }
+
+    /// The reporter: configured, else from the listener's direction (`direction`, read
+    /// only if needed); decided once per stream.
+    fn settle_reporter(&mut self, direction: impl FnOnce() -> Option<i64>) -> Reporter {
+        let configured = self.shared.config.reporter;
+        *self.reporter.get_or_insert_with(|| configured.unwrap_or_else(|| Reporter::from_direction(direction())))
     }
 
     fn now_ns(&self) -> u64 {
@@ -428,7 +428,8 @@ impl Stream {
 
     /// Reads what metrics and the access-log filter need about the finished request, in
     /// one hostcall ([`RECORD_PROPERTIES`]).
-    fn record(&self) -> Record {
+    /// Also settles the reporter (from the config, else the listener's direction).
+    fn record(&mut self) -> Record {
         let v = wasmesh_sdk::get_properties(&RECORD_PROPERTIES);
         let bytes = |i: usize| v.get(i).and_then(Option::as_deref);
         let text =
@@ -437,7 +438,7 @@ impl Stream {
         let flags = bytes(rec::FLAGS).or_else(|| bytes(rec::ENVOY_FLAGS)).and_then(flags::decode).unwrap_or_default();
         let content_type = text(rec::CONTENT_TYPE);
         let grpc = content_type.as_deref().is_some_and(|c| c.starts_with("application/grpc"));
-        let destination = self.reporter.is_none_or(Reporter::local_is_destination);
+        let destination = self.settle_reporter(|| int(rec::DIRECTION)).local_is_destination();
         Record {
             duration_ns: int(rec::DURATION).map(|v| v.max(0) as u64),
             authority: text(rec::HOST),
@@ -580,8 +581,8 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         let shared = self.shared.clone();
-        let reporter = self.reporter();
         let mut r = self.record();
+        let reporter = self.reporter();
         if shared.config.metrics {
             let key = LabelKey {
                 reporter,

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::{json, Value};
 
-use super::trace::Hop;
+use super::trace::{self, Hop};
 use super::Record;
 
 /// Instrumentation scope name of exported spans.
@@ -151,8 +151,8 @@ impl Span {
     fn to_json(&self) -> Value {
         let attributes: Vec<Value> = self.attributes.iter().map(|(k, v)| attribute(k, v)).collect();
         let mut span = json!({
-            "traceId": format!("{:032x}", self.trace_id),
-            "spanId": format!("{:016x}", self.span_id),
+            "traceId": trace::hex(self.trace_id, 32),
+            "spanId": trace::hex64(self.span_id),
             "name": self.name,
             "kind": self.kind.otlp(),
             "startTimeUnixNano": self.start_unix_ns.to_string(),
@@ -161,7 +161,7 @@ impl Span {
             "status": if self.error { json!({"code": 2}) } else { json!({}) },
         });
         if let Some(p) = self.parent_span_id {
-            span["parentSpanId"] = Value::String(format!("{p:016x}"));
+            span["parentSpanId"] = Value::String(trace::hex64(p));
         }
         if let Some(ts) = &self.trace_state {
             span["traceState"] = Value::String(ts.clone());

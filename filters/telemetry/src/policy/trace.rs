@@ -97,7 +97,7 @@ impl Hop {
 
     /// The trace id as 32 lower-case hex digits.
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        hex(self.trace_id, 32)
     }
 
     /// Request-header edits for the upstream: `(name, Some(value))` sets, `(name, None)`
@@ -112,18 +112,14 @@ impl Hop {
         let sampled = if self.sampled { "1" } else { "0" };
         if formats.contains(&Propagation::W3c) || incoming.seen_w3c {
             let flags = if self.sampled { "01" } else { "00" };
-            out.push(("traceparent", Some(format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id))));
+            out.push(("traceparent", Some(["00", &hex(self.trace_id, 32), &hex64(self.span_id), flags].join("-"))));
             out.push(("tracestate", self.tracestate.clone()));
         }
-        let b3_trace = if self.trace_id >> 64 == 0 {
-            format!("{:016x}", self.trace_id)
-        } else {
-            format!("{:032x}", self.trace_id)
-        };
+        let b3_trace = hex(self.trace_id, if self.trace_id >> 64 == 0 { 16 } else { 32 });
         if formats.contains(&Propagation::B3) || incoming.seen_b3 {
             out.push(("x-b3-traceid", Some(b3_trace.clone())));
-            out.push(("x-b3-spanid", Some(format!("{:016x}", self.span_id))));
-            out.push(("x-b3-parentspanid", self.parent_span_id.map(|p| format!("{p:016x}"))));
+            out.push(("x-b3-spanid", Some(hex64(self.span_id))));
+            out.push(("x-b3-parentspanid", self.parent_span_id.map(hex64)));
             if self.debug {
                 // B3: debug implies an accept decision; do not also send X-B3-Sampled.
                 out.push(("x-b3-flags", Some("1".to_string())));
@@ -135,14 +131,27 @@ impl Hop {
         }
         if formats.contains(&Propagation::B3Single) || incoming.seen_b3_single {
             let state = if self.debug { "d" } else { sampled };
-            let mut v = format!("{b3_trace}-{:016x}-{state}", self.span_id);
+            let mut v = [b3_trace.as_str(), &hex64(self.span_id), state].join("-");
             if let Some(p) = self.parent_span_id {
-                v.push_str(&format!("-{p:016x}"));
+                v.push('-');
+                v.push_str(&hex64(p));
             }
             out.push(("b3", Some(v)));
         }
         out
     }
+}
+
+/// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded); the
+/// per-request ids are formatted often enough for `format!`'s u128 path to show.
+pub fn hex(v: u128, digits: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..digits.min(32)).rev().map(|i| char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize])).collect()
+}
+
+/// A span id as 16 hex digits.
+pub fn hex64(v: u64) -> String {
+    hex(u128::from(v), 16)
 }
 
 /// The sampling decision: debug or forced (`x-client-trace-id`, `x-envoy-force-trace`)

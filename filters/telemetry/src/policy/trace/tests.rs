@@ -220,3 +220,12 @@ fn debug_and_64_bit_ids_round_trip_in_b3() {
     assert!(e["traceparent"].as_deref().is_some_and(|v| v.ends_with("-00")));
     assert_eq!(e["x-b3-sampled"].as_deref(), Some("0"));
 }
+
+#[test]
+fn hex_matches_format_zero_padded() {
+    for v in [0u128, 1, 0xabc, u128::from(u64::MAX), u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+        assert_eq!(hex(v, 32), format!("{v:032x}"));
+        assert_eq!(hex(v, 16), format!("{:016x}", v & u128::from(u64::MAX)));
+    }
+    assert_eq!(hex64(0xff), "00000000000000ff");
+}
