@@ -653,14 +653,14 @@ fn cluster_name_is_readable_in_the_request_phase() {
 
 #[test]
 fn get_properties_answers_values_and_absent_markers_in_one_call() {
-    // args at 16: [11]"plugin_name" [4]"nope"; name at 64; malformed args at 48 (length
+    // args at 16: [11]"plugin_name" [4]"nope"; name at 100 (clear of the out-pointers at 80/84); malformed args at 48 (length
     // 200 with 3 bytes behind it). The answer must be [3]"wat" [u32::MAX].
     let wat = r#"(module
       (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "\0b\00\00\00plugin_name\04\00\00\00nope")
       (data (i32.const 48) "\c8\00\00\00abc")
-      (data (i32.const 64) "wasmesh.get_properties")
+      (data (i32.const 100) "wasmesh.get_properties")
       (global $heap (mut i32) (i32.const 1024))
       (func (export "proxy_abi_version_0_2_1"))
       (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
@@ -669,14 +669,14 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
         local.get $p)
       (func (export "proxy_on_context_create") (param i32 i32))
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $v i32)
-        (if (i32.ne (call $foreign (i32.const 64) (i32.const 22) (i32.const 16) (i32.const 23) (i32.const 80) (i32.const 84)) (i32.const 0))
+        (if (i32.ne (call $foreign (i32.const 100) (i32.const 22) (i32.const 16) (i32.const 23) (i32.const 80) (i32.const 84)) (i32.const 0))
           (then unreachable))
         (if (i32.ne (i32.load (i32.const 84)) (i32.const 11)) (then unreachable))
         (local.set $v (i32.load (i32.const 80)))
         (if (i32.ne (i32.load (local.get $v)) (i32.const 3)) (then unreachable))
         (if (i32.ne (i32.load8_u (i32.add (local.get $v) (i32.const 4))) (i32.const 0x77)) (then unreachable))
         (if (i32.ne (i32.load (i32.add (local.get $v) (i32.const 7))) (i32.const -1)) (then unreachable))
-        (if (i32.ne (call $foreign (i32.const 64) (i32.const 22) (i32.const 48) (i32.const 7) (i32.const 80) (i32.const 84)) (i32.const 2))
+        (if (i32.ne (call $foreign (i32.const 100) (i32.const 22) (i32.const 48) (i32.const 7) (i32.const 80) (i32.const 84)) (i32.const 2))
           (then unreachable))
         i32.const 0))"#;
     let (v, _, _) = one_request(wat, |_| {});
