@@ -121,6 +121,12 @@ impl Config {
     pub fn policy_for(&self, cluster: &str) -> Option<&ClusterPolicy> {
         self.clusters.get(cluster).or(self.fallback.as_ref())
     }
+
+    /// Whether some cluster's policy does `want` (lets a phase skip reading the cluster
+    /// name when no policy could act on it).
+    pub fn any(&self, want: impl Fn(&ClusterPolicy) -> bool) -> bool {
+        self.clusters.values().chain(self.fallback.as_ref()).any(want)
+    }
 }
 
 /// Istio: 0 means "not set" (the 2³²−1 default) for every pool limit.
@@ -249,6 +255,17 @@ mod tests {
         assert_eq!((o.max_ejection_percent, o.min_health_percent), (50, 20));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert!(c.policy_for("ratings").is_none());
+    }
+
+    #[test]
+    fn any_looks_at_every_cluster_and_the_fallback() {
+        let limits_only = ok(r#"{"clusters":{"a":{"connectionPool":{"http":{"http2MaxRequests":5}}}}}"#);
+        assert!(limits_only.any(|p| !p.limits.is_empty()));
+        assert!(!limits_only.any(|p| p.outlier.is_some()), "no policy ejects: responses need no look");
+        let fallback = ok(r#"{"clusters":{"*":{"outlierDetection":{}}}}"#);
+        assert!(fallback.any(|p| p.outlier.is_some()));
+        assert!(!fallback.any(|p| !p.limits.is_empty()));
+        assert!(!ok(r#"{"clusters":{}}"#).any(|_| true));
     }
 
     #[test]

@@ -108,6 +108,9 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if !self.config.any(|p| !p.limits.is_empty()) {
+            return Action::Continue;
+        }
         let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };
         let Some(policy) = self.config.policy_for(&cluster).copied() else { return Action::Continue };
         if let Some(n) = policy.limits.max_retries {
@@ -125,6 +128,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if !self.config.any(|p| p.outlier.is_some()) {
+            return Action::Continue;
+        }
         let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };
         let Some(cfg) = self.config.policy_for(&cluster).and_then(|p| p.outlier) else { return Action::Continue };
         let Some(addr) = text_property(props::UPSTREAM_ADDRESS).filter(|a| !a.is_empty()) else {

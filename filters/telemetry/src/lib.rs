@@ -15,7 +15,7 @@ use wasmesh_sdk::metrics::{Counter, Histogram};
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use wasmesh_sdk::{ext, props};
 
 use config::{Config, TagSource, TracingConfig};
@@ -367,6 +367,27 @@ impl RootContext for Root {
     }
 }
 
+/// The property prefix of a request header.
+const HEADER_PREFIX: &str = "request.headers.";
+
+/// The request headers `on_http_request_headers` reads, fetched in one call (a header
+/// not listed is read on its own).
+const REQUEST_HEADERS: [&str; 13] = [
+    "request.headers.content-type",
+    "request.headers.x-envoy-peer-metadata",
+    "request.headers.x-envoy-peer-metadata-id",
+    "request.headers.traceparent",
+    "request.headers.tracestate",
+    "request.headers.x-b3-traceid",
+    "request.headers.x-b3-spanid",
+    "request.headers.x-b3-parentspanid",
+    "request.headers.x-b3-sampled",
+    "request.headers.x-b3-flags",
+    "request.headers.b3",
+    "request.headers.x-client-trace-id",
+    "request.headers.x-envoy-force-trace",
+];
+
 /// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call;
 /// indices in [`rec`].
 const RECORD_PROPERTIES: [&str; 16] = [
@@ -510,9 +531,13 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         // One hostcall for every header this phase reads (content type, peer metadata,
-        // trace context: up to ten lookups), instead of one each.
-        let headers = self.get_http_request_headers();
-        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        // trace context), instead of one each or the whole map.
+        let values = wasmesh_sdk::get_properties(&REQUEST_HEADERS);
+        let header = |name: &str| match REQUEST_HEADERS.iter().position(|p| p.strip_prefix(HEADER_PREFIX) == Some(name))
+        {
+            Some(i) => values.get(i)?.as_deref().and_then(|b| std::str::from_utf8(b).ok()).map(str::to_string),
+            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten(),
+        };
         if shared.config.metrics {
             let ct = header("content-type");
             if ct.is_some_and(|c| c.starts_with("application/grpc")) {

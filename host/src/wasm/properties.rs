@@ -50,21 +50,57 @@ impl Value {
     }
 }
 
-/// Splits a property path into segments (`\0`-separated; a single dotted segment such as
-/// `request.path` is accepted too). Borrows from `path` when it is valid UTF-8.
-pub(crate) fn segments(path: &[u8]) -> Vec<Cow<'_, str>> {
-    let mut segs: Vec<Cow<'_, str>> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(text).collect();
-    if segs.len() == 1 && segs[0].contains('.') {
-        let root = segs[0].split('.').next().unwrap_or_default();
-        if matches!(
-            root,
-            "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds"
-        ) {
-            return match segs.swap_remove(0) {
-                Cow::Borrowed(one) => one.splitn(3, '.').map(Cow::Borrowed).collect(),
-                Cow::Owned(one) => one.splitn(3, '.').map(|p| Cow::Owned(p.to_owned())).collect(),
-            };
+/// Most segments a path is split into without allocating.
+const INLINE_SEGMENTS: usize = 6;
+
+/// Runs `f` on a property path split into segments (`\0`-separated; a single dotted
+/// segment of Envoy's roots such as `request.path` is accepted too). Valid UTF-8 paths of
+/// up to [`INLINE_SEGMENTS`] segments (all real ones) are split in place, without
+/// allocating; others go through [`segments`].
+pub(crate) fn with_segments<T>(path: &[u8], f: impl FnOnce(&[&str]) -> T) -> T {
+    if let Ok(text) = std::str::from_utf8(path) {
+        let mut buf = [""; INLINE_SEGMENTS];
+        let mut n = 0;
+        for seg in text.split('\0').filter(|s| !s.is_empty()) {
+            if n == buf.len() {
+                n = usize::MAX;
+                break;
+            }
+            buf[n] = seg;
+            n += 1;
         }
+        if n != usize::MAX {
+            if n == 1 && dotted_root(buf[0]) {
+                let one = buf[0];
+                n = 0;
+                for part in one.splitn(3, '.') {
+                    buf[n] = part;
+                    n += 1;
+                }
+            }
+            return f(&buf[..n]);
+        }
+    }
+    let segs = segments(path);
+    let borrowed: Vec<&str> = segs.iter().map(|c| c.as_ref()).collect();
+    f(&borrowed)
+}
+
+/// Whether a single segment is a dotted name under one of Envoy's attribute roots.
+fn dotted_root(seg: &str) -> bool {
+    seg.split_once('.').is_some_and(|(root, _)| {
+        matches!(root, "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds")
+    })
+}
+
+/// [`with_segments`]' general case: owned where the path is not valid UTF-8.
+fn segments(path: &[u8]) -> Vec<Cow<'_, str>> {
+    let mut segs: Vec<Cow<'_, str>> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(text).collect();
+    if segs.len() == 1 && dotted_root(&segs[0]) {
+        return match segs.swap_remove(0) {
+            Cow::Borrowed(one) => one.splitn(3, '.').map(Cow::Borrowed).collect(),
+            Cow::Owned(one) => one.splitn(3, '.').map(|p| Cow::Owned(p.to_owned())).collect(),
+        };
     }
     segs
 }
@@ -113,19 +149,10 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.
 pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    let segs = segments(path);
-    // Paths are short: borrow the segments into a stack array (a Vec beyond that).
-    let mut short = [""; 6];
-    let long: Vec<&str>;
-    let s: &[&str] = if segs.len() <= short.len() {
-        for (slot, seg) in short.iter_mut().zip(&segs) {
-            *slot = seg.as_ref();
-        }
-        &short[..segs.len()]
-    } else {
-        long = segs.iter().map(|c| c.as_ref()).collect();
-        &long
-    };
+    with_segments(path, |s| get_segments(st, s))
+}
+
+fn get_segments(st: &HostState, s: &[&str]) -> Result<Option<Vec<u8>>, Status> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -339,7 +366,7 @@ fn joined_map(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// `set_property`: filter state of the current stream (ignored outside a stream).
 pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
-    let key = segments(path).join(".");
+    let key = with_segments(path, |s| s.join("."));
     match st.current_stream() {
         Some(stream) => {
             let Ok(mut s) = stream.try_borrow_mut() else { return };
@@ -363,5 +390,31 @@ pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
             }
         }
         None => tracing::debug!(key, "set_property outside a stream; ignored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_segments;
+
+    fn split(path: &[u8]) -> Vec<String> {
+        with_segments(path, |s| s.iter().map(|x| x.to_string()).collect())
+    }
+
+    #[test]
+    fn paths_split_on_nul_and_envoy_roots_on_dots() {
+        assert_eq!(split(b"request\0headers\0x-a.b"), ["request", "headers", "x-a.b"]);
+        assert_eq!(split(b"request.headers.x-a.b"), ["request", "headers", "x-a.b"]);
+        assert_eq!(split(b"\0response\0\0code\0"), ["response", "code"], "empty segments skipped");
+        assert_eq!(split(b"wasmesh.cluster.web.active_requests"), ["wasmesh.cluster.web.active_requests"]);
+        assert_eq!(split(b"plugin_name"), ["plugin_name"]);
+        assert!(split(b"").is_empty());
+    }
+
+    #[test]
+    fn long_or_invalid_utf8_paths_take_the_general_path_alike() {
+        assert_eq!(split(b"a\0b\0c\0d\0e\0f\0g"), ["a", "b", "c", "d", "e", "f", "g"]);
+        assert_eq!(split(b"filter_state\0k\xff"), ["filter_state", "k\u{fffd}"]);
+        assert_eq!(split(b"request.\xffx"), ["request", "\u{fffd}x"]);
     }
 }
