@@ -343,8 +343,9 @@ fn cookie(header: &str, name: &str) -> Option<String> {
 /// the same token text are kept once).
 pub fn extract(cfg: &Config, req: &dyn RequestView) -> Vec<Found> {
     let mut found: Vec<Found> = Vec::new();
-    let path = req.path();
-    let cookies = req.header("cookie");
+    // Read only if a rule looks there (each is a hostcall).
+    let path = std::cell::OnceCell::new();
+    let cookies = std::cell::OnceCell::new();
     for (i, rule) in cfg.rules.iter().enumerate() {
         for loc in &rule.locations {
             let token = match loc {
@@ -353,8 +354,10 @@ pub fn extract(cfg: &Config, req: &dyn RequestView) -> Vec<Found> {
                     let head = v.get(..prefix.len())?;
                     head.eq_ignore_ascii_case(prefix).then(|| v[prefix.len()..].trim().to_string())
                 }),
-                Location::Param(p) => path.as_deref().and_then(|x| query_param(x, p)),
-                Location::Cookie(c) => cookies.as_deref().and_then(|x| cookie(x, c)),
+                Location::Param(p) => path.get_or_init(|| req.path()).as_deref().and_then(|x| query_param(x, p)),
+                Location::Cookie(c) => {
+                    cookies.get_or_init(|| req.header("cookie")).as_deref().and_then(|x| cookie(x, c))
+                }
             };
             if let Some(token) = token.filter(|t| !t.is_empty()) {
                 if !found.iter().any(|f| f.token == token && f.rule == i) {

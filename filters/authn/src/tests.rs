@@ -654,3 +654,42 @@ fn a_rejection_names_its_rule_and_makes_one_audit_record() {
     assert_eq!((&v["policy"], &v["rule"]), (&json!("request-authentication"), &Value::Null));
     assert!(v["reason"].as_str().is_some_and(|r| r.starts_with("Jwt is not in the form")), "{v}");
 }
+
+/// Records which request values `extract` read (each a hostcall in the filter).
+struct CountingReq {
+    inner: Req,
+    reads: std::cell::RefCell<Vec<String>>,
+}
+
+impl RequestView for CountingReq {
+    fn header(&self, name: &str) -> Option<String> {
+        self.reads.borrow_mut().push(name.to_string());
+        self.inner.header(name)
+    }
+    fn path(&self) -> Option<String> {
+        self.reads.borrow_mut().push(":path".to_string());
+        self.inner.path()
+    }
+}
+
+#[test]
+fn extract_reads_the_path_and_cookies_only_for_rules_that_look_there() {
+    let parse = |rule: Value| Config::parse(json!({"jwtRules": [rule]}).to_string().as_bytes()).expect("config");
+    let req = |r| CountingReq { inner: r, reads: Default::default() };
+    let uri = "http://keys.example:8080/jwks.json";
+    // Header only: no path, no cookie.
+    let cfg = parse(json!({"issuer": ISS, "jwksUri": uri, "jwksCluster": "k", "fromHeaders": [{"name": "x-jwt"}]}));
+    let r = req(bearer("t"));
+    assert!(extract(&cfg, &r).is_empty());
+    assert_eq!(r.reads.take(), ["x-jwt"]);
+    // Istio's defaults (Authorization bearer, then `access_token`): the path, once; no cookie.
+    let cfg = parse(json!({"issuer": ISS, "jwksUri": uri, "jwksCluster": "k"}));
+    let r = req(bearer("t"));
+    assert_eq!(extract(&cfg, &r).len(), 1);
+    assert_eq!(r.reads.take(), ["authorization", ":path"]);
+    // A cookie location reads the cookie header.
+    let cfg = parse(json!({"issuer": ISS, "jwksUri": uri, "jwksCluster": "k", "fromCookies": ["session"]}));
+    let r = req(Req { headers: HashMap::from([("cookie".into(), "session=tok".into())]), path: "/".into() });
+    assert_eq!(extract(&cfg, &r).len(), 1);
+    assert_eq!(r.reads.take(), ["cookie"]);
+}

@@ -355,9 +355,13 @@ fn flags(s: &StreamShared) -> String {
 
 /// Header values of `name`, repeated ones joined with `,`.
 fn joined(h: &HeaderMap, name: &str) -> Option<String> {
-    let mut values = h.get_all(name).iter().peekable();
-    values.peek()?;
-    Some(values.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect::<Vec<_>>().join(","))
+    let mut values = h.get_all(name).iter();
+    let mut out = String::from_utf8_lossy(values.next()?.as_bytes()).into_owned();
+    for v in values {
+        out.push(',');
+        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+    Some(out)
 }
 
 fn joined_map(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
