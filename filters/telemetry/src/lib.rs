@@ -15,7 +15,7 @@ use wasmesh_sdk::metrics::{Counter, Histogram};
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::{ext, props};
 
 use config::{Config, TagSource, TracingConfig};
@@ -367,109 +367,96 @@ impl RootContext for Root {
     }
 }
 
-/// The property prefix of a request header.
-const HEADER_PREFIX: &str = "request.headers.";
-
-/// The request headers `on_http_request_headers` reads, fetched in one call (a header
-/// not listed is read on its own).
-const REQUEST_HEADERS: [&str; 13] = [
-    "request.headers.content-type",
-    "request.headers.x-envoy-peer-metadata",
-    "request.headers.x-envoy-peer-metadata-id",
-    "request.headers.traceparent",
-    "request.headers.tracestate",
-    "request.headers.x-b3-traceid",
-    "request.headers.x-b3-spanid",
-    "request.headers.x-b3-parentspanid",
-    "request.headers.x-b3-sampled",
-    "request.headers.x-b3-flags",
-    "request.headers.b3",
-    "request.headers.x-client-trace-id",
-    "request.headers.x-envoy-force-trace",
-];
-
-/// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call;
-/// indices in [`rec`].
-const RECORD_PROPERTIES: [&str; 16] = [
+/// What `Stream::record` reads at `on_log` for every request, in one
+/// `wasmesh_sdk::get_properties` call; indices in [`rec`].
+const RECORD_PROPERTIES: [&str; 8] = [
     props::RESPONSE_FLAGS,
-    "response.flags",
     "request.headers.content-type",
     "request.duration",
     "request.host",
     "response.code",
-    "response.grpc_status",
     "request.total_size",
     "response.total_size",
     props::UPSTREAM_CLUSTER,
-    "cluster_name",
+];
+
+/// Read in the same call when this proxy is the destination (peer identity, mTLS).
+const DESTINATION_PROPERTIES: [&str; 4] = [
     "connection.mtls",
     "source.principal",
     "connection.uri_san_peer_certificate",
     "connection.uri_san_local_certificate",
-    "listener_direction",
 ];
 
-/// Indices into [`RECORD_PROPERTIES`].
+/// Indices into [`RECORD_PROPERTIES`] followed by [`DESTINATION_PROPERTIES`].
 mod rec {
     pub const FLAGS: usize = 0;
-    pub const ENVOY_FLAGS: usize = 1;
-    pub const CONTENT_TYPE: usize = 2;
-    pub const DURATION: usize = 3;
-    pub const HOST: usize = 4;
-    pub const CODE: usize = 5;
-    pub const GRPC_STATUS: usize = 6;
-    pub const REQUEST_SIZE: usize = 7;
-    pub const RESPONSE_SIZE: usize = 8;
-    pub const CLUSTER: usize = 9;
-    pub const CLUSTER_NAME: usize = 10;
-    pub const MTLS: usize = 11;
-    pub const SOURCE_PRINCIPAL: usize = 12;
-    pub const PEER_URI_SAN: usize = 13;
-    pub const LOCAL_URI_SAN: usize = 14;
-    pub const DIRECTION: usize = 15;
+    pub const CONTENT_TYPE: usize = 1;
+    pub const DURATION: usize = 2;
+    pub const HOST: usize = 3;
+    pub const CODE: usize = 4;
+    pub const REQUEST_SIZE: usize = 5;
+    pub const RESPONSE_SIZE: usize = 6;
+    pub const CLUSTER: usize = 7;
+    pub const MTLS: usize = 8;
+    pub const SOURCE_PRINCIPAL: usize = 9;
+    pub const PEER_URI_SAN: usize = 10;
+    pub const LOCAL_URI_SAN: usize = 11;
 }
 
 // === impl Stream ===
 
 impl Stream {
     fn reporter(&mut self) -> Reporter {
-        self.settle_reporter(|| prop_int(vec!["listener_direction"]))
-    }
-
-    /// The reporter: configured, else from the listener's direction (`direction`, read
-    /// only if needed); decided once per stream.
-    fn settle_reporter(&mut self, direction: impl FnOnce() -> Option<i64>) -> Reporter {
-        let configured = self.shared.config.reporter;
-        *self.reporter.get_or_insert_with(|| configured.unwrap_or_else(|| Reporter::from_direction(direction())))
+        if let Some(r) = self.reporter {
+            return r;
+        }
+        let r = self
+            .shared
+            .config
+            .reporter
+            .unwrap_or_else(|| Reporter::from_direction(prop_int(vec!["listener_direction"])));
+        self.reporter = Some(r);
+        r
     }
 
     fn now_ns(&self) -> u64 {
         self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     }
 
-    /// Reads what metrics and the access-log filter need about the finished request, in
-    /// one hostcall ([`RECORD_PROPERTIES`]).
-    /// Also settles the reporter (from the config, else the listener's direction).
+    /// Reads what metrics and the access-log filter need about the finished request (one
+    /// hostcall for the common properties; fallbacks and gRPC status on their own).
     fn record(&mut self) -> Record {
-        let v = wasmesh_sdk::get_properties(&RECORD_PROPERTIES);
+        let destination = self.reporter().local_is_destination();
+        let mut names = RECORD_PROPERTIES.to_vec();
+        if destination {
+            names.extend_from_slice(&DESTINATION_PROPERTIES);
+        }
+        let v = wasmesh_sdk::get_properties(&names);
         let bytes = |i: usize| v.get(i).and_then(Option::as_deref);
         let text =
             |i: usize| bytes(i).and_then(|b| std::str::from_utf8(b).ok()).filter(|s| !s.is_empty()).map(str::to_string);
         let int = |i: usize| bytes(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
-        let flags = bytes(rec::FLAGS).or_else(|| bytes(rec::ENVOY_FLAGS)).and_then(flags::decode).unwrap_or_default();
+        let flags = match bytes(rec::FLAGS) {
+            Some(b) => flags::decode(b),
+            None => prop_bytes(vec!["response", "flags"]).and_then(|b| flags::decode(&b)),
+        };
         let content_type = text(rec::CONTENT_TYPE);
         let grpc = content_type.as_deref().is_some_and(|c| c.starts_with("application/grpc"));
-        let destination = self.settle_reporter(|| int(rec::DIRECTION)).local_is_destination();
         Record {
             duration_ns: int(rec::DURATION).map(|v| v.max(0) as u64),
             authority: text(rec::HOST),
             content_type,
             response_code: int(rec::CODE).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0).or(self.status),
-            grpc_status: if grpc { int(rec::GRPC_STATUS).and_then(|g| u64::try_from(g).ok()) } else { None },
-            response_flags: flags,
+            grpc_status: if grpc {
+                prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok())
+            } else {
+                None
+            },
+            response_flags: flags.unwrap_or_default(),
             bytes_received: int(rec::REQUEST_SIZE).map(|v| v.max(0) as u64),
             bytes_sent: int(rec::RESPONSE_SIZE).map(|v| v.max(0) as u64),
-            upstream_cluster: text(rec::CLUSTER).or_else(|| text(rec::CLUSTER_NAME)),
+            upstream_cluster: text(rec::CLUSTER).or_else(|| prop_str(vec!["cluster_name"])),
             mtls: if destination { bytes(rec::MTLS).and_then(|b| b.first().map(|v| *v != 0)) } else { None },
             peer_principal: if destination {
                 text(rec::SOURCE_PRINCIPAL).or_else(|| text(rec::PEER_URI_SAN))
@@ -531,13 +518,10 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         // One hostcall for every header this phase reads (content type, peer metadata,
-        // trace context), instead of one each or the whole map.
-        let values = wasmesh_sdk::get_properties(&REQUEST_HEADERS);
-        let header = |name: &str| match REQUEST_HEADERS.iter().position(|p| p.strip_prefix(HEADER_PREFIX) == Some(name))
-        {
-            Some(i) => values.get(i)?.as_deref().and_then(|b| std::str::from_utf8(b).ok()).map(str::to_string),
-            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten(),
-        };
+        // trace context: up to thirteen lookups). Measured: cheaper than one batched
+        // property read per header.
+        let headers = self.get_http_request_headers();
+        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         if shared.config.metrics {
             let ct = header("content-type");
             if ct.is_some_and(|c| c.starts_with("application/grpc")) {
@@ -606,8 +590,8 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         let shared = self.shared.clone();
-        let mut r = self.record();
         let reporter = self.reporter();
+        let mut r = self.record();
         if shared.config.metrics {
             let key = LabelKey {
                 reporter,
