@@ -35,6 +35,14 @@ const IMPORTS: &str = r#"
   (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
 "#;
 
+/// The ABI marker and a bump allocator from 1024, as inline test modules need them.
+const ALLOC: &str = r#"(global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    global.get $heap local.set $p
+    global.get $heap local.get $n i32.add global.set $heap
+    local.get $p)"#;
+
 /// A v0.2.1 module whose `on_request_headers` runs `body` then continues. Memory:
 /// 16 = "x-key", 32 = "clear_route_cache", 64 = "node", 80 = out-pointers, 128 = "auth",
 /// 144 = malformed pairs (count 0xffff), 240 = ":path", 1024+ = bump heap.
@@ -48,12 +56,7 @@ fn module(body: &str) -> String {
   (data (i32.const 128) "auth")
   (data (i32.const 144) "\ff\ff\00\00\01\00\00\00")
   (data (i32.const 240) ":path")
-  (global $heap (mut i32) (i32.const 1024))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-    global.get $heap local.set $p
-    global.get $heap local.get $n i32.add global.set $heap
-    local.get $p)
+{ALLOC}
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
     {body}
@@ -317,26 +320,23 @@ fn cluster_stats_and_filter_state_properties() {
     }
     // get_property("wasmesh.cluster.web.active_requests") must be the decimal text "5"; then
     // set_property("a.b", "v") is readable by the host as "a.b".
-    let wat = r#"(module
+    let wat = format!(
+        r#"(module
       (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
       (import "env" "proxy_set_property" (func $set (param i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "wasmesh.cluster.web.active_requests")
       (data (i32.const 64) "a\00b")
       (data (i32.const 72) "v")
-      (global $heap (mut i32) (i32.const 1024))
-      (func (export "proxy_abi_version_0_2_1"))
-      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-        global.get $heap local.set $p
-        global.get $heap local.get $n i32.add global.set $heap
-        local.get $p)
+      {ALLOC}
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
         (if (i32.ne (call $get (i32.const 16) (i32.const 35) (i32.const 80) (i32.const 84)) (i32.const 0))
           (then unreachable))
         (if (i32.ne (i32.load (i32.const 84)) (i32.const 1)) (then unreachable))
         (if (i32.ne (i32.load8_u (i32.load (i32.const 80))) (i32.const 0x35)) (then unreachable))
         (drop (call $set (i32.const 64) (i32.const 3) (i32.const 72) (i32.const 1)))
-        i32.const 0))"#;
+        i32.const 0))"#
+    );
     run(async {
         let (rt, _) = runtime();
         let p = Plugin::load(&rt, &filter("props"), wat.as_bytes()).unwrap();
@@ -380,12 +380,7 @@ fn resume_after_and_accumulated_response_flags() {
       (data (i32.const 64) "wasmesh.resume_after")
       (data (i32.const 88) "\1e\00\00\00")
       (data (i32.const 96) "wasmesh.response.flags")
-      (global $heap (mut i32) (i32.const 1024))
-      (func (export "proxy_abi_version_0_2_1"))
-      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-        global.get $heap local.set $p
-        global.get $heap local.get $n i32.add global.set $heap
-        local.get $p)
+      {ALLOC}
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
         (drop (call $set (i32.const 16) (i32.const 21) (i32.const 48) (i32.const 2)))
         (drop (call $set (i32.const 16) (i32.const 21) (i32.const 50) (i32.const 2)))
@@ -550,22 +545,19 @@ fn outstanding_http_calls_are_capped_per_context() {
 #[test]
 fn a_worker_vm_that_fails_to_start_is_counted_once_and_fails_closed() {
     // on_configure passes the first time (validation) and traps afterwards (workers).
-    let wat = r#"(module
+    let wat = format!(
+        r#"(module
       (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
       (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "seen")
-      (global $heap (mut i32) (i32.const 1024))
-      (func (export "proxy_abi_version_0_2_1"))
-      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-        global.get $heap local.set $p
-        global.get $heap local.get $n i32.add global.set $heap
-        local.get $p)
+      {ALLOC}
       (func (export "proxy_on_configure") (param i32 i32) (result i32)
         (if (i32.eqz (call $get (i32.const 16) (i32.const 4) (i32.const 80) (i32.const 84) (i32.const 88)))
           (then unreachable))
         (drop (call $set (i32.const 16) (i32.const 4) (i32.const 16) (i32.const 4) (i32.const 0)))
-        i32.const 1))"#;
+        i32.const 1))"#
+    );
     run(async {
         let (rt, reg) = runtime();
         let p = Plugin::load(&rt, &filter("flaky"), wat.as_bytes()).unwrap();
@@ -624,22 +616,19 @@ fn on_done_false_defers_on_log_until_proxy_done() {
 
 #[test]
 fn cluster_name_is_readable_in_the_request_phase() {
-    let wat = r#"(module
+    let wat = format!(
+        r#"(module
       (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "cluster_name")
-      (global $heap (mut i32) (i32.const 1024))
-      (func (export "proxy_abi_version_0_2_1"))
-      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-        global.get $heap local.set $p
-        global.get $heap local.get $n i32.add global.set $heap
-        local.get $p)
+      {ALLOC}
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
         (if (i32.ne (call $get (i32.const 16) (i32.const 12) (i32.const 80) (i32.const 84)) (i32.const 0))
           (then unreachable))
         (if (i32.ne (i32.load (i32.const 84)) (i32.const 3)) (then unreachable))
         (if (i32.ne (i32.load16_u (i32.load (i32.const 80))) (i32.const 0x6577)) (then unreachable))
-        i32.const 0))"#;
+        i32.const 0))"#
+    );
     run(async {
         let (rt, _) = runtime();
         let p = Plugin::load(&rt, &filter("cn"), wat.as_bytes()).unwrap();
@@ -655,18 +644,14 @@ fn cluster_name_is_readable_in_the_request_phase() {
 fn get_properties_answers_values_and_absent_markers_in_one_call() {
     // args at 16: [11]"plugin_name" [4]"nope"; name at 100 (clear of the out-pointers at 80/84); malformed args at 48 (length
     // 200 with 3 bytes behind it). The answer must be [3]"wat" [u32::MAX].
-    let wat = r#"(module
+    let wat = format!(
+        r#"(module
       (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "\0b\00\00\00plugin_name\04\00\00\00nope")
       (data (i32.const 48) "\c8\00\00\00abc")
       (data (i32.const 100) "wasmesh.get_properties")
-      (global $heap (mut i32) (i32.const 1024))
-      (func (export "proxy_abi_version_0_2_1"))
-      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-        global.get $heap local.set $p
-        global.get $heap local.get $n i32.add global.set $heap
-        local.get $p)
+      {ALLOC}
       (func (export "proxy_on_context_create") (param i32 i32))
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $v i32)
         (if (i32.ne (call $foreign (i32.const 100) (i32.const 22) (i32.const 16) (i32.const 23) (i32.const 80) (i32.const 84)) (i32.const 0))
@@ -678,7 +663,8 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
         (if (i32.ne (i32.load (i32.add (local.get $v) (i32.const 7))) (i32.const -1)) (then unreachable))
         (if (i32.ne (call $foreign (i32.const 100) (i32.const 22) (i32.const 48) (i32.const 7) (i32.const 80) (i32.const 84)) (i32.const 2))
           (then unreachable))
-        i32.const 0))"#;
-    let (v, _, _) = one_request(wat, |_| {});
+        i32.const 0))"#
+    );
+    let (v, _, _) = one_request(&wat, |_| {});
     assert!(matches!(v, Verdict::Continue), "the batch answer differed from the expected one: {v:?}");
 }
