@@ -464,13 +464,13 @@ impl Stream {
                 None
             },
             local_principal: if destination { text(rec::LOCAL_URI_SAN) } else { None },
-            trace_id: self.hop.as_ref().map(Hop::trace_id_hex),
             ..Record::default()
         }
     }
 
     /// Adds what spans need and, with `log`, everything the access log prints.
     fn add_details(&self, r: &mut Record, log: bool) {
+        r.trace_id = self.hop.as_ref().map(Hop::trace_id_hex);
         let req = |h: &str| prop_str(vec!["request", "headers", h]);
         r.start_unix_ns = prop_int(vec!["request", "time"]).map(|v| v.max(0) as u64);
         r.method = prop_str(vec!["request", "method"]);

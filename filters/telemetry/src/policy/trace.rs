@@ -146,7 +146,13 @@ impl Hop {
 /// per-request ids are formatted often enough for `format!`'s u128 path to show.
 pub fn hex(v: u128, digits: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..digits.min(32)).rev().map(|i| char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize])).collect()
+    let digits = digits.min(32);
+    let mut out = [0u8; 32];
+    for (i, d) in out[..digits].iter_mut().enumerate() {
+        *d = DIGITS[((v >> ((digits - 1 - i) * 4)) & 0xf) as usize];
+    }
+    // ASCII digits: always valid UTF-8.
+    String::from_utf8_lossy(&out[..digits]).into_owned()
 }
 
 /// A span id as 16 hex digits.
