@@ -328,12 +328,12 @@ pub mod batch {
         while out.len() < n {
             let Some((len, rest)) = answer.split_first_chunk::<4>() else { break };
             let len = u32::from_le_bytes(*len);
-            if len == ABSENT || rest.len() < len as usize {
-                answer = if len == ABSENT { rest } else { &[] };
+            if len == ABSENT {
                 out.push(None);
+                answer = rest;
                 continue;
             }
-            let (value, rest) = rest.split_at(len as usize);
+            let Some((value, rest)) = rest.split_at_checked(len as usize) else { break };
             out.push(Some(value.to_vec()));
             answer = rest;
         }

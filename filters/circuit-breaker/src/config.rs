@@ -27,6 +27,10 @@ pub struct Config {
     pub fallback: Option<ClusterPolicy>,
     /// Valid but surprising settings (logged at configure time).
     pub warnings: Vec<String>,
+    /// Some policy sets a pool limit (else the request phase has nothing to check).
+    pub has_limits: bool,
+    /// Some policy has outlier detection (else the response phase has nothing to record).
+    pub has_outlier: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,7 +115,10 @@ impl Config {
             }
         }
         if errors.is_empty() {
-            Ok(Config { clusters, fallback, warnings })
+            let mut c = Config { clusters, fallback, warnings, has_limits: false, has_outlier: false };
+            c.has_limits = c.any(|p| !p.limits.is_empty());
+            c.has_outlier = c.any(|p| p.outlier.is_some());
+            Ok(c)
         } else {
             Err(errors.join("; "))
         }
@@ -122,8 +129,7 @@ impl Config {
         self.clusters.get(cluster).or(self.fallback.as_ref())
     }
 
-    /// Whether some cluster's policy does `want` (lets a phase skip reading the cluster
-    /// name when no policy could act on it).
+    /// Whether some cluster's policy (or the fallback) does `want`.
     pub fn any(&self, want: impl Fn(&ClusterPolicy) -> bool) -> bool {
         self.clusters.values().chain(self.fallback.as_ref()).any(want)
     }

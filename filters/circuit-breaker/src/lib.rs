@@ -108,7 +108,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if !self.config.any(|p| !p.limits.is_empty()) {
+        if !self.config.has_limits {
             return Action::Continue;
         }
         let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };
@@ -128,7 +128,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if !self.config.any(|p| p.outlier.is_some()) {
+        if !self.config.has_outlier {
             return Action::Continue;
         }
         let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };

@@ -367,9 +367,10 @@ impl RootContext for Root {
     }
 }
 
-/// What `Stream::record` reads at `on_log` for every request, in one
-/// `wasmesh_sdk::get_properties` call; indices in [`rec`].
-const RECORD_PROPERTIES: [&str; 8] = [
+/// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call:
+/// the first [`rec::COMMON`] for every request, the rest (peer identity, mTLS) only when
+/// this proxy is the destination; indices in [`rec`].
+const RECORD_PROPERTIES: [&str; 12] = [
     props::RESPONSE_FLAGS,
     "request.headers.content-type",
     "request.duration",
@@ -378,18 +379,16 @@ const RECORD_PROPERTIES: [&str; 8] = [
     "request.total_size",
     "response.total_size",
     props::UPSTREAM_CLUSTER,
-];
-
-/// Read in the same call when this proxy is the destination (peer identity, mTLS).
-const DESTINATION_PROPERTIES: [&str; 4] = [
     "connection.mtls",
     "source.principal",
     "connection.uri_san_peer_certificate",
     "connection.uri_san_local_certificate",
 ];
 
-/// Indices into [`RECORD_PROPERTIES`] followed by [`DESTINATION_PROPERTIES`].
+/// Indices into [`RECORD_PROPERTIES`].
 mod rec {
+    /// How many every request reads.
+    pub const COMMON: usize = 8;
     pub const FLAGS: usize = 0;
     pub const CONTENT_TYPE: usize = 1;
     pub const DURATION: usize = 2;
@@ -428,11 +427,8 @@ impl Stream {
     /// hostcall for the common properties; fallbacks and gRPC status on their own).
     fn record(&mut self) -> Record {
         let destination = self.reporter().local_is_destination();
-        let mut names = RECORD_PROPERTIES.to_vec();
-        if destination {
-            names.extend_from_slice(&DESTINATION_PROPERTIES);
-        }
-        let v = wasmesh_sdk::get_properties(&names);
+        let wanted = if destination { RECORD_PROPERTIES.len() } else { rec::COMMON };
+        let v = wasmesh_sdk::get_properties(&RECORD_PROPERTIES[..wanted]);
         let bytes = |i: usize| v.get(i).and_then(Option::as_deref);
         let text =
             |i: usize| bytes(i).and_then(|b| std::str::from_utf8(b).ok()).filter(|s| !s.is_empty()).map(str::to_string);

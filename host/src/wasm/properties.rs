@@ -54,36 +54,31 @@ impl Value {
 const INLINE_SEGMENTS: usize = 6;
 
 /// Runs `f` on a property path split into segments (`\0`-separated; a single dotted
-/// segment of Envoy's roots such as `request.path` is accepted too). Valid UTF-8 paths of
-/// up to [`INLINE_SEGMENTS`] segments (all real ones) are split in place, without
-/// allocating; others go through [`segments`].
+/// segment of Envoy's roots such as `request.path` is accepted too). Borrows from `path`
+/// when it is valid UTF-8, and up to [`INLINE_SEGMENTS`] segments (all real paths) are
+/// passed without allocating.
 pub(crate) fn with_segments<T>(path: &[u8], f: impl FnOnce(&[&str]) -> T) -> T {
-    if let Ok(text) = std::str::from_utf8(path) {
-        let mut buf = [""; INLINE_SEGMENTS];
-        let mut n = 0;
-        for seg in text.split('\0').filter(|s| !s.is_empty()) {
-            if n == buf.len() {
-                n = usize::MAX;
-                break;
-            }
-            buf[n] = seg;
-            n += 1;
-        }
-        if n != usize::MAX {
-            if n == 1 && dotted_root(buf[0]) {
-                let one = buf[0];
-                n = 0;
-                for part in one.splitn(3, '.') {
-                    buf[n] = part;
-                    n += 1;
-                }
-            }
-            return f(&buf[..n]);
-        }
+    let text = text(path);
+    let mut nonempty = text.split('\0').filter(|s| !s.is_empty());
+    match (nonempty.next(), nonempty.next()) {
+        (Some(one), None) if dotted_root(one) => with_parts(one.splitn(3, '.'), f),
+        _ => with_parts(text.split('\0').filter(|s| !s.is_empty()), f),
     }
-    let segs = segments(path);
-    let borrowed: Vec<&str> = segs.iter().map(|c| c.as_ref()).collect();
-    f(&borrowed)
+}
+
+/// Runs `f` on `parts`, gathered on the stack while they fit.
+fn with_parts<'a, T>(mut parts: impl Iterator<Item = &'a str>, f: impl FnOnce(&[&str]) -> T) -> T {
+    let mut buf = [""; INLINE_SEGMENTS];
+    let mut n = 0;
+    while let Some(part) = parts.next() {
+        if n == buf.len() {
+            let all: Vec<&str> = buf.iter().copied().chain(std::iter::once(part)).chain(parts).collect();
+            return f(&all);
+        }
+        buf[n] = part;
+        n += 1;
+    }
+    f(&buf[..n])
 }
 
 /// Whether a single segment is a dotted name under one of Envoy's attribute roots.
@@ -91,18 +86,6 @@ fn dotted_root(seg: &str) -> bool {
     seg.split_once('.').is_some_and(|(root, _)| {
         matches!(root, "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds")
     })
-}
-
-/// [`with_segments`]' general case: owned where the path is not valid UTF-8.
-fn segments(path: &[u8]) -> Vec<Cow<'_, str>> {
-    let mut segs: Vec<Cow<'_, str>> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).map(text).collect();
-    if segs.len() == 1 && dotted_root(&segs[0]) {
-        return match segs.swap_remove(0) {
-            Cow::Borrowed(one) => one.splitn(3, '.').map(Cow::Borrowed).collect(),
-            Cow::Owned(one) => one.splitn(3, '.').map(|p| Cow::Owned(p.to_owned())).collect(),
-        };
-    }
-    segs
 }
 
 /// Most paths one `wasmesh.get_properties` call resolves.

@@ -19,6 +19,7 @@ use wasmtime::Linker;
 
 use super::status::Status;
 use super::{memory, C, R};
+use crate::wasm::properties;
 use crate::wasm::state::{Ctx, HostState};
 
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -27,11 +28,12 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_call_foreign_function",
         |mut c: C<'_>, nptr: u32, nlen: u32, aptr: u32, alen: u32, ret_ptr: u32, ret_len: u32| -> R {
             let name = memory::read_string(&mut c, nptr, nlen)?;
-            let args = memory::read(&mut c, aptr, alen)?;
             memory::check(&mut c, ret_ptr, 4)?;
             memory::check(&mut c, ret_len, 4)?;
             if name == "wasmesh.get_properties" {
-                return match crate::wasm::properties::get_many(c.data(), &args) {
+                // The paths are only looked up: read in place, not copied.
+                let answer = memory::with_bytes(&mut c, aptr, alen, |args, st| properties::get_many(st, args))?;
+                return match answer {
                     Ok(values) => {
                         memory::return_bytes(&mut c, &values, ret_ptr, ret_len)?;
                         Ok(Status::Ok.raw())
@@ -39,6 +41,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Err(s) => Ok(s.raw()),
                 };
             }
+            let args = memory::read(&mut c, aptr, alen)?;
             let st = c.data_mut();
             let status = match name.as_str() {
                 "clear_route_cache" => Status::Ok,
