@@ -44,6 +44,7 @@
 pub use proxy_wasm;
 
 pub mod audit;
+pub mod headers;
 
 use proxy_wasm::types::Status;
 
@@ -298,16 +299,60 @@ pub fn get_property(name: &str) -> Result<Option<Vec<u8>>, Status> {
 /// Reads several properties by dotted name in one hostcall (the host extension
 /// `wasmesh.get_properties`), in order; `None` for an absent one. On a host without the
 /// extension, one `get_property` each (Envoy-style segments for the standard roots).
-pub fn get_properties(names: &[&str]) -> Vec<Option<Vec<u8>>> {
+pub fn get_properties(names: &[&str]) -> PropertyValues {
     match proxy_wasm::hostcalls::call_foreign_function("wasmesh.get_properties", Some(&batch::encode(names))) {
-        Ok(Some(answer)) => batch::decode(&answer, names.len()),
-        Ok(None) if names.is_empty() => Vec::new(),
-        _ => names.iter().map(|n| proxy_wasm::hostcalls::get_property(batch::segments(n)).ok().flatten()).collect(),
+        Ok(Some(answer)) => batch::decode(answer, names.len()),
+        Ok(None) if names.is_empty() => PropertyValues::default(),
+        _ => PropertyValues::from_values(
+            names.iter().map(|n| proxy_wasm::hostcalls::get_property(batch::segments(n)).ok().flatten()),
+        ),
+    }
+}
+
+/// The values of one [`get_properties`] read, in order, kept in one buffer (no
+/// allocation per value).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PropertyValues {
+    buf: Vec<u8>,
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl PropertyValues {
+    /// The `i`th value; `None` when absent (or `i` is out of range).
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let (start, end) = (*self.spans.get(i)?)?;
+        self.buf.get(start..end)
+    }
+
+    /// How many values (present or not) the read asked for.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when no value was asked for.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Values read one by one, gathered into one buffer.
+    fn from_values(values: impl Iterator<Item = Option<Vec<u8>>>) -> Self {
+        let mut out = PropertyValues::default();
+        for v in values {
+            let span = v.map(|v| {
+                let start = out.buf.len();
+                out.buf.extend_from_slice(&v);
+                (start, out.buf.len())
+            });
+            out.spans.push(span);
+        }
+        out
     }
 }
 
 /// The wire format of `wasmesh.get_properties`.
 pub mod batch {
+    use super::PropertyValues;
+
     /// Marks an absent property in an answer.
     pub const ABSENT: u32 = u32::MAX;
 
@@ -322,23 +367,27 @@ pub mod batch {
     }
 
     /// The answer: `[u32 LE length][value]` or [`ABSENT`] per name; `n` values always
-    /// (missing or truncated entries are `None`).
-    pub fn decode(mut answer: &[u8], n: usize) -> Vec<Option<Vec<u8>>> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let Some((len, rest)) = answer.split_first_chunk::<4>() else { break };
-            let len = u32::from_le_bytes(*len);
+    /// (missing or truncated entries are `None`). The values stay in `answer`.
+    pub fn decode(answer: Vec<u8>, n: usize) -> PropertyValues {
+        let mut spans = Vec::with_capacity(n);
+        let mut at = 0;
+        while spans.len() < n {
+            let Some(len) = answer.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else { break };
+            let len = u32::from_le_bytes(len);
+            at += 4;
             if len == ABSENT {
-                out.push(None);
-                answer = rest;
+                spans.push(None);
                 continue;
             }
-            let Some((value, rest)) = rest.split_at_checked(len as usize) else { break };
-            out.push(Some(value.to_vec()));
-            answer = rest;
+            let end = at + len as usize;
+            if end > answer.len() {
+                break;
+            }
+            spans.push(Some((at, end)));
+            at = end;
         }
-        out.resize(n, None);
-        out
+        spans.resize(n, None);
+        PropertyValues { buf: answer, spans }
     }
 
     /// A dotted name as proxy-wasm path segments: `request.headers.x-a.b` →
@@ -364,8 +413,12 @@ pub mod batch {
             answer.extend_from_slice(b"abc");
             answer.extend_from_slice(&ABSENT.to_le_bytes());
             answer.extend_from_slice(&0u32.to_le_bytes());
-            let got = decode(&answer, 3);
-            assert_eq!(got, vec![Some(b"abc".to_vec()), None, Some(Vec::new())]);
+            let got = decode(answer, 3);
+            assert_eq!(got.len(), 3);
+            assert_eq!(
+                (got.get(0), got.get(1), got.get(2), got.get(3)),
+                (Some(&b"abc"[..]), None, Some(&b""[..]), None)
+            );
         }
 
         #[test]
@@ -373,8 +426,22 @@ pub mod batch {
             let mut answer = Vec::new();
             answer.extend_from_slice(&10u32.to_le_bytes());
             answer.extend_from_slice(b"abc");
-            assert_eq!(decode(&answer, 2), vec![None, None]);
-            assert_eq!(decode(&[], 1), vec![None]);
+            let got = decode(answer, 2);
+            assert_eq!((got.len(), got.get(0), got.get(1)), (2, None, None));
+            let empty = decode(Vec::new(), 1);
+            assert_eq!((empty.len(), empty.get(0)), (1, None));
+        }
+
+        #[test]
+        fn values_read_one_by_one_keep_their_order_and_gaps() {
+            let got = PropertyValues::from_values(
+                [Some(b"ab".to_vec()), None, Some(Vec::new()), Some(b"c".to_vec())].into_iter(),
+            );
+            assert_eq!(got.len(), 4);
+            assert_eq!(
+                [got.get(0), got.get(1), got.get(2), got.get(3)],
+                [Some(&b"ab"[..]), None, Some(&b""[..]), Some(&b"c"[..])]
+            );
         }
 
         #[test]

@@ -9,6 +9,8 @@ pub mod policy;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use wasmesh_sdk::metrics::{Counter, Histogram};
@@ -84,7 +86,7 @@ struct Shared {
     /// Decoded peer headers (header value → workload).
     peers: RefCell<HashMap<String, Rc<Workload>>>,
     rng: RefCell<Rng>,
-    series: RefCell<HashMap<LabelKey, Series>>,
+    series: RefCell<FxHashMap<LabelKey, Series>>,
     spans: RefCell<ExportQueue>,
     export_metrics: ExportMetrics,
 }
@@ -251,7 +253,7 @@ impl Root {
             service_name,
             log_headers,
             rng: RefCell::new(Rng::new(seed(self.now_ns()))),
-            series: RefCell::new(HashMap::new()),
+            series: RefCell::new(FxHashMap::default()),
             spans: RefCell::new(queue),
             export_metrics,
         }
@@ -368,9 +370,10 @@ impl RootContext for Root {
 }
 
 /// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call:
-/// the first [`rec::COMMON`] for every request, the rest (peer identity, mTLS) only when
-/// this proxy is the destination; indices in [`rec`].
-const RECORD_PROPERTIES: [&str; 12] = [
+/// the first [`rec::COMMON`] for every request, the next ones (peer identity, mTLS) only
+/// when this proxy is the destination, the last (the listener's direction) only while the
+/// reporter is not known yet; indices in [`rec`].
+const RECORD_PROPERTIES: [&str; 13] = [
     props::RESPONSE_FLAGS,
     "request.headers.content-type",
     "request.duration",
@@ -383,12 +386,15 @@ const RECORD_PROPERTIES: [&str; 12] = [
     "source.principal",
     "connection.uri_san_peer_certificate",
     "connection.uri_san_local_certificate",
+    "listener_direction",
 ];
 
 /// Indices into [`RECORD_PROPERTIES`].
 mod rec {
     /// How many every request reads.
     pub const COMMON: usize = 8;
+    /// How many a destination reads.
+    pub const DESTINATION: usize = 12;
     pub const FLAGS: usize = 0;
     pub const CONTENT_TYPE: usize = 1;
     pub const DURATION: usize = 2;
@@ -401,22 +407,24 @@ mod rec {
     pub const SOURCE_PRINCIPAL: usize = 9;
     pub const PEER_URI_SAN: usize = 10;
     pub const LOCAL_URI_SAN: usize = 11;
+    pub const DIRECTION: usize = 12;
 }
 
 // === impl Stream ===
 
 impl Stream {
     fn reporter(&mut self) -> Reporter {
-        if let Some(r) = self.reporter {
+        if let Some(r) = self.known_reporter() {
             return r;
         }
-        let r = self
-            .shared
-            .config
-            .reporter
-            .unwrap_or_else(|| Reporter::from_direction(prop_int(vec!["listener_direction"])));
+        let r = Reporter::from_direction(prop_int(vec!["listener_direction"]));
         self.reporter = Some(r);
         r
+    }
+
+    /// The reporter when no property read is needed to know it.
+    fn known_reporter(&self) -> Option<Reporter> {
+        self.reporter.or(self.shared.config.reporter)
     }
 
     fn now_ns(&self) -> u64 {
@@ -426,13 +434,23 @@ impl Stream {
     /// Reads what metrics and the access-log filter need about the finished request (one
     /// hostcall for the common properties; fallbacks and gRPC status on their own).
     fn record(&mut self) -> Record {
-        let destination = self.reporter().local_is_destination();
-        let wanted = if destination { RECORD_PROPERTIES.len() } else { rec::COMMON };
+        // The direction rides along in the batch (with the destination-only properties,
+        // since which of those are wanted depends on it) instead of costing a hostcall.
+        let wanted = match self.known_reporter() {
+            Some(r) if r.local_is_destination() => rec::DESTINATION,
+            Some(_) => rec::COMMON,
+            None => RECORD_PROPERTIES.len(),
+        };
         let v = wasmesh_sdk::get_properties(&RECORD_PROPERTIES[..wanted]);
-        let bytes = |i: usize| v.get(i).and_then(Option::as_deref);
+        let int_at = |i: usize| v.get(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
+        if self.known_reporter().is_none() {
+            self.reporter = Some(Reporter::from_direction(int_at(rec::DIRECTION)));
+        }
+        let destination = self.reporter().local_is_destination();
+        let bytes = |i: usize| v.get(i);
         let text =
             |i: usize| bytes(i).and_then(|b| std::str::from_utf8(b).ok()).filter(|s| !s.is_empty()).map(str::to_string);
-        let int = |i: usize| bytes(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
+        let int = int_at;
         let flags = match bytes(rec::FLAGS) {
             Some(b) => flags::decode(b),
             None => prop_bytes(vec!["response", "flags"]).and_then(|b| flags::decode(&b)),
@@ -514,21 +532,18 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         // One hostcall for every header this phase reads (content type, peer metadata,
-        // trace context: up to thirteen lookups). Measured: cheaper than one batched
-        // property read per header.
-        let headers = self.get_http_request_headers();
-        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
-        if shared.config.metrics {
-            let ct = header("content-type");
-            if ct.is_some_and(|c| c.starts_with("application/grpc")) {
-                self.frames = Some(Default::default());
-            }
+        // trace context: up to thirteen lookups), looked up in place. Measured: cheaper
+        // than one batched property read per header.
+        let headers = wasmesh_sdk::headers::request_headers();
+        let header = |name: &str| headers.get(name).map(str::to_string);
+        if shared.config.metrics && headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc")) {
+            self.frames = Some(Default::default());
         }
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {
                 // Learn the client and strip its headers before the app sees them.
-                if let Some(h) = header(peer::HEADER) {
-                    self.peer = shared.peer(&h);
+                if let Some(h) = headers.get(peer::HEADER) {
+                    self.peer = shared.peer(h);
                     self.set_http_request_header(peer::HEADER, None);
                     self.set_http_request_header(peer::ID_HEADER, None);
                 }
@@ -539,11 +554,11 @@ impl HttpContext for Stream {
         }
         let Some(t) = shared.tracing() else { return Action::Continue };
         let incoming = trace::extract(header);
-        let forced = header("x-client-trace-id").is_some() || header("x-envoy-force-trace").is_some();
+        let forced = headers.contains("x-client-trace-id") || headers.contains("x-envoy-force-trace");
         let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
         for (name, value) in hop.outgoing_headers(&t.propagation, &incoming) {
             // Removing a header the request does not carry is a hostcall for nothing.
-            if value.is_some() || header(name).is_some() {
+            if value.is_some() || headers.contains(name) {
                 self.set_http_request_header(name, value.as_deref());
             }
         }
@@ -586,8 +601,8 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         let shared = self.shared.clone();
-        let reporter = self.reporter();
         let mut r = self.record();
+        let reporter = self.reporter();
         if shared.config.metrics {
             let key = LabelKey {
                 reporter,

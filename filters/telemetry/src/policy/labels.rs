@@ -170,13 +170,15 @@ impl Workload {
 /// the authority without its port.
 pub fn service_host(cluster: Option<&str>, authority: Option<&str>) -> Option<String> {
     if let Some(c) = cluster.filter(|c| !c.is_empty()) {
-        let parts: Vec<&str> = c.split('|').collect();
-        if parts.len() == 4 {
-            if !parts[3].is_empty() {
-                return Some(parts[3].to_string());
+        // Istio's `direction|port|subset|host` names the host last; other names are hosts.
+        let mut parts = c.split('|');
+        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(_), Some(_), Some(_), Some(host), None) => {
+                if !host.is_empty() {
+                    return Some(host.to_string());
+                }
             }
-        } else {
-            return Some(c.to_string());
+            _ => return Some(c.to_string()),
         }
     }
     let a = authority.filter(|a| !a.is_empty())?;

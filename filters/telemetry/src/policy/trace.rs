@@ -143,16 +143,24 @@ impl Hop {
 }
 
 /// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded); the
-/// per-request ids are formatted often enough for `format!`'s u128 path to show.
+/// per-request ids are formatted often enough for `format!`'s u128 path to show, and
+/// wasm32 has no 128-bit shifts (each is a libcall), so the halves are written as u64s.
 pub fn hex(v: u128, digits: usize) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = digits.min(32);
     let mut out = [0u8; 32];
-    for (i, d) in out[..digits].iter_mut().enumerate() {
-        *d = DIGITS[((v >> ((digits - 1 - i) * 4)) & 0xf) as usize];
-    }
+    write_hex64(&mut out[..16], (v >> 64) as u64);
+    write_hex64(&mut out[16..], v as u64);
     // ASCII digits: always valid UTF-8.
-    String::from_utf8_lossy(&out[..digits]).into_owned()
+    String::from_utf8_lossy(&out[32 - digits..]).into_owned()
+}
+
+/// `v` as 16 lower-case hex digits into `out`.
+fn write_hex64(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for d in out.iter_mut().rev() {
+        *d = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// A span id as 16 hex digits.

@@ -1,0 +1,139 @@
+//! A header map read in one hostcall and looked up in place: the proxy-wasm SDK's
+//! `get_http_request_headers` turns every header into two owned `String`s, which costs
+//! more than the hostcall when a filter only looks at a few of them.
+
+use proxy_wasm::types::{MapType, Status};
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The ABI's `proxy_get_header_map_pairs` (the SDK declares the same import).
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// One header map in the ABI's pairs encoding: `u32` count, `count` × (`u32` name length,
+/// `u32` value length), then each name and value followed by a NUL byte.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderBlock {
+    bytes: Vec<u8>,
+}
+
+/// The request headers (pseudo-headers included), in one hostcall.
+pub fn request_headers() -> HeaderBlock {
+    read(MapType::HttpRequestHeaders)
+}
+
+/// The response headers (`:status` included), in one hostcall.
+pub fn response_headers() -> HeaderBlock {
+    read(MapType::HttpResponseHeaders)
+}
+
+fn read(map: MapType) -> HeaderBlock {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and length into the two out-parameters, which
+    // live on this stack frame for the call.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != Status::Ok || data.is_null() || size == 0 {
+        return HeaderBlock::default();
+    }
+    // SAFETY: the host got `data` from this module's `proxy_on_memory_allocate(size)`,
+    // which the proxy-wasm SDK answers with a forgotten `Vec<u8>` of capacity `size`,
+    // and filled all `size` bytes; ownership passes to us, as in the SDK's own `get_map`.
+    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    HeaderBlock { bytes }
+}
+
+impl HeaderBlock {
+    /// A block from encoded bytes (what the host returns).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        HeaderBlock { bytes }
+    }
+
+    /// The value of header `name` (ASCII case-insensitive; the first of repeated ones);
+    /// `None` when absent, not UTF-8, or the block is malformed.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether header `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter().any(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// The (name, value) pairs in order; stops at the first malformed entry.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let b = &self.bytes[..];
+        let u32_at =
+            move |at: usize| b.get(at..at + 4).and_then(|x| <[u8; 4]>::try_from(x).ok()).map(u32::from_le_bytes);
+        let count = u32_at(0).unwrap_or(0) as usize;
+        // Sizes start at 4; data after all the sizes.
+        let mut data = 4usize.saturating_add(count.saturating_mul(8));
+        (0..count).map_while(move |i| {
+            let klen = u32_at(4 + i * 8)? as usize;
+            let vlen = u32_at(8 + i * 8)? as usize;
+            let key = b.get(data..data.checked_add(klen)?)?;
+            let vstart = data + klen + 1;
+            let value = b.get(vstart..vstart.checked_add(vlen)?)?;
+            data = vstart + vlen + 1;
+            Some((key, value))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_headers_case_insensitively_first_of_repeats() {
+        let b = HeaderBlock::from_bytes(encode(&[
+            (":path", "/a"),
+            ("x-b3-traceid", "abc"),
+            ("cookie", "1"),
+            ("cookie", "2"),
+            ("empty", ""),
+        ]));
+        assert_eq!(b.get(":path"), Some("/a"));
+        assert_eq!(b.get("X-B3-TraceId"), Some("abc"));
+        assert_eq!(b.get("cookie"), Some("1"));
+        assert_eq!(b.get("empty"), Some(""));
+        assert_eq!(b.get("missing"), None);
+        assert!(b.contains("EMPTY") && !b.contains("missing"));
+        assert_eq!(b.iter().count(), 5);
+    }
+
+    #[test]
+    fn malformed_or_empty_blocks_yield_what_is_whole() {
+        assert_eq!(HeaderBlock::default().get("a"), None);
+        let mut truncated = encode(&[("a", "1"), ("b", "2")]);
+        truncated.truncate(truncated.len() - 3);
+        let b = HeaderBlock::from_bytes(truncated);
+        assert_eq!(b.get("a"), Some("1"));
+        assert_eq!(b.get("b"), None);
+        // A count far larger than the data: no panic, nothing past the end.
+        let mut lying = encode(&[("a", "1")]);
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(HeaderBlock::from_bytes(lying).iter().count(), 0);
+    }
+}
