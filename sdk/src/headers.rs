@@ -14,11 +14,14 @@ extern "C" {
     ) -> Status;
 }
 
-/// One header map in the ABI's pairs encoding: `u32` count, `count` × (`u32` name length,
-/// `u32` value length), then each name and value followed by a NUL byte.
+/// One header map in the ABI's pairs encoding (`u32` count, `count` × (`u32` name
+/// length, `u32` value length), then each name and value followed by a NUL byte),
+/// indexed once so lookups do not re-parse it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HeaderBlock {
     bytes: Vec<u8>,
+    /// (name start, name end, value start, value end) per whole entry, in order.
+    index: Vec<(usize, usize, usize, usize)>,
 }
 
 /// The request headers (pseudo-headers included), in one hostcall.
@@ -44,17 +47,18 @@ fn read(map: MapType) -> HeaderBlock {
     // which the proxy-wasm SDK answers with a forgotten `Vec<u8>` of capacity `size`,
     // and filled all `size` bytes; ownership passes to us, as in the SDK's own `get_map`.
     let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
-    HeaderBlock { bytes }
+    HeaderBlock::from_bytes(bytes)
 }
 
 impl HeaderBlock {
-    /// A block from encoded bytes (what the host returns).
+    /// A block from encoded bytes (what the host returns); a malformed tail is ignored.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        HeaderBlock { bytes }
+        let index = entries(&bytes);
+        HeaderBlock { bytes, index }
     }
 
     /// The value of header `name` (ASCII case-insensitive; the first of repeated ones);
-    /// `None` when absent, not UTF-8, or the block is malformed.
+    /// `None` when absent or not UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
@@ -66,24 +70,31 @@ impl HeaderBlock {
         self.iter().any(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
     }
 
-    /// The (name, value) pairs in order; stops at the first malformed entry.
+    /// The (name, value) pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let b = &self.bytes[..];
-        let u32_at =
-            move |at: usize| b.get(at..at + 4).and_then(|x| <[u8; 4]>::try_from(x).ok()).map(u32::from_le_bytes);
-        let count = u32_at(0).unwrap_or(0) as usize;
-        // Sizes start at 4; data after all the sizes.
-        let mut data = 4usize.saturating_add(count.saturating_mul(8));
-        (0..count).map_while(move |i| {
-            let klen = u32_at(4 + i * 8)? as usize;
-            let vlen = u32_at(8 + i * 8)? as usize;
-            let key = b.get(data..data.checked_add(klen)?)?;
-            let vstart = data + klen + 1;
-            let value = b.get(vstart..vstart.checked_add(vlen)?)?;
-            data = vstart + vlen + 1;
-            Some((key, value))
-        })
+        self.index.iter().map(|&(ks, ke, vs, ve)| (&self.bytes[ks..ke], &self.bytes[vs..ve]))
     }
+}
+
+/// The byte ranges of every whole entry; stops at the first malformed one.
+fn entries(b: &[u8]) -> Vec<(usize, usize, usize, usize)> {
+    let u32_at = |at: usize| b.get(at..at + 4).and_then(|x| <[u8; 4]>::try_from(x).ok()).map(u32::from_le_bytes);
+    let count = u32_at(0).unwrap_or(0) as usize;
+    // Sizes start at 4; data after all the sizes. A count the block cannot hold is malformed.
+    let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)).filter(|&d| d <= b.len()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let (Some(klen), Some(vlen)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else { break };
+        let ke = data.checked_add(klen as usize);
+        let vs = ke.and_then(|k| k.checked_add(1));
+        let Some(ve) = vs.and_then(|v| v.checked_add(vlen as usize)).filter(|&ve| ve <= b.len()) else { break };
+        let (Some(ke), Some(vs)) = (ke, vs) else { break };
+        out.push((data, ke, vs, ve));
+        data = ve + 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,5 +146,10 @@ mod tests {
         let mut lying = encode(&[("a", "1")]);
         lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(HeaderBlock::from_bytes(lying).iter().count(), 0);
+        // A name length past the end: that entry and everything after it are dropped.
+        let mut long = encode(&[("a", "1"), ("b", "2")]);
+        long[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        let b = HeaderBlock::from_bytes(long);
+        assert_eq!((b.get("a"), b.get("b")), (Some("1"), None));
     }
 }

@@ -300,7 +300,30 @@ pub fn get_property(name: &str) -> Result<Option<Vec<u8>>, Status> {
 /// `wasmesh.get_properties`), in order; `None` for an absent one. On a host without the
 /// extension, one `get_property` each (Envoy-style segments for the standard roots).
 pub fn get_properties(names: &[&str]) -> PropertyValues {
-    match proxy_wasm::hostcalls::call_foreign_function("wasmesh.get_properties", Some(&batch::encode(names))) {
+    read_properties(&batch::encode(names), names)
+}
+
+/// A set of property names read together often (every request): encoded once.
+#[derive(Debug, Clone)]
+pub struct PropertyBatch {
+    names: Vec<&'static str>,
+    encoded: Vec<u8>,
+}
+
+impl PropertyBatch {
+    /// The batch of `names`, in order.
+    pub fn new(names: &[&'static str]) -> Self {
+        PropertyBatch { names: names.to_vec(), encoded: batch::encode(names) }
+    }
+
+    /// Reads the batch, as [`get_properties`] does.
+    pub fn read(&self) -> PropertyValues {
+        read_properties(&self.encoded, &self.names)
+    }
+}
+
+fn read_properties(encoded: &[u8], names: &[&str]) -> PropertyValues {
+    match proxy_wasm::hostcalls::call_foreign_function("wasmesh.get_properties", Some(encoded)) {
         Ok(Some(answer)) => batch::decode(answer, names.len()),
         Ok(None) if names.is_empty() => PropertyValues::default(),
         _ => PropertyValues::from_values(

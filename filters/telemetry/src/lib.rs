@@ -18,7 +18,7 @@ use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmesh_sdk::{ext, props};
+use wasmesh_sdk::{ext, props, PropertyBatch};
 
 use config::{Config, TagSource, TracingConfig};
 use policy::export::ExportQueue;
@@ -87,6 +87,8 @@ struct Shared {
     peers: RefCell<HashMap<String, Rc<Workload>>>,
     rng: RefCell<Rng>,
     series: RefCell<FxHashMap<LabelKey, Series>>,
+    /// `on_log`'s property reads: common, destination, and with the direction.
+    record_reads: [PropertyBatch; 3],
     spans: RefCell<ExportQueue>,
     export_metrics: ExportMetrics,
 }
@@ -254,6 +256,8 @@ impl Root {
             log_headers,
             rng: RefCell::new(Rng::new(seed(self.now_ns()))),
             series: RefCell::new(FxHashMap::default()),
+            record_reads: [rec::COMMON, rec::DESTINATION, RECORD_PROPERTIES.len()]
+                .map(|n| PropertyBatch::new(&RECORD_PROPERTIES[..n])),
             spans: RefCell::new(queue),
             export_metrics,
         }
@@ -436,12 +440,12 @@ impl Stream {
     fn record(&mut self) -> Record {
         // The direction rides along in the batch (with the destination-only properties,
         // since which of those are wanted depends on it) instead of costing a hostcall.
-        let wanted = match self.known_reporter() {
-            Some(r) if r.local_is_destination() => rec::DESTINATION,
-            Some(_) => rec::COMMON,
-            None => RECORD_PROPERTIES.len(),
+        let batch = match self.known_reporter() {
+            Some(r) if r.local_is_destination() => 1,
+            Some(_) => 0,
+            None => 2,
         };
-        let v = wasmesh_sdk::get_properties(&RECORD_PROPERTIES[..wanted]);
+        let v = self.shared.record_reads[batch].read();
         let int_at = |i: usize| v.get(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
         if self.known_reporter().is_none() {
             self.reporter = Some(Reporter::from_direction(int_at(rec::DIRECTION)));

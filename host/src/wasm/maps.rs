@@ -2,6 +2,8 @@
 //! `:method :path :authority :scheme :status` mapped onto them, and the proxy-wasm pairs
 //! serialization (count, lengths, then `key\0value\0` entries).
 
+use std::borrow::Cow;
+
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderMap;
@@ -19,20 +21,21 @@ pub(crate) enum MapRef<'a> {
 // === impl MapRef ===
 
 impl MapRef<'_> {
-    /// Every entry, pseudo-headers first; repeated headers appear once per value.
-    pub fn pairs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
+    /// Every entry, pseudo-headers first; repeated headers appear once per value
+    /// (borrowed from the head).
+    pub fn pairs(&self) -> Vec<(&[u8], Cow<'_, [u8]>)> {
+        let mut out = Vec::with_capacity(self.headers().len() + 4);
         let headers = match self {
             MapRef::Request(p, tls) => {
                 for k in [":authority", ":path", ":method", ":scheme"] {
                     if let Some(v) = request_pseudo(p, *tls, k) {
-                        out.push((k.as_bytes().to_vec(), v));
+                        out.push((k.as_bytes(), v));
                     }
                 }
                 &p.headers
             }
             MapRef::Response(p) => {
-                out.push((b":status".to_vec(), p.status.as_str().as_bytes().to_vec()));
+                out.push((b":status".as_slice(), Cow::Borrowed(p.status.as_str().as_bytes())));
                 &p.headers
             }
             MapRef::Plain(h) => &**h,
@@ -42,20 +45,20 @@ impl MapRef<'_> {
             if skip_host && k == HOST {
                 continue;
             }
-            out.push((k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()));
+            out.push((k.as_str().as_bytes(), Cow::Borrowed(v.as_bytes())));
         }
         out
     }
 
     /// The first value of `key` (case-insensitive).
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let key: std::borrow::Cow<'_, str> =
+    pub fn get(&self, key: &str) -> Option<Cow<'_, [u8]>> {
+        let key: Cow<'_, str> =
             if key.bytes().any(|b| b.is_ascii_uppercase()) { key.to_ascii_lowercase().into() } else { key.into() };
         match self {
             MapRef::Request(p, tls) if key.starts_with(':') => request_pseudo(p, *tls, &key),
-            MapRef::Response(p) if key == ":status" => Some(p.status.as_str().as_bytes().to_vec()),
+            MapRef::Response(p) if key == ":status" => Some(Cow::Borrowed(p.status.as_str().as_bytes())),
             MapRef::Response(_) if key.starts_with(':') => None,
-            _ => self.headers().get(&*key).map(|v| v.as_bytes().to_vec()),
+            _ => self.headers().get(&*key).map(|v| Cow::Borrowed(v.as_bytes())),
         }
     }
 
@@ -149,25 +152,25 @@ fn header(key: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
     }
 }
 
-fn request_pseudo(p: &http::request::Parts, tls: bool, key: &str) -> Option<Vec<u8>> {
-    let s = match key {
-        ":method" => p.method.as_str().to_owned(),
+fn request_pseudo<'a>(p: &'a http::request::Parts, tls: bool, key: &str) -> Option<Cow<'a, [u8]>> {
+    let s: &str = match key {
+        ":method" => p.method.as_str(),
         ":path" => match p.uri.path_and_query() {
-            Some(pq) => pq.as_str().to_owned(),
-            None => p.uri.path().to_owned(),
+            Some(pq) => pq.as_str(),
+            None => p.uri.path(),
         },
         ":authority" => match p.uri.authority() {
-            Some(a) => a.as_str().to_owned(),
-            None => return p.headers.get(HOST).map(|h| h.as_bytes().to_vec()),
+            Some(a) => a.as_str(),
+            None => return p.headers.get(HOST).map(|h| Cow::Borrowed(h.as_bytes())),
         },
         ":scheme" => match p.uri.scheme_str() {
-            Some(s) => s.to_owned(),
-            None if tls => "https".to_owned(),
-            None => "http".to_owned(),
+            Some(s) => s,
+            None if tls => "https",
+            None => "http",
         },
         _ => return None,
     };
-    Some(s.into_bytes())
+    Some(Cow::Borrowed(s.as_bytes()))
 }
 
 fn set_request_pseudo(p: &mut http::request::Parts, key: &str, value: &[u8]) {
@@ -294,9 +297,9 @@ mod tests {
             .unwrap()
             .into_parts();
         let mut m = MapRef::Request(&mut p, false);
-        assert_eq!(m.get(":authority").unwrap(), b"example.com");
-        assert_eq!(m.get(":path").unwrap(), b"/a?b=1");
-        assert_eq!(m.get(":scheme").unwrap(), b"http");
+        assert_eq!(m.get(":authority").unwrap().as_ref(), b"example.com");
+        assert_eq!(m.get(":path").unwrap().as_ref(), b"/a?b=1");
+        assert_eq!(m.get(":scheme").unwrap().as_ref(), b"http");
         m.replace(":path", b"/new");
         m.replace(":authority", b"other:8080");
         m.replace(":method", b"POST");

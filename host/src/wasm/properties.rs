@@ -18,9 +18,9 @@ use super::maps::encode_pairs;
 use super::state::{HostState, StreamShared};
 use crate::config::Direction;
 
-/// A property value before encoding.
-enum Value {
-    Str(String),
+/// A property value before encoding, borrowed from the stream where it can be.
+enum Value<'a> {
+    Str(Cow<'a, str>),
     Bytes(Bytes),
     Int(i64),
     UInt(u64),
@@ -32,20 +32,25 @@ enum Value {
 
 // === impl Value ===
 
-impl Value {
-    fn encode(self) -> Vec<u8> {
+impl<'a> Value<'a> {
+    fn str(s: impl Into<Cow<'a, str>>) -> Self {
+        Value::Str(s.into())
+    }
+
+    /// Appends the encoded value to `out`.
+    fn encode_into(self, out: &mut Vec<u8>) {
         match self {
-            Value::Str(s) => s.into_bytes(),
-            Value::Bytes(b) => b.to_vec(),
-            Value::Int(i) => i.to_le_bytes().to_vec(),
-            Value::UInt(u) => u.to_le_bytes().to_vec(),
-            Value::Bool(b) => vec![b as u8],
+            Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+            Value::Bytes(b) => out.extend_from_slice(&b),
+            Value::Int(i) => out.extend_from_slice(&i.to_le_bytes()),
+            Value::UInt(u) => out.extend_from_slice(&u.to_le_bytes()),
+            Value::Bool(b) => out.push(b as u8),
             Value::Time(t) => {
                 let ns = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
-                ns.to_le_bytes().to_vec()
+                out.extend_from_slice(&ns.to_le_bytes());
             }
-            Value::Dur(d) => (d.as_nanos() as i64).to_le_bytes().to_vec(),
-            Value::Map(m) => encode_pairs(&m),
+            Value::Dur(d) => out.extend_from_slice(&(d.as_nanos() as i64).to_le_bytes()),
+            Value::Map(m) => out.extend_from_slice(&encode_pairs(&m)),
         }
     }
 }
@@ -59,11 +64,37 @@ const INLINE_SEGMENTS: usize = 6;
 /// passed without allocating.
 pub(crate) fn with_segments<T>(path: &[u8], f: impl FnOnce(&[&str]) -> T) -> T {
     let text = text(path);
+    if !text.as_bytes().contains(&0) {
+        // One segment (the SDK's dotted names): no iterator machinery on the hot path.
+        return match dotted_root_split(&text) {
+            Some((root, second, None)) => f(&[root, second]),
+            Some((root, second, Some(rest))) => f(&[root, second, rest]),
+            None if text.is_empty() => f(&[]),
+            None => f(&[&text]),
+        };
+    }
     let mut nonempty = text.split('\0').filter(|s| !s.is_empty());
     match (nonempty.next(), nonempty.next()) {
         (Some(one), None) if dotted_root(one) => with_parts(one.splitn(3, '.'), f),
         _ => with_parts(text.split('\0').filter(|s| !s.is_empty()), f),
     }
+}
+
+/// `root.second[.rest]` when `root` is one of Envoy's attribute roots (as
+/// `splitn(3, '.')` would split it).
+fn dotted_root_split(seg: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (root, after) = seg.split_once('.')?;
+    if !is_root(root) {
+        return None;
+    }
+    Some(match after.split_once('.') {
+        Some((second, rest)) => (root, second, Some(rest)),
+        None => (root, after, None),
+    })
+}
+
+fn is_root(s: &str) -> bool {
+    matches!(s, "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds")
 }
 
 /// Runs `f` on `parts`, gathered on the stack while they fit.
@@ -83,9 +114,7 @@ fn with_parts<'a, T>(mut parts: impl Iterator<Item = &'a str>, f: impl FnOnce(&[
 
 /// Whether a single segment is a dotted name under one of Envoy's attribute roots.
 fn dotted_root(seg: &str) -> bool {
-    seg.split_once('.').is_some_and(|(root, _)| {
-        matches!(root, "request" | "response" | "source" | "destination" | "connection" | "upstream" | "node" | "xds")
-    })
+    seg.split_once('.').is_some_and(|(root, _)| is_root(root))
 }
 
 /// Most paths one `wasmesh.get_properties` call resolves.
@@ -109,13 +138,14 @@ pub(crate) fn get_many(st: &HostState, mut args: &[u8]) -> Result<Vec<u8>, Statu
         }
         let (path, rest) = rest.split_at(len);
         args = rest;
-        match get(st, path) {
-            Ok(Some(v)) => {
-                let Ok(vlen) = u32::try_from(v.len()) else { return Err(Status::BadArgument) };
-                out.extend_from_slice(&vlen.to_le_bytes());
-                out.extend_from_slice(&v);
-            }
-            _ => out.extend_from_slice(&ABSENT.to_le_bytes()),
+        // The value goes straight after a length placeholder, patched once it is known.
+        let at = out.len();
+        out.extend_from_slice(&ABSENT.to_le_bytes());
+        if let Ok(true) = get_into(st, path, &mut out) {
+            let Ok(vlen) = u32::try_from(out.len() - at - 4) else { return Err(Status::BadArgument) };
+            out[at..at + 4].copy_from_slice(&vlen.to_le_bytes());
+        } else {
+            out.truncate(at + 4);
         }
     }
     Ok(out)
@@ -132,29 +162,35 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.
 pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    with_segments(path, |s| get_segments(st, s))
+    let mut out = Vec::new();
+    Ok(get_into(st, path, &mut out)?.then_some(out))
 }
 
-fn get_segments(st: &HostState, s: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+/// Appends the value of a property to `out`; `Ok(false)` (nothing appended) is `NotFound`.
+fn get_into(st: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
+    with_segments(path, |s| get_segments(st, s, out))
+}
+
+fn get_segments(st: &HostState, s: &[&str], out: &mut Vec<u8>) -> Result<bool, Status> {
     if s.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
     let plugin = st.current_plugin();
     let node = &st.rt.node;
     let stream = st.current_stream().and_then(|s| s.try_borrow().ok());
     let stream = stream.as_deref();
     let v = match s {
-        ["plugin_name"] => Some(Value::Str(plugin.name.to_string())),
-        ["plugin_root_id"] => Some(Value::Str(plugin.root_id.clone())),
-        ["plugin_vm_id"] => Some(Value::Str(plugin.vm_id.to_string())),
+        ["plugin_name"] => Some(Value::str(plugin.name.to_string())),
+        ["plugin_root_id"] => Some(Value::str(plugin.root_id.clone())),
+        ["plugin_vm_id"] => Some(Value::str(plugin.vm_id.to_string())),
         ["node", rest @ ..] | ["xds", "node", rest @ ..] => match rest {
             [] => return Err(Status::SerializationFailure),
-            ["id"] => Some(Value::Str(node.id.clone())),
-            ["cluster"] => Some(Value::Str(node.cluster.clone())),
+            ["id"] => Some(Value::str(node.id.clone())),
+            ["cluster"] => Some(Value::str(node.cluster.clone())),
             ["metadata"] => Some(Value::Map(
                 node.metadata.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
             )),
-            ["metadata", k] => node.metadata.get(*k).map(|v| Value::Str(v.clone())),
+            ["metadata", k] => node.metadata.get(*k).map(|v| Value::str(v.clone())),
             _ => None,
         },
         _ => match stream {
@@ -162,10 +198,16 @@ fn get_segments(st: &HostState, s: &[&str]) -> Result<Option<Vec<u8>>, Status> {
             None => None,
         },
     };
-    Ok(v.map(Value::encode))
+    Ok(match v {
+        Some(v) => {
+            v.encode_into(out);
+            true
+        }
+        None => false,
+    })
 }
 
-fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Value> {
+fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) -> Option<Value<'a>> {
     let info = &s.info;
     let up = &s.upstream;
     let conn = &info.connection;
@@ -174,26 +216,26 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
     let state = |k: &str| s.filter_state.get(k).cloned().map(Value::Bytes);
     Some(match path {
         ["cluster_name"] | ["xds", "cluster_name"] => match &up.cluster {
-            Some(c) => Value::Str(c.to_string()),
+            Some(c) => Value::str(&**c),
             None => return state("wasmesh.upstream.cluster"),
         },
         ["route_name"] | ["xds", "route_name"] => match &up.route_name {
-            Some(r) => Value::Str(r.to_string()),
+            Some(r) => Value::str(&**r),
             None => return state("wasmesh.route.name"),
         },
         ["listener_direction"] | ["xds", "listener_direction"] => Value::Int(match info.direction {
             Direction::Inbound => 1,
             Direction::Outbound => 2,
         }),
-        ["listener_name"] | ["xds", "listener_name"] => Value::Str(info.listener.to_string()),
+        ["listener_name"] | ["xds", "listener_name"] => Value::str(&*info.listener),
         ["request", rest @ ..] => return request_property(s, rest),
         ["response", rest @ ..] => match rest {
             ["code"] => Value::Int(match resp {
                 Some(r) => r.status.as_u16() as i64,
                 None => up.response_code? as i64,
             }),
-            ["code_details"] => Value::Str(up.code_details.clone()?),
-            ["flags"] => Value::Str(flags(s)),
+            ["code_details"] => Value::str(up.code_details.as_deref()?),
+            ["flags"] => Value::str(flags(s)),
             ["grpc_status"] => {
                 let v = resp
                     .and_then(|r| r.headers.get("grpc-status"))
@@ -201,42 +243,42 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
                 Value::Int(v.to_str().ok()?.parse().ok()?)
             }
             ["headers"] => Value::Map(joined_map(&resp?.headers)),
-            ["headers", name] => Value::Str(joined(&resp?.headers, name)?),
+            ["headers", name] => Value::str(joined(&resp?.headers, name)?),
             ["trailers"] => Value::Map(joined_map(s.response_trailers.as_ref()?)),
-            ["trailers", name] => Value::Str(joined(s.response_trailers.as_ref()?, name)?),
+            ["trailers", name] => Value::str(joined(s.response_trailers.as_ref()?, name)?),
             ["size"] => Value::Int(up.response_body_bytes as i64),
             ["total_size"] => Value::Int((up.response_body_bytes + up.response_header_bytes) as i64),
             ["headers_bytes"] => Value::Int(up.response_header_bytes as i64),
             ["backend_latency"] => Value::Dur(up.backend_latency?),
             _ => return None,
         },
-        ["source", "principal"] => Value::Str(tls?.peer_uri_sans.first()?.clone()),
-        ["destination", "principal"] => Value::Str(tls?.local_uri_sans.first()?.clone()),
-        ["source", "address"] => Value::Str(conn.source.to_string()),
+        ["source", "principal"] => Value::str(tls?.peer_uri_sans.first()?.as_str()),
+        ["destination", "principal"] => Value::str(tls?.local_uri_sans.first()?.as_str()),
+        ["source", "address"] => Value::str(conn.source.to_string()),
         ["source", "port"] => Value::Int(conn.source.port() as i64),
-        ["destination", "address"] => Value::Str(conn.destination.to_string()),
+        ["destination", "address"] => Value::str(conn.destination.to_string()),
         ["destination", "port"] => Value::Int(conn.destination.port() as i64),
         ["connection", rest @ ..] => match rest {
             ["id"] => Value::UInt(conn.id),
             ["mtls"] => Value::Bool(tls.is_some_and(|t| t.peer_certificate_presented)),
-            ["requested_server_name"] => Value::Str(tls.and_then(|t| t.sni.clone()).unwrap_or_default()),
-            ["tls_version"] => Value::Str(tls?.version.clone()),
-            ["uri_san_peer_certificate"] => Value::Str(tls?.peer_uri_sans.first()?.clone()),
-            ["dns_san_peer_certificate"] => Value::Str(tls?.peer_dns_sans.first()?.clone()),
-            ["subject_peer_certificate"] => Value::Str(tls?.peer_subject.clone()?),
-            ["sha256_peer_certificate_digest"] => Value::Str(tls?.peer_sha256.clone()?),
-            ["uri_san_local_certificate"] => Value::Str(tls?.local_uri_sans.first()?.clone()),
-            ["dns_san_local_certificate"] => Value::Str(tls?.local_dns_sans.first()?.clone()),
-            ["subject_local_certificate"] => Value::Str(tls?.local_subject.clone()?),
+            ["requested_server_name"] => Value::str(tls.and_then(|t| t.sni.as_deref()).unwrap_or_default()),
+            ["tls_version"] => Value::str(tls?.version.as_str()),
+            ["uri_san_peer_certificate"] => Value::str(tls?.peer_uri_sans.first()?.as_str()),
+            ["dns_san_peer_certificate"] => Value::str(tls?.peer_dns_sans.first()?.as_str()),
+            ["subject_peer_certificate"] => Value::str(tls?.peer_subject.as_deref()?),
+            ["sha256_peer_certificate_digest"] => Value::str(tls?.peer_sha256.as_deref()?),
+            ["uri_san_local_certificate"] => Value::str(tls?.local_uri_sans.first()?.as_str()),
+            ["dns_san_local_certificate"] => Value::str(tls?.local_dns_sans.first()?.as_str()),
+            ["subject_local_certificate"] => Value::str(tls?.local_subject.as_deref()?),
             _ => return None,
         },
         ["upstream", rest @ ..] => match rest {
-            ["address"] => Value::Str(up.address?.to_string()),
+            ["address"] => Value::str(up.address?.to_string()),
             ["port"] => Value::Int(up.address?.port() as i64),
-            ["local_address"] => Value::Str(up.local_address?.to_string()),
+            ["local_address"] => Value::str(up.local_address?.to_string()),
             ["local_port"] => Value::Int(up.local_address?.port() as i64),
             ["request_attempt_count"] => Value::UInt(up.attempt_count as u64),
-            ["tls_version"] => Value::Str(up.tls_version.clone()?),
+            ["tls_version"] => Value::str(up.tls_version.as_deref()?),
             _ => return None,
         },
         ["filter_state", key] => return state(key),
@@ -246,20 +288,20 @@ fn stream_property(st: &HostState, s: &StreamShared, path: &[&str]) -> Option<Va
                 _ => Cow::Owned(path.join(".")),
             };
             if joined == "wasmesh.response.flags" {
-                return Some(Value::Str(flags(s)));
+                return Some(Value::str(flags(s)));
             }
             if let Some(rest) = joined.strip_prefix("wasmesh.cluster.") {
                 // Decimal text, as the wasmesh SDK reads it (`get_decimal_property`).
                 let (cluster, stat) = rest.rsplit_once('.')?;
                 let host = st.host.as_ref()?;
-                return Some(Value::Str(host.cluster_stat(cluster, stat)?.to_string()));
+                return Some(Value::str(host.cluster_stat(cluster, stat)?.to_string()));
             }
             return state(&joined);
         }
     })
 }
 
-fn request_property(s: &StreamShared, rest: &[&str]) -> Option<Value> {
+fn request_property<'a>(s: &'a StreamShared, rest: &[&str]) -> Option<Value<'a>> {
     let info = &s.info;
     let up = &s.upstream;
     if let ["time"] = rest {
@@ -275,36 +317,33 @@ fn request_property(s: &StreamShared, rest: &[&str]) -> Option<Value> {
     }
     let req = s.request.as_ref()?;
     let h = &req.headers;
-    let hs = |name| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let hs = |name| h.get(name).and_then(|v| v.to_str().ok());
     Some(match rest {
-        ["path"] => Value::Str(req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned()),
-        ["url_path"] => Value::Str(req.uri.path().to_owned()),
-        ["host"] => Value::Str(match req.uri.authority() {
-            Some(a) => a.as_str().to_owned(),
+        ["path"] => Value::str(req.uri.path_and_query().map_or("/", |p| p.as_str())),
+        ["url_path"] => Value::str(req.uri.path()),
+        ["host"] => Value::str(match req.uri.authority() {
+            Some(a) => a.as_str(),
             None => hs(http::header::HOST).unwrap_or_default(),
         }),
-        ["scheme"] => Value::Str(match req.uri.scheme_str() {
-            Some(s) => s.to_owned(),
-            None if info.connection.tls.is_some() => "https".into(),
-            None => "http".into(),
+        ["scheme"] => Value::str(match req.uri.scheme_str() {
+            Some(s) => s,
+            None if info.connection.tls.is_some() => "https",
+            None => "http",
         }),
-        ["method"] => Value::Str(req.method.as_str().to_owned()),
+        ["method"] => Value::str(req.method.as_str()),
         ["headers"] => Value::Map(joined_map(h)),
-        ["headers", name] => Value::Str(joined(h, name)?),
-        ["referer"] => Value::Str(hs(REFERER)?),
-        ["useragent"] => Value::Str(hs(USER_AGENT)?),
-        ["id"] => Value::Str(hs(http::HeaderName::from_static("x-request-id"))?),
-        ["protocol"] => Value::Str(
-            match req.version {
-                http::Version::HTTP_09 => "HTTP/0.9",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                http::Version::HTTP_2 => "HTTP/2",
-                http::Version::HTTP_3 => "HTTP/3",
-                _ => "HTTP/1.1",
-            }
-            .to_owned(),
-        ),
-        ["query"] => Value::Str(req.uri.query().unwrap_or("").to_owned()),
+        ["headers", name] => Value::str(joined(h, name)?),
+        ["referer"] => Value::str(hs(REFERER)?),
+        ["useragent"] => Value::str(hs(USER_AGENT)?),
+        ["id"] => Value::str(hs(http::HeaderName::from_static("x-request-id"))?),
+        ["protocol"] => Value::str(match req.version {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }),
+        ["query"] => Value::str(req.uri.query().unwrap_or("")),
         ["size"] => Value::Int(match hs(CONTENT_LENGTH).and_then(|v| v.parse::<i64>().ok()) {
             Some(n) => n,
             None => up.request_body_bytes as i64,
@@ -321,34 +360,45 @@ pub(crate) const RESPONSE_FLAG: &str = "wasmesh.response.flag";
 /// Response flags as short codes joined with `,` (empty when none): the proxy's flags and
 /// the ones filters added.
 fn flags(s: &StreamShared) -> String {
-    let mut codes: Vec<String> = crate::flags::ResponseFlags::ALL
-        .iter()
-        .filter(|(f, _)| s.upstream.flags.contains(*f))
-        .map(|(_, c)| (*c).to_owned())
-        .collect();
+    let mut out = String::new();
+    let push = |out: &mut String, code: &str| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(code);
+    };
+    for (f, code) in crate::flags::ResponseFlags::ALL {
+        if s.upstream.flags.contains(*f) {
+            push(&mut out, code);
+        }
+    }
     if let Some(extra) = s.filter_state.get(RESPONSE_FLAG) {
         for c in String::from_utf8_lossy(extra).split(',').filter(|c| !c.is_empty()) {
-            if !codes.iter().any(|have| have == c) {
-                codes.push(c.to_owned());
+            if !out.split(',').any(|have| have == c) {
+                push(&mut out, c);
             }
         }
     }
-    codes.join(",")
+    out
 }
 
-/// Header values of `name`, repeated ones joined with `,`.
-fn joined(h: &HeaderMap, name: &str) -> Option<String> {
+/// Header values of `name`, repeated ones joined with `,` (borrowed when there is one).
+fn joined<'a>(h: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
     let mut values = h.get_all(name).iter();
-    let mut out = String::from_utf8_lossy(values.next()?.as_bytes()).into_owned();
-    for v in values {
+    let first = String::from_utf8_lossy(values.next()?.as_bytes());
+    let Some(second) = values.next() else { return Some(first) };
+    let mut out = first.into_owned();
+    for v in std::iter::once(second).chain(values) {
         out.push(',');
         out.push_str(&String::from_utf8_lossy(v.as_bytes()));
     }
-    Some(out)
+    Some(out.into())
 }
 
 fn joined_map(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
-    h.keys().filter_map(|k| Some((k.as_str().as_bytes().to_vec(), joined(h, k.as_str())?.into_bytes()))).collect()
+    h.keys()
+        .filter_map(|k| Some((k.as_str().as_bytes().to_vec(), joined(h, k.as_str())?.as_bytes().to_vec())))
+        .collect()
 }
 
 /// `set_property`: filter state of the current stream (ignored outside a stream).

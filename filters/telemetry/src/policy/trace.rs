@@ -108,17 +108,20 @@ impl Hop {
         formats: &[Propagation],
         incoming: &Incoming,
     ) -> Vec<(&'static str, Option<String>)> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(8);
         let sampled = if self.sampled { "1" } else { "0" };
+        let span = hex64(self.span_id);
+        let trace32 = hex(self.trace_id, 32);
+        // B3 keeps 64-bit trace ids at 16 digits.
+        let b3_trace = if self.trace_id >> 64 == 0 { &trace32[16..] } else { &trace32[..] };
         if formats.contains(&Propagation::W3c) || incoming.seen_w3c {
             let flags = if self.sampled { "01" } else { "00" };
-            out.push(("traceparent", Some(["00", &hex(self.trace_id, 32), &hex64(self.span_id), flags].join("-"))));
+            out.push(("traceparent", Some(joined(&["00", &trace32, &span, flags]))));
             out.push(("tracestate", self.tracestate.clone()));
         }
-        let b3_trace = hex(self.trace_id, if self.trace_id >> 64 == 0 { 16 } else { 32 });
         if formats.contains(&Propagation::B3) || incoming.seen_b3 {
-            out.push(("x-b3-traceid", Some(b3_trace.clone())));
-            out.push(("x-b3-spanid", Some(hex64(self.span_id))));
+            out.push(("x-b3-traceid", Some(b3_trace.to_string())));
+            out.push(("x-b3-spanid", Some(span.clone())));
             out.push(("x-b3-parentspanid", self.parent_span_id.map(hex64)));
             if self.debug {
                 // B3: debug implies an accept decision; do not also send X-B3-Sampled.
@@ -131,36 +134,43 @@ impl Hop {
         }
         if formats.contains(&Propagation::B3Single) || incoming.seen_b3_single {
             let state = if self.debug { "d" } else { sampled };
-            let mut v = [b3_trace.as_str(), &hex64(self.span_id), state].join("-");
-            if let Some(p) = self.parent_span_id {
-                v.push('-');
-                v.push_str(&hex64(p));
-            }
+            let parent = self.parent_span_id.map(hex64);
+            let v = match &parent {
+                Some(p) => joined(&[b3_trace, &span, state, p]),
+                None => joined(&[b3_trace, &span, state]),
+            };
             out.push(("b3", Some(v)));
         }
         out
     }
 }
 
+/// `parts` joined with `-`, allocated once.
+fn joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        out.push_str(p);
+    }
+    out
+}
+
 /// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded); the
 /// per-request ids are formatted often enough for `format!`'s u128 path to show, and
 /// wasm32 has no 128-bit shifts (each is a libcall), so the halves are written as u64s.
 pub fn hex(v: u128, digits: usize) -> String {
-    let digits = digits.min(32);
-    let mut out = [0u8; 32];
-    write_hex64(&mut out[..16], (v >> 64) as u64);
-    write_hex64(&mut out[16..], v as u64);
-    // ASCII digits: always valid UTF-8.
-    String::from_utf8_lossy(&out[32 - digits..]).into_owned()
-}
-
-/// `v` as 16 lower-case hex digits into `out`.
-fn write_hex64(out: &mut [u8], mut v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for d in out.iter_mut().rev() {
-        *d = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+    let digits = digits.min(32);
+    let (hi, lo) = ((v >> 64) as u64, v as u64);
+    let mut buf = [0u8; 32];
+    for i in 0..16 {
+        buf[15 - i] = DIGITS[((hi >> (i * 4)) & 0xf) as usize];
+        buf[31 - i] = DIGITS[((lo >> (i * 4)) & 0xf) as usize];
     }
+    // ASCII digits: always valid UTF-8 (checked fast, unlike the lossy conversion).
+    String::from_utf8(buf[32 - digits..].to_vec()).unwrap_or_default()
 }
 
 /// A span id as 16 hex digits.

@@ -8,6 +8,8 @@
 //! empty and ignores writes (Envoy answers BadArgument there, which made the Rust SDK
 //! panic: envoy#26485). An unknown map id is `BadArgument`.
 
+use std::borrow::Cow;
+
 use wasmtime::Linker;
 
 use super::status::Status;
@@ -53,10 +55,10 @@ fn with_map<T>(st: &mut HostState, ty: u32, op: impl FnOnce(Option<(MapRef<'_>, 
 /// Header bytes as valid UTF-8 (invalid sequences replaced): the Rust SDK unwraps
 /// `String::from_utf8` on every key and value, so one obs-text byte from a client would
 /// otherwise crash the filter.
-fn utf8(v: Vec<u8>) -> Vec<u8> {
-    match String::from_utf8(v) {
-        Ok(s) => s.into_bytes(),
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned().into_bytes(),
+fn utf8(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    match std::str::from_utf8(&v) {
+        Ok(_) => v,
+        Err(_) => Cow::Owned(String::from_utf8_lossy(&v).into_owned().into_bytes()),
     }
 }
 
@@ -69,14 +71,19 @@ fn status(r: Result<(), Status>) -> u32 {
 
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_get_header_map_pairs", |mut c: C<'_>, ty: u32, ret_ptr: u32, ret_len: u32| -> R {
-        let pairs = match with_map(c.data_mut(), ty, |m| {
-            m.map(|(m, _)| m.pairs().into_iter().map(|(k, v)| (utf8(k), utf8(v))).collect::<Vec<_>>())
-                .unwrap_or_default()
+        // Encoded while the head is borrowed: no copy per header.
+        let bytes = match with_map(c.data_mut(), ty, |m| {
+            let Some((m, _)) = m else { return Vec::new() };
+            let pairs: Vec<_> = m.pairs().into_iter().map(|(k, v)| (utf8(k.into()), utf8(v))).collect();
+            if pairs.is_empty() {
+                Vec::new()
+            } else {
+                encode_pairs(&pairs)
+            }
         }) {
-            Ok(p) => p,
+            Ok(b) => b,
             Err(s) => return Ok(s.raw()),
         };
-        let bytes = if pairs.is_empty() { Vec::new() } else { encode_pairs(&pairs) };
         memory::return_bytes(&mut c, &bytes, ret_ptr, ret_len)?;
         Ok(Status::Ok.raw())
     })?;
@@ -106,7 +113,10 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let v01 = c.data().first.abi == crate::wasm::plugin::AbiVersion::V0_1_0;
             let value = memory::with_bytes(&mut c, kptr, klen, |key, st| {
                 let key = String::from_utf8_lossy(key);
-                with_map(st, ty, |m| m.and_then(|(m, _)| m.get(&key)).map(utf8))
+                with_map(st, ty, |m| {
+                    let (m, _) = m?;
+                    m.get(&key).map(|v| utf8(v).into_owned())
+                })
             })?;
             let value = match value {
                 Ok(v) => v,
