@@ -76,8 +76,9 @@ def read_total(path: Path, timeout: float = 30.0) -> int:
     raise RuntimeError(f"no callgrind dump at {path}")
 
 
-def count(case: bench.Case, tmp: Path, up: bench.Server, n: int) -> int:
-    """Instructions per request of `case`'s proxy (user space, all threads)."""
+def count(case: bench.Case, tmp: Path, up: bench.Server, n: int, keep: Path | None) -> int:
+    """Instructions per request of `case`'s proxy (user space, all threads); with `keep`,
+    the callgrind dump stays there as `<case>.callgrind` (for `callgrind_annotate`)."""
     spec = case.make(tmp, up)
     out = tmp / f"cg-{case.name}.out"
     cmd = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}", *spec.cmd]
@@ -91,7 +92,12 @@ def count(case: bench.Case, tmp: Path, up: bench.Server, n: int) -> int:
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         send(spec.h1_port, n, headers)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return read_total(Path(f"{out}.1")) // n
+        total = read_total(Path(f"{out}.1"))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f"{out}.1", keep / f"{case.name}.callgrind")
+            bench.log(f"{case.name}: dump in {keep / (case.name + '.callgrind')} (proxy pid {proc.pid})")
+        return total // n
     finally:
         proc.terminate()
         try:
@@ -106,6 +112,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cases", default="", help="comma-separated wasmesh cases (default: all plaintext ones)")
     ap.add_argument("--requests", type=int, default=2000, help="requests counted per case")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install valgrind")
+    ap.add_argument("--keep", type=Path, help="keep each case's callgrind dump in this directory")
     args = ap.parse_args(argv)
     ensure_valgrind(args.no_install)
     default_bin = bench.WASMESH_BIN
@@ -132,7 +139,7 @@ def main(argv: list[str]) -> int:
                 if any(a not in bench.ASSETS for a in case.needs):
                     bench.log(f"{case.name}: skipped (no {', '.join(case.needs)})")
                     continue
-                ir = count(case, tmp, up, args.requests)
+                ir = count(case, tmp, up, args.requests, args.keep)
                 rows.append((case.name, ir))
                 bench.log(f"{case.name}: {ir:,} instructions per request")
         finally:
