@@ -2,17 +2,7 @@
 //! `get_http_request_headers` turns every header into two owned `String`s, which costs
 //! more than the hostcall when a filter only looks at a few of them.
 
-use proxy_wasm::types::{MapType, Status};
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    // The ABI's `proxy_get_header_map_pairs` (the SDK declares the same import).
-    fn proxy_get_header_map_pairs(
-        map_type: MapType,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> Status;
-}
+use proxy_wasm::types::MapType;
 
 /// One header map in the ABI's pairs encoding (`u32` count, `count` × (`u32` name
 /// length, `u32` value length), then each name and value followed by a NUL byte),
@@ -35,19 +25,7 @@ pub fn response_headers() -> HeaderBlock {
 }
 
 fn read(map: MapType) -> HeaderBlock {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer and length into the two out-parameters, which
-    // live on this stack frame for the call.
-    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
-    if status != Status::Ok || data.is_null() || size == 0 {
-        return HeaderBlock::default();
-    }
-    // SAFETY: the host got `data` from this module's `proxy_on_memory_allocate(size)`,
-    // which the proxy-wasm SDK answers with a forgotten `Vec<u8>` of capacity `size`,
-    // and filled all `size` bytes; ownership passes to us, as in the SDK's own `get_map`.
-    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
-    HeaderBlock::from_bytes(bytes)
+    crate::abi::get_header_map_pairs(map).map(HeaderBlock::from_bytes).unwrap_or_default()
 }
 
 impl HeaderBlock {

@@ -43,6 +43,7 @@
 
 pub use proxy_wasm;
 
+mod abi;
 pub mod audit;
 pub mod headers;
 
@@ -288,12 +289,13 @@ pub mod props {
 
 /// Sets a property (a dotted name, e.g. [`props::UPSTREAM_CLUSTER`]).
 pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
-    proxy_wasm::hostcalls::set_property(vec![name], Some(value))
+    // One segment: the serialized path is the name itself.
+    abi::set_property(name.as_bytes(), value)
 }
 
 /// Reads a property by dotted name.
 pub fn get_property(name: &str) -> Result<Option<Vec<u8>>, Status> {
-    proxy_wasm::hostcalls::get_property(vec![name])
+    abi::get_property(name.as_bytes())
 }
 
 /// Reads several properties by dotted name in one hostcall (the host extension

@@ -391,7 +391,7 @@ impl HostRequest {
 /// A property by dotted name; on a host that resolves `request.*` itself (wasmesh) a
 /// value another filter set is found under `filter_state.<name>`.
 fn prop(name: &str) -> Option<Vec<u8>> {
-    let direct = hostcalls::get_property(vec![name]).ok().flatten().filter(|b| !b.is_empty());
+    let direct = wasmesh_sdk::get_property(name).ok().flatten().filter(|b| !b.is_empty());
     direct.or_else(|| hostcalls::get_property(vec!["filter_state", name]).ok().flatten().filter(|b| !b.is_empty()))
 }
 
