@@ -23,19 +23,19 @@ pub(crate) enum MapRef<'a> {
 impl MapRef<'_> {
     /// Every entry, pseudo-headers first; repeated headers appear once per value
     /// (borrowed from the head).
-    pub fn pairs(&self) -> Vec<(&[u8], Cow<'_, [u8]>)> {
+    pub fn pairs(&self) -> Vec<(&str, Cow<'_, [u8]>)> {
         let mut out = Vec::with_capacity(self.headers().len() + 4);
         let headers = match self {
             MapRef::Request(p, tls) => {
                 for k in [":authority", ":path", ":method", ":scheme"] {
                     if let Some(v) = request_pseudo(p, *tls, k) {
-                        out.push((k.as_bytes(), v));
+                        out.push((k, v));
                     }
                 }
                 &p.headers
             }
             MapRef::Response(p) => {
-                out.push((b":status".as_slice(), Cow::Borrowed(p.status.as_str().as_bytes())));
+                out.push((":status", Cow::Borrowed(p.status.as_str().as_bytes())));
                 &p.headers
             }
             MapRef::Plain(h) => &**h,
@@ -45,7 +45,7 @@ impl MapRef<'_> {
             if skip_host && k == HOST {
                 continue;
             }
-            out.push((k.as_str().as_bytes(), Cow::Borrowed(v.as_bytes())));
+            out.push((k.as_str(), Cow::Borrowed(v.as_bytes())));
         }
         out
     }
@@ -305,8 +305,8 @@ mod tests {
         m.replace(":method", b"POST");
         m.add("X-A", b"2");
         let pairs = m.pairs();
-        assert_eq!(pairs.iter().filter(|(k, _)| k == b"x-a").count(), 2);
-        assert!(!pairs.iter().any(|(k, _)| k == b"host"));
+        assert_eq!(pairs.iter().filter(|(k, _)| *k == "x-a").count(), 2);
+        assert!(!pairs.iter().any(|(k, _)| *k == "host"));
         assert_eq!(p.uri, "/new");
         assert_eq!(p.method, http::Method::POST);
         assert_eq!(p.headers["host"], "other:8080");

@@ -74,7 +74,8 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         // Encoded while the head is borrowed: no copy per header.
         let bytes = match with_map(c.data_mut(), ty, |m| {
             let Some((m, _)) = m else { return Vec::new() };
-            let pairs: Vec<_> = m.pairs().into_iter().map(|(k, v)| (utf8(k.into()), utf8(v))).collect();
+            // Names are `HeaderName`s or pseudo-header literals: valid UTF-8 already.
+            let pairs: Vec<_> = m.pairs().into_iter().map(|(k, v)| (k.as_bytes(), utf8(v))).collect();
             if pairs.is_empty() {
                 Vec::new()
             } else {
