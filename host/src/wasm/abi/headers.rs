@@ -139,22 +139,29 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     for (name, op) in [("proxy_add_header_map_value", Op::Add), ("proxy_replace_header_map_value", Op::Replace)] {
         l.func_wrap("env", name, move |mut c: C<'_>, ty: u32, kptr: u32, klen: u32, vptr: u32, vlen: u32| -> R {
-            let key = memory::read_string(&mut c, kptr, klen)?;
-            let value = memory::read(&mut c, vptr, vlen)?;
-            Ok(status(with_map(c.data_mut(), ty, |m| match m {
-                Some((mut m, true)) if op == Op::Add => m.add(&key, &value),
-                Some((mut m, true)) => m.replace(&key, &value),
-                _ => tracing::debug!(key, "header write outside its phase; ignored"),
-            })))
+            // Key and value are read in place from guest memory (no copies before the map
+            // makes its own).
+            let done = memory::with_two(&mut c, (kptr, klen), (vptr, vlen), |key, value, st| {
+                let key = String::from_utf8_lossy(key);
+                with_map(st, ty, |m| match m {
+                    Some((mut m, true)) if op == Op::Add => m.add(&key, value),
+                    Some((mut m, true)) => m.replace(&key, value),
+                    _ => tracing::debug!(key = %key, "header write outside its phase; ignored"),
+                })
+            })?;
+            Ok(status(done))
         })?;
     }
     l.func_wrap("env", "proxy_remove_header_map_value", |mut c: C<'_>, ty: u32, kptr: u32, klen: u32| -> R {
-        let key = memory::read_string(&mut c, kptr, klen)?;
-        Ok(status(with_map(c.data_mut(), ty, |m| {
-            if let Some((mut m, true)) = m {
-                m.remove(&key);
-            }
-        })))
+        let done = memory::with_bytes(&mut c, kptr, klen, |key, st| {
+            let key = String::from_utf8_lossy(key);
+            with_map(st, ty, |m| {
+                if let Some((mut m, true)) = m {
+                    m.remove(&key);
+                }
+            })
+        })?;
+        Ok(status(done))
     })?;
     Ok(())
 }

@@ -65,6 +65,21 @@ pub fn with_bytes<T>(
     }
 }
 
+/// Like [`with_bytes`] for two guest regions at once (a key and a value).
+pub fn with_two<T>(
+    caller: &mut Caller<'_, HostState>,
+    (p1, l1): (u32, u32),
+    (p2, l2): (u32, u32),
+    f: impl FnOnce(&[u8], &[u8], &mut HostState) -> T,
+) -> Res<T> {
+    let mem = memory(caller)?;
+    let (data, state) = mem.data_and_store_mut(&mut *caller);
+    match (range(data.len(), p1, l1), range(data.len(), p2, l2)) {
+        (Some(a), Some(b)) => Ok(f(&data[a], &data[b], state)),
+        _ => fault(format!("read of {l1} bytes at {p1:#x} or {l2} bytes at {p2:#x} is out of bounds")),
+    }
+}
+
 /// Reads a UTF-8 string (invalid UTF-8 is replaced, never a panic).
 pub fn read_string(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Res<String> {
     let bytes = read(caller, ptr, len)?;

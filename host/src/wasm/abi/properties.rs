@@ -20,9 +20,10 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
     })?;
     l.func_wrap("env", "proxy_set_property", |mut c: C<'_>, ptr: u32, len: u32, vptr: u32, vlen: u32| -> R {
-        let path = memory::read(&mut c, ptr, len)?;
-        let value = memory::read(&mut c, vptr, vlen)?;
-        properties::set(c.data(), &path, Bytes::from(value));
+        // The path is read in place; the value is copied once, into the filter state.
+        memory::with_two(&mut c, (ptr, len), (vptr, vlen), |path, value, st| {
+            properties::set(st, path, Bytes::copy_from_slice(value))
+        })?;
         Ok(Status::Ok.raw())
     })?;
     Ok(())
