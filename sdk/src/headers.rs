@@ -38,14 +38,16 @@ impl HeaderBlock {
     /// The value of header `name` (ASCII case-insensitive; the first of repeated ones);
     /// `None` when absent or not UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.find(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Whether header `name` is present.
     pub fn contains(&self, name: &str) -> bool {
-        self.iter().any(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+        self.find(name).is_some()
+    }
+
+    fn find(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// The (name, value) pairs in order.
@@ -65,11 +67,14 @@ fn entries(b: &[u8]) -> Vec<(usize, usize, usize, usize)> {
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let (Some(klen), Some(vlen)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else { break };
-        let ke = data.checked_add(klen as usize);
-        let vs = ke.and_then(|k| k.checked_add(1));
-        let Some(ve) = vs.and_then(|v| v.checked_add(vlen as usize)).filter(|&ve| ve <= b.len()) else { break };
-        let (Some(ke), Some(vs)) = (ke, vs) else { break };
-        out.push((data, ke, vs, ve));
+        // Name, NUL, value: every end checked against the block (and for overflow).
+        let ends = || {
+            let ke = data.checked_add(klen as usize)?;
+            let ve = ke.checked_add(1)?.checked_add(vlen as usize)?;
+            (ve <= b.len()).then_some((ke, ve))
+        };
+        let Some((ke, ve)) = ends() else { break };
+        out.push((data, ke, ke + 1, ve));
         data = ve + 1;
     }
     out

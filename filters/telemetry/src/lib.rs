@@ -9,9 +9,9 @@ pub mod policy;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use wasmesh_sdk::metrics::{Counter, Histogram};
 use wasmesh_sdk::proxy_wasm;
@@ -418,12 +418,14 @@ mod rec {
 
 impl Stream {
     fn reporter(&mut self) -> Reporter {
-        if let Some(r) = self.known_reporter() {
-            return r;
-        }
-        let r = Reporter::from_direction(prop_int(vec!["listener_direction"]));
-        self.reporter = Some(r);
-        r
+        self.settle_reporter(|| prop_int(vec!["listener_direction"]))
+    }
+
+    /// The reporter: configured, else from the listener's direction (`direction`, read
+    /// only if needed); decided once per stream.
+    fn settle_reporter(&mut self, direction: impl FnOnce() -> Option<i64>) -> Reporter {
+        let configured = self.shared.config.reporter;
+        *self.reporter.get_or_insert_with(|| configured.unwrap_or_else(|| Reporter::from_direction(direction())))
     }
 
     /// The reporter when no property read is needed to know it.
@@ -446,15 +448,11 @@ impl Stream {
             None => 2,
         };
         let v = self.shared.record_reads[batch].read();
-        let int_at = |i: usize| v.get(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
-        if self.known_reporter().is_none() {
-            self.reporter = Some(Reporter::from_direction(int_at(rec::DIRECTION)));
-        }
-        let destination = self.reporter().local_is_destination();
         let bytes = |i: usize| v.get(i);
+        let int = |i: usize| bytes(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
         let text =
             |i: usize| bytes(i).and_then(|b| std::str::from_utf8(b).ok()).filter(|s| !s.is_empty()).map(str::to_string);
-        let int = int_at;
+        let destination = self.settle_reporter(|| int(rec::DIRECTION)).local_is_destination();
         let flags = match bytes(rec::FLAGS) {
             Some(b) => flags::decode(b),
             None => prop_bytes(vec!["response", "flags"]).and_then(|b| flags::decode(&b)),

@@ -2,8 +2,6 @@
 //! `:method :path :authority :scheme :status` mapped onto them, and the proxy-wasm pairs
 //! serialization (count, lengths, then `key\0value\0` entries).
 
-use std::borrow::Cow;
-
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderMap;
@@ -23,7 +21,7 @@ pub(crate) enum MapRef<'a> {
 impl MapRef<'_> {
     /// Every entry, pseudo-headers first; repeated headers appear once per value
     /// (borrowed from the head).
-    pub fn pairs(&self) -> Vec<(&str, Cow<'_, [u8]>)> {
+    pub fn pairs(&self) -> Vec<(&str, &[u8])> {
         let mut out = Vec::with_capacity(self.headers().len() + 4);
         let headers = match self {
             MapRef::Request(p, tls) => {
@@ -35,7 +33,7 @@ impl MapRef<'_> {
                 &p.headers
             }
             MapRef::Response(p) => {
-                out.push((":status", Cow::Borrowed(p.status.as_str().as_bytes())));
+                out.push((":status", p.status.as_str().as_bytes()));
                 &p.headers
             }
             MapRef::Plain(h) => &**h,
@@ -45,20 +43,20 @@ impl MapRef<'_> {
             if skip_host && k == HOST {
                 continue;
             }
-            out.push((k.as_str(), Cow::Borrowed(v.as_bytes())));
+            out.push((k.as_str(), v.as_bytes()));
         }
         out
     }
 
     /// The first value of `key` (case-insensitive).
-    pub fn get(&self, key: &str) -> Option<Cow<'_, [u8]>> {
-        let key: Cow<'_, str> =
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        let key: std::borrow::Cow<'_, str> =
             if key.bytes().any(|b| b.is_ascii_uppercase()) { key.to_ascii_lowercase().into() } else { key.into() };
         match self {
             MapRef::Request(p, tls) if key.starts_with(':') => request_pseudo(p, *tls, &key),
-            MapRef::Response(p) if key == ":status" => Some(Cow::Borrowed(p.status.as_str().as_bytes())),
+            MapRef::Response(p) if key == ":status" => Some(p.status.as_str().as_bytes()),
             MapRef::Response(_) if key.starts_with(':') => None,
-            _ => self.headers().get(&*key).map(|v| Cow::Borrowed(v.as_bytes())),
+            _ => self.headers().get(&*key).map(|v| v.as_bytes()),
         }
     }
 
@@ -152,7 +150,7 @@ fn header(key: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
     }
 }
 
-fn request_pseudo<'a>(p: &'a http::request::Parts, tls: bool, key: &str) -> Option<Cow<'a, [u8]>> {
+fn request_pseudo<'a>(p: &'a http::request::Parts, tls: bool, key: &str) -> Option<&'a [u8]> {
     let s: &str = match key {
         ":method" => p.method.as_str(),
         ":path" => match p.uri.path_and_query() {
@@ -161,7 +159,7 @@ fn request_pseudo<'a>(p: &'a http::request::Parts, tls: bool, key: &str) -> Opti
         },
         ":authority" => match p.uri.authority() {
             Some(a) => a.as_str(),
-            None => return p.headers.get(HOST).map(|h| Cow::Borrowed(h.as_bytes())),
+            None => return p.headers.get(HOST).map(|h| h.as_bytes()),
         },
         ":scheme" => match p.uri.scheme_str() {
             Some(s) => s,
@@ -170,7 +168,7 @@ fn request_pseudo<'a>(p: &'a http::request::Parts, tls: bool, key: &str) -> Opti
         },
         _ => return None,
     };
-    Some(Cow::Borrowed(s.as_bytes()))
+    Some(s.as_bytes())
 }
 
 fn set_request_pseudo(p: &mut http::request::Parts, key: &str, value: &[u8]) {
@@ -297,9 +295,9 @@ mod tests {
             .unwrap()
             .into_parts();
         let mut m = MapRef::Request(&mut p, false);
-        assert_eq!(m.get(":authority").unwrap().as_ref(), b"example.com");
-        assert_eq!(m.get(":path").unwrap().as_ref(), b"/a?b=1");
-        assert_eq!(m.get(":scheme").unwrap().as_ref(), b"http");
+        assert_eq!(m.get(":authority").unwrap(), b"example.com");
+        assert_eq!(m.get(":path").unwrap(), b"/a?b=1");
+        assert_eq!(m.get(":scheme").unwrap(), b"http");
         m.replace(":path", b"/new");
         m.replace(":authority", b"other:8080");
         m.replace(":method", b"POST");

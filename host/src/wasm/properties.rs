@@ -66,34 +66,27 @@ pub(crate) fn with_segments<T>(path: &[u8], f: impl FnOnce(&[&str]) -> T) -> T {
     let text = text(path);
     if !text.as_bytes().contains(&0) {
         // One segment (the SDK's dotted names): no iterator machinery on the hot path.
-        return match dotted_root_split(&text) {
-            Some((root, second, None)) => f(&[root, second]),
-            Some((root, second, Some(rest))) => f(&[root, second, rest]),
-            None if text.is_empty() => f(&[]),
-            None => f(&[&text]),
-        };
+        return with_one(&text, f);
     }
     let mut nonempty = text.split('\0').filter(|s| !s.is_empty());
     match (nonempty.next(), nonempty.next()) {
-        (Some(one), None) if dotted_root(one) => with_parts(one.splitn(3, '.'), f),
+        (Some(one), None) => with_one(one, f),
         _ => with_parts(text.split('\0').filter(|s| !s.is_empty()), f),
     }
 }
 
-/// `root.second[.rest]` when `root` is one of Envoy's attribute roots (as
-/// `splitn(3, '.')` would split it).
-fn dotted_root_split(seg: &str) -> Option<(&str, &str, Option<&str>)> {
+/// Runs `f` on a single segment: `root.second[.rest]` split as `splitn(3, '.')` would
+/// when `root` is one of Envoy's attribute roots, else the segment whole.
+fn with_one<T>(seg: &str, f: impl FnOnce(&[&str]) -> T) -> T {
     // Byte scans: these names are short, and `split_once(char)` costs more than the scan.
     let dot = |s: &str| s.bytes().position(|b| b == b'.');
-    let i = dot(seg)?;
-    let (root, after) = (&seg[..i], &seg[i + 1..]);
-    if !is_root(root) {
-        return None;
+    let Some((root, after)) = dot(seg).map(|i| (&seg[..i], &seg[i + 1..])).filter(|(root, _)| is_root(root)) else {
+        return if seg.is_empty() { f(&[]) } else { f(&[seg]) };
+    };
+    match dot(after) {
+        Some(j) => f(&[root, &after[..j], &after[j + 1..]]),
+        None => f(&[root, after]),
     }
-    Some(match dot(after) {
-        Some(j) => (root, &after[..j], Some(&after[j + 1..])),
-        None => (root, after, None),
-    })
 }
 
 fn is_root(s: &str) -> bool {
@@ -113,11 +106,6 @@ fn with_parts<'a, T>(mut parts: impl Iterator<Item = &'a str>, f: impl FnOnce(&[
         n += 1;
     }
     f(&buf[..n])
-}
-
-/// Whether a single segment is a dotted name under one of Envoy's attribute roots.
-fn dotted_root(seg: &str) -> bool {
-    seg.split_once('.').is_some_and(|(root, _)| is_root(root))
 }
 
 /// Most paths one `wasmesh.get_properties` call resolves.

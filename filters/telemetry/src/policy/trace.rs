@@ -116,7 +116,7 @@ impl Hop {
         let b3_trace = if self.trace_id >> 64 == 0 { &trace32[16..] } else { &trace32[..] };
         if formats.contains(&Propagation::W3c) || incoming.seen_w3c {
             let flags = if self.sampled { "01" } else { "00" };
-            out.push(("traceparent", Some(joined(&["00", &trace32, &span, flags]))));
+            out.push(("traceparent", Some(["00", &trace32, &span, flags].join("-"))));
             out.push(("tracestate", self.tracestate.clone()));
         }
         if formats.contains(&Propagation::B3) || incoming.seen_b3 {
@@ -136,25 +136,13 @@ impl Hop {
             let state = if self.debug { "d" } else { sampled };
             let parent = self.parent_span_id.map(hex64);
             let v = match &parent {
-                Some(p) => joined(&[b3_trace, &span, state, p]),
-                None => joined(&[b3_trace, &span, state]),
+                Some(p) => [b3_trace, &span, state, p].join("-"),
+                None => [b3_trace, &span, state].join("-"),
             };
             out.push(("b3", Some(v)));
         }
         out
     }
-}
-
-/// `parts` joined with `-`, allocated once.
-fn joined(parts: &[&str]) -> String {
-    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push('-');
-        }
-        out.push_str(p);
-    }
-    out
 }
 
 /// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded); the

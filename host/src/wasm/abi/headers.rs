@@ -55,10 +55,10 @@ fn with_map<T>(st: &mut HostState, ty: u32, op: impl FnOnce(Option<(MapRef<'_>, 
 /// Header bytes as valid UTF-8 (invalid sequences replaced): the Rust SDK unwraps
 /// `String::from_utf8` on every key and value, so one obs-text byte from a client would
 /// otherwise crash the filter.
-fn utf8(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
-    match std::str::from_utf8(&v) {
-        Ok(_) => v,
-        Err(_) => Cow::Owned(String::from_utf8_lossy(&v).into_owned().into_bytes()),
+fn utf8(v: &[u8]) -> Cow<'_, [u8]> {
+    match String::from_utf8_lossy(v) {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
     }
 }
 
