@@ -3,7 +3,7 @@
 
 CPU time per request on a shared 2-core VM moves by 10-30% between sittings; the
 number of instructions the proxy executes per request does not (run to run within
-~1%). This runs each wasmesh case of bench.py under `valgrind --tool=callgrind`,
+~1–2%). This runs each wasmesh case of bench.py under `valgrind --tool=callgrind`,
 warms it up, zeroes the counters, sends N sequential keep-alive requests and reads the
 instruction total, so two builds (or two filter versions) compare exactly. Kernel work
 (the TCP stack) is not counted: it is the same for every case with the same traffic.
