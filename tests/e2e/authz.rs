@@ -55,7 +55,7 @@ async fn allow_by_path_and_method_deny_wins_and_default_deny() {
     assert_eq!(web.hits(), hits, "a denied request reached the upstream");
     let m = metrics(&proxy).await;
     let series =
-        |p: &str, d: &str| value(&m, &format!("wasmesh_authz_decisions_total{{decision=\"{d}\",policy=\"{p}\"}}"));
+        |p: &str, d: &str| value(&m, &format!("wasmesh_authz_decisions_total{{policy=\"{p}\",decision=\"{d}\"}}"));
     assert_eq!(series("read-public", "allow"), 1.0, "{m}");
     assert_eq!(series("default", "deny"), 2.0, "{m}");
     assert_eq!(series("no-secret", "deny"), 1.0, "{m}");
@@ -195,9 +195,9 @@ async fn dry_run_and_audit_report_without_enforcing() {
     let r = Client::http1().get(&proxy.url("main", "/admin")).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "web"));
     let m = metrics(&proxy).await;
-    let s = "wasmesh_authz_decisions_total{decision=\"dry_run_deny\",policy=\"would-deny\"}";
+    let s = "wasmesh_authz_decisions_total{policy=\"would-deny\",decision=\"dry_run_deny\"}";
     assert_eq!(value(&m, s), 1.0, "{m}");
-    let s = "wasmesh_authz_decisions_total{decision=\"audit\",policy=\"watch-admin\"}";
+    let s = "wasmesh_authz_decisions_total{policy=\"watch-admin\",decision=\"audit\"}";
     assert_eq!(value(&m, s), 1.0, "AUDIT matched without changing the decision: {m}");
 }
 

@@ -7,13 +7,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use self::metrics_body::MetricsBody;
 use crate::reload::ReloadOutcome;
 use crate::server::Shared;
+
+mod metrics_body;
+
+/// An admin response body: a whole one, or the streamed metrics.
+type AdminBody = Either<Full<Bytes>, MetricsBody>;
 
 /// Serves the admin endpoint on `socket` until the task is aborted.
 pub async fn serve(socket: std::net::TcpListener, shared: Arc<Shared>) {
@@ -47,7 +53,7 @@ pub async fn serve(socket: std::net::TcpListener, shared: Arc<Shared>) {
 }
 
 /// Dispatches one admin request.
-fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(shared: &Shared, req: Request<Incoming>) -> Response<AdminBody> {
     if req.uri().path() == "/reload" && req.method() == Method::POST {
         return match shared.reload() {
             None => text(StatusCode::CONFLICT, "this proxy was not started from a config file\n"),
@@ -80,8 +86,8 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         "/metrics" | "/stats/prometheus" => {
-            let body = crate::telemetry::render(&shared.registry);
-            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let host = Bytes::from(crate::telemetry::render(&shared.registry));
+            let mut r = Response::new(Either::Right(MetricsBody::new(host, shared.wasm.clone())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -108,16 +114,16 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<AdminBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(body.as_bytes()))));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     r
 }
 
-fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(value: &serde_json::Value) -> Response<AdminBody> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r
 }

@@ -22,6 +22,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use chain::{HttpStream, WorkerChain, WorkerWasm};
+pub(crate) use custom_metrics::Cursor as FilterMetricsCursor;
 pub use plugin::{AbiVersion, ChainSpec, Plugin};
 pub use runtime::{NodeInfo, RuntimeOptions, WasmRuntime};
 pub use types::{

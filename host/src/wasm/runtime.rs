@@ -104,6 +104,17 @@ impl WasmRuntime {
         }))
     }
 
+    /// Appends the next chunk of the filter metrics' text exposition to `out` (about
+    /// `budget` bytes); false once everything is written.
+    pub(crate) fn render_filter_metrics(
+        &self,
+        cursor: &mut super::FilterMetricsCursor,
+        out: &mut Vec<u8>,
+        budget: usize,
+    ) -> bool {
+        self.custom.render_next(cursor, out, budget)
+    }
+
     /// The engine (shared by every module and store).
     pub fn engine(&self) -> &Engine {
         &self.engine

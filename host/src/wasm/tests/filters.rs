@@ -69,7 +69,7 @@ fn headers_filter_reads_writes_and_keeps_state() {
         assert!(matches!(s2.request_headers(&mut head, true).await, Verdict::Continue));
         assert_eq!(hv(&head.headers, "x-count"), "2");
         drop(s2);
-        assert_eq!(metric(&reg, "test_headers_requests_total", &[("filter", "headers")]), Some(2.0));
+        assert_eq!(filter_metric(&rt, "test_headers_requests_total", &[("filter", "headers")]), Some(2.0));
         assert_eq!(metric(&reg, "wasmesh_wasm_vms", &[("plugin", "headers")]), Some(1.0));
         let mem = metric(&reg, "wasmesh_wasm_memory_bytes", &[("plugin", "headers")]).unwrap();
         assert!((65536.0..=64.0 * 1024.0 * 1024.0).contains(&mem), "{mem}");

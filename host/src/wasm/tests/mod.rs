@@ -107,7 +107,7 @@ pub(super) fn response(status: u16, headers: &[(&str, &str)]) -> http::response:
     b.body(()).unwrap().into_parts().0
 }
 
-/// Value of a counter/gauge sample with these labels.
+/// Value of a counter/gauge sample of the host's registry with these labels.
 pub(super) fn metric(reg: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     for fam in reg.gather() {
         if fam.name() != name {
@@ -124,6 +124,16 @@ pub(super) fn metric(reg: &prometheus::Registry, name: &str, labels: &[(&str, &s
         }
     }
     None
+}
+
+/// Value of a filter-defined counter/gauge sample with these labels.
+pub(super) fn filter_metric(rt: &WasmRuntime, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = rt.custom.render_all();
+    let line = text.lines().find(|l| {
+        l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' ']))
+            && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+    })?;
+    line.rsplit(' ').next()?.parse().ok()
 }
 
 /// Host services backed by real loopback HTTP/1 connections.
