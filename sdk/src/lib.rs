@@ -45,6 +45,7 @@ pub use proxy_wasm;
 
 mod abi;
 pub mod audit;
+pub mod callbacks;
 pub mod headers;
 
 use proxy_wasm::types::Status;

@@ -139,10 +139,10 @@ async fn inline_jwks_verifies_strips_and_rejects() {
     assert!(by_id("authn-rid-anon").is_empty(), "no token writes no record: {records:#?}");
     let m = c.get(&proxy.admin_url("/metrics")).await.text();
     for series in [
-        r#"wasmesh_authn_decisions_total{decision="deny",policy="https://issuer.test",reason="expired"} 1"#,
-        r#"wasmesh_authn_decisions_total{decision="deny",policy="request-authentication",reason="malformed"} 1"#,
-        r#"wasmesh_authn_decisions_total{decision="allow",policy="https://issuer.test",reason="verified"} 2"#,
-        r#"wasmesh_authn_decisions_total{decision="allow",policy="request-authentication",reason="no_token"} 1"#,
+        r#"wasmesh_authn_decisions_total{policy="https://issuer.test",decision="deny",reason="expired"} 1"#,
+        r#"wasmesh_authn_decisions_total{policy="request-authentication",decision="deny",reason="malformed"} 1"#,
+        r#"wasmesh_authn_decisions_total{policy="https://issuer.test",decision="allow",reason="verified"} 2"#,
+        r#"wasmesh_authn_decisions_total{policy="request-authentication",decision="allow",reason="no_token"} 1"#,
         r#"wasmesh_authn_denied_total{reason="expired"} 1"#,
         r#"wasmesh_authn_denied_total{reason="malformed"} 1"#,
         r#"wasmesh_authn_denied_total{reason="too_large"} 1"#,

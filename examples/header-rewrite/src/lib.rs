@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wasmesh_sdk::callbacks::{self, Callbacks};
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -52,6 +53,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::HEADERS);
         match config::from_plugin_configuration::<Config>() {
             Ok(c) => {
                 self.config = std::rc::Rc::new(c);

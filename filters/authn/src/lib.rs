@@ -33,6 +33,7 @@ use wasmesh_sdk::proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, 
 
 use config::{Config, KeySource, Location};
 use policy::{AuditRequest, Identity, JwksCache, Keys, Outcome, Rejection, TokenCache};
+use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Per-request properties this filter publishes (read by `authz` and logs).
 pub mod props {
@@ -384,6 +385,8 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {

@@ -27,6 +27,7 @@ use wasmesh_sdk::stream;
 
 use crate::config::{Config, PathMode};
 use crate::policy::{Decision, Evaluation, Hit, Label, Provider, Request};
+use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Body of an RBAC denial (Envoy's text).
 const DENIED_BODY: &[u8] = b"RBAC: access denied";
@@ -113,6 +114,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Config::from_json(&bytes) {
             Ok(c) => {

@@ -25,6 +25,7 @@ use wasmesh_sdk::{ext, now_ms, props, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{EndpointState, Health, Observation, Verdict};
+use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Per-request filter state read by the retry filter: the cluster's `maxRetries`.
 pub const MAX_RETRIES_PROPERTY: &str = props::CIRCUIT_BREAKER_MAX_RETRIES;
@@ -59,6 +60,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::HEADERS);
         let Some(c) = wasmesh_sdk::config::configure("circuit-breaker", Config::from_json) else { return false };
         for w in &c.warnings {
             hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: {w}")).ok();

@@ -24,6 +24,7 @@ use wasmesh_sdk::{now_ms, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{abort_reply, AbortKind, Plan, RequestView};
+use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Shared-data key of the active-fault counter (all workers).
 const ACTIVE_KEY: &str = "wasmesh.fault.active_faults";
@@ -79,6 +80,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
         let Some(c) = wasmesh_sdk::config::configure("fault", Config::from_json) else { return false };
         self.config = Rc::new(c);
         self.seed = now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xFA17;

@@ -20,6 +20,7 @@ use wasmesh_sdk::{ext, props, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{Decision, Outcome, Rng};
+use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// CAS attempts on the shared budget counter before giving up (and not retrying).
 const CAS_ATTEMPTS: u32 = 8;
@@ -65,6 +66,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::HEADERS);
         let Some(c) = wasmesh_sdk::config::configure("retry", Config::from_json) else { return false };
         self.config = Rc::new(c);
         self.metrics = (|| {

@@ -20,6 +20,7 @@ use wasmesh_sdk::{route, stream, upstream};
 
 use config::{HeaderOps, RouterConfig, Workload};
 use policy::{Plan, Request, Rng};
+use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Timeout of a mirror copy when the route sets none.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +77,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
+        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::REQUEST_TRAILERS);
         let Some(config) = wasmesh_sdk::config::configure("router", |b| config::parse(b, &NodeMetadata)) else {
             return false;
         };

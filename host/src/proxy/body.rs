@@ -136,12 +136,70 @@ impl Body for Driven {
     }
 }
 
+/// A body passed through untouched whose size is reported once: when it ends, fails
+/// or is dropped unfinished (for filters that do not read the body but log its size).
+pub struct Metered {
+    body: ProxyBody,
+    bytes: u64,
+    on_end: Option<Box<dyn FnOnce(u64)>>,
+}
+
+impl Metered {
+    /// Passes `body` through; `on_end` gets the number of data bytes that went by.
+    pub fn new(body: ProxyBody, on_end: impl FnOnce(u64) + 'static) -> Self {
+        Metered { body, bytes: 0, on_end: Some(Box::new(on_end)) }
+    }
+
+    fn end(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.bytes);
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if this.body.is_end_stream() {
+                    this.end();
+                }
+            }
+            Poll::Ready(_) => this.end(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// The body of every response sent downstream.
 pub enum DownstreamBody {
     /// Passed through untouched, or a local reply.
     Plain(ProxyBody),
     /// Run through the response-body filters as the client reads it.
     Filtered(Driven),
+    /// Passed through untouched past filters that only log its size.
+    Metered(Metered),
 }
 
 impl From<ProxyBody> for DownstreamBody {
@@ -158,6 +216,7 @@ impl Body for DownstreamBody {
         match self.get_mut() {
             DownstreamBody::Plain(b) => Pin::new(b).poll_frame(cx),
             DownstreamBody::Filtered(b) => Pin::new(b).poll_frame(cx),
+            DownstreamBody::Metered(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -165,6 +224,7 @@ impl Body for DownstreamBody {
         match self {
             DownstreamBody::Plain(b) => b.is_end_stream(),
             DownstreamBody::Filtered(b) => b.is_end_stream(),
+            DownstreamBody::Metered(b) => b.is_end_stream(),
         }
     }
 
@@ -172,6 +232,7 @@ impl Body for DownstreamBody {
         match self {
             DownstreamBody::Plain(b) => b.size_hint(),
             DownstreamBody::Filtered(b) => b.size_hint(),
+            DownstreamBody::Metered(b) => b.size_hint(),
         }
     }
 }
@@ -213,6 +274,29 @@ mod tests {
         let collected = body.collect().await.expect("collect");
         assert_eq!(collected.trailers().and_then(|t| t.get("x-done")).map(|v| v.as_bytes()), Some(&b"1"[..]));
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"abcdef"));
+    }
+
+    #[tokio::test]
+    async fn metered_body_reports_its_size_once_at_the_end_or_on_drop() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        let (tx, inner) = channel();
+        let body = Metered::new(inner, move |n| log.borrow_mut().push(n));
+        tokio::spawn(async move {
+            for chunk in [&b"abc"[..], b"defgh"] {
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(chunk)))).await;
+            }
+        });
+        assert_eq!(body.collect().await.expect("collect").to_bytes(), Bytes::from_static(b"abcdefgh"));
+        assert_eq!(*seen.borrow(), [8], "reported once, at the end");
+
+        let log = seen.clone();
+        let (tx, inner) = channel();
+        let mut body = Metered::new(inner, move |n| log.borrow_mut().push(n));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"xy")))).await.expect("send");
+        assert_eq!(body.frame().await.expect("frame").expect("ok").into_data().expect("data").len(), 2);
+        drop(body);
+        assert_eq!(*seen.borrow(), [8, 2], "a body dropped unfinished reports what went by");
     }
 
     #[tokio::test]

@@ -304,17 +304,29 @@ async fn run(
             }
             Verdict::LocalReply(r) => break Err(note_reply(&stream, LocalReply::from_filter(r)).await),
             _ => {
-                {
+                let filtered = {
                     let mut s = stream.lock().await;
                     let info = s.upstream_info();
                     info.response_code = Some(rparts.status.as_u16());
                     info.response_header_bytes = header_bytes(&rparts.headers);
                     outcome.flags.insert(info.flags);
-                }
-                if response_eos {
-                    // No body to filter: finish now instead of starting a pump.
-                    stream.lock().await.finish();
-                    break Ok(Response::from_parts(rparts, body::empty().into()));
+                    if response_eos {
+                        // No body to filter: finish now instead of starting a pump.
+                        s.finish();
+                        break Ok(Response::from_parts(rparts, body::empty().into()));
+                    }
+                    s.wants_response_body()
+                };
+                if !filtered {
+                    // No filter reads the body: it passes untouched; filters log its size.
+                    let down_body = body::Metered::new(rbody, move |bytes| {
+                        // Nothing else holds the stream once the response is on its way; if
+                        // something did, dropping it still runs on_log (without the size).
+                        if let Ok(mut s) = stream.try_lock() {
+                            s.finish_with_response_bytes(bytes);
+                        }
+                    });
+                    break Ok(Response::from_parts(rparts, DownstreamBody::Metered(down_body)));
                 }
                 // The client's reads drive the response-body filters: no task, and a
                 // body already read with the head leaves in the same write.

@@ -521,7 +521,25 @@ impl HttpStream {
     /// Whether filter `i` must see bodies of `dir` (a failed VM must, to apply its policy).
     fn slot_wants_body(&self, i: usize, dir: Dir) -> bool {
         let slot = &self.filters[i];
-        !slot.skipped && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.has_body_callback(dir == Dir::Response))
+        !slot.skipped
+            && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body(slot.ctx, dir == Dir::Response))
+    }
+
+    /// Whether any filter is to see the response body or trailers. When none is, the
+    /// proxy passes the body through untouched and only reports its size
+    /// ([`HttpStream::finish_with_response_bytes`]).
+    pub fn wants_response_body(&self) -> bool {
+        self.filters.iter().any(|slot| {
+            !slot.skipped
+                && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body_or_trailers(slot.ctx, true))
+        })
+    }
+
+    /// Records the response body size for `on_log` and finishes the stream (see
+    /// [`HttpStream::wants_response_body`]).
+    pub fn finish_with_response_bytes(&mut self, bytes: u64) {
+        self.upstream.response_body_bytes += bytes;
+        self.finish();
     }
 
     /// Whether any filter sees bodies of `dir` (if none, chunks pass without a copy).

@@ -6,6 +6,7 @@
 pub(crate) mod abi;
 mod chain;
 mod custom_metrics;
+mod interest;
 mod maps;
 mod metrics;
 mod plugin;

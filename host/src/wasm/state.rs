@@ -3,6 +3,7 @@
 //! (`StreamShared`). Hostcalls touch only this; the stream acts on it after the guest
 //! call returns (STYLE habit 5).
 
+use super::interest::Interest;
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -55,6 +56,8 @@ pub(crate) struct RootCtx {
     pub plugin: Arc<Plugin>,
     pub tick: Option<AbortHandle>,
     pub calls: FxHashMap<u32, AbortHandle>,
+    /// The HTTP callbacks its streams start with.
+    pub interest: Interest,
 }
 
 /// A filter's context for one HTTP stream.
@@ -65,6 +68,8 @@ pub(crate) struct HttpCtx {
     pub calls: FxHashMap<u32, AbortHandle>,
     /// `on_done` returned false: `on_log`/`on_delete` wait for `proxy_done` (or a timeout).
     pub done_pending: bool,
+    /// The HTTP callbacks to call for this stream.
+    pub interest: Interest,
 }
 
 /// What the running callback may read besides its context.

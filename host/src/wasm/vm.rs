@@ -14,6 +14,7 @@ use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmParams,
 
 use super::abi::memory::GuestFault;
 use super::abi::wasi::ProcExit;
+use super::interest::Interest;
 use super::plugin::Plugin;
 use super::runtime::{WasmRuntime, EPOCH_TICK};
 use super::state::{CallResponse, Ctx, GrpcResult, HostState, HttpCtx, RootCtx, Scope, StreamShared};
@@ -219,7 +220,12 @@ impl Vm {
 
     fn add_root(&self, plugin: &Arc<Plugin>) -> Result<u32, StartError> {
         let id = self
-            .new_ctx(Ctx::Root(RootCtx { plugin: plugin.clone(), tick: None, calls: Default::default() }))
+            .new_ctx(Ctx::Root(RootCtx {
+                plugin: plugin.clone(),
+                tick: None,
+                calls: Default::default(),
+                interest: Interest::ALL,
+            }))
             .ok_or(StartError::new("VM is not running", "start"))?;
         let failed = |f: Failed| StartError {
             message: format!("plugin {} failed while starting ({})", plugin.name, f.kind),
@@ -266,6 +272,10 @@ impl Vm {
             return Err(Failed { kind: "unavailable" });
         }
         let root = self.root_of(plugin).map_err(|e| Failed { kind: e.kind })?;
+        let interest = self.with_ctx(root, |c| match c {
+            Ctx::Root(r) => r.interest,
+            _ => Interest::ALL,
+        });
         let id = self
             .new_ctx(Ctx::Http(HttpCtx {
                 root,
@@ -273,6 +283,7 @@ impl Vm {
                 stream: stream.clone(),
                 calls: Default::default(),
                 done_pending: false,
+                interest: interest.unwrap_or(Interest::ALL),
             }))
             .ok_or(Failed { kind: "unavailable" })?;
         if let Err(f) = self.call(plugin, id, Scope::None, |c| c.context_create.as_ref(), (id, root)) {
@@ -285,6 +296,9 @@ impl Vm {
     /// Runs an HTTP callback; returns the raw action (0 = continue; absent callbacks
     /// continue).
     pub fn call_http(&self, plugin: &Arc<Plugin>, ctx: u32, cb: HttpCb) -> Result<u32, Failed> {
+        if !self.interest(ctx).wants(cb) {
+            return Ok(0);
+        }
         let b = |v: bool| v as u32;
         let r = match cb {
             HttpCb::RequestHeaders(n, eos) => self.call_headers(plugin, ctx, true, n, b(eos))?,
@@ -320,18 +334,39 @@ impl Vm {
         }
     }
 
-    /// True when the module exports the body callback of that direction.
-    pub fn has_body_callback(&self, response: bool) -> bool {
+    /// True when HTTP context `ctx` is to see the body of that direction: the module
+    /// exports the callback and the filter wants it called.
+    pub fn wants_body(&self, ctx: u32, response: bool) -> bool {
         let Ok(guard) = self.inner.try_borrow() else { return true };
-        guard.as_ref().is_some_and(
-            |i| {
-                if response {
-                    i.cb.response_body.is_some()
-                } else {
-                    i.cb.request_body.is_some()
-                }
-            },
-        )
+        guard.as_ref().is_some_and(|i| {
+            let exported = if response { i.cb.response_body.is_some() } else { i.cb.request_body.is_some() };
+            exported && ctx_interest(i, ctx).wants_body(response)
+        })
+    }
+
+    /// True when HTTP context `ctx` is to see the body or trailers of that direction.
+    pub fn wants_body_or_trailers(&self, ctx: u32, response: bool) -> bool {
+        let Ok(guard) = self.inner.try_borrow() else { return true };
+        guard.as_ref().is_some_and(|i| {
+            let cb = &i.cb;
+            let exported = if response {
+                cb.response_body.is_some() || cb.response_trailers.is_some()
+            } else {
+                cb.request_body.is_some() || cb.request_trailers.is_some()
+            };
+            exported && ctx_interest(i, ctx).wants_body_or_trailers(response)
+        })
+    }
+
+    /// The callbacks HTTP context `ctx` wants (all when unknown).
+    fn interest(&self, ctx: u32) -> Interest {
+        self.inner.try_borrow().ok().and_then(|g| g.as_ref().map(|i| ctx_interest(i, ctx))).unwrap_or(Interest::ALL)
+    }
+
+    /// Runs `f` on context `id`.
+    fn with_ctx<T>(&self, id: u32, f: impl FnOnce(&Ctx) -> T) -> Option<T> {
+        let guard = self.inner.try_borrow().ok()?;
+        guard.as_ref()?.store.data().contexts.get(&id).map(f)
     }
 
     /// on_done, on_log, on_delete for an HTTP context, then forgets it (cancelling its
@@ -780,4 +815,12 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(250);
     let exp = failures.saturating_sub(1).min(10);
     (base * 2u32.pow(exp)).min(Duration::from_secs(30))
+}
+
+/// The callbacks HTTP context `ctx` of a running VM wants (all when it is not one).
+fn ctx_interest(inner: &Inner, ctx: u32) -> Interest {
+    match inner.store.data().contexts.get(&ctx) {
+        Some(Ctx::Http(h)) => h.interest,
+        _ => Interest::ALL,
+    }
 }

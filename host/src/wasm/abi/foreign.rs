@@ -10,7 +10,9 @@
 //! `wasmesh.resume_after` (4-byte LE milliseconds: continues the current stream's
 //! current direction after that long; cancelled with the stream),
 //! `wasmesh.get_properties` (several properties in one call: see
-//! `properties::get_many`). Anything else is `NotFound`.
+//! `properties::get_many`), `wasmesh.http_callbacks` (u32 LE mask of the HTTP callbacks
+//! to call: from a root context for all its streams to come, from an HTTP context for
+//! that stream; see `wasm::interest`). Anything else is `NotFound`.
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use wasmtime::Linker;
 
 use super::status::Status;
 use super::{memory, C, R};
+use crate::wasm::interest::Interest;
 use crate::wasm::properties;
 use crate::wasm::state::{Ctx, HostState};
 
@@ -64,6 +67,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     None => Status::BadArgument,
                 },
                 "wasmesh.resume_after" => resume_after(c.data_mut(), &args),
+                "wasmesh.http_callbacks" => http_callbacks(c.data_mut(), &args),
                 _ => Status::NotFound,
             };
             if status == Status::Ok {
@@ -108,6 +112,19 @@ fn resume_after(st: &mut HostState, args: &[u8]) -> Status {
     match st.contexts.get_mut(&st.current) {
         Some(Ctx::Http(h)) => drop(h.calls.insert(token, task.abort_handle())),
         _ => task.abort(),
+    }
+    Status::Ok
+}
+
+/// Sets which HTTP callbacks the current context (root: its streams to come) wants.
+fn http_callbacks(st: &mut HostState, args: &[u8]) -> Status {
+    let Some(interest) = Interest::from_args(args) else {
+        return Status::BadArgument;
+    };
+    match st.contexts.get_mut(&st.current) {
+        Some(Ctx::Root(r)) => r.interest = interest,
+        Some(Ctx::Http(h)) => h.interest = interest,
+        None => return Status::BadArgument,
     }
     Status::Ok
 }

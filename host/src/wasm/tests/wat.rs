@@ -668,3 +668,67 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
     let (v, _, _) = one_request(&wat, |_| {});
     assert!(matches!(v, Verdict::Continue), "the batch answer differed from the expected one: {v:?}");
 }
+
+/// A module whose response callbacks trap if called; `configure` and `request` run in
+/// `on_configure` and `on_request_headers`. Memory: 16 = "wasmesh.http_callbacks",
+/// 48 = mask 1 (request headers), 52 = mask 9 (headers), 56 = mask 64 (unknown bit).
+fn interest_module(configure: &str, request: &str) -> String {
+    format!(
+        r#"(module
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "wasmesh.http_callbacks")
+      (data (i32.const 48) "\01\00\00\00\09\00\00\00\40\00\00\00")
+      {ALLOC}
+      (func $set (param $mask_at i32) (result i32)
+        (call $foreign (i32.const 16) (i32.const 22) (local.get $mask_at) (i32.const 4) (i32.const 80) (i32.const 84)))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) {configure} i32.const 1)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {request} i32.const 0)
+      (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) unreachable)
+      (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) unreachable)
+      (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) unreachable))"#
+    )
+}
+
+/// One request through `wat` (fail-closed); the response verdict and whether the chain
+/// wanted the response body.
+fn interest_request(wat: &str) -> (Verdict, bool) {
+    let mut out = None;
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("interest"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let v = s.request_headers(&mut request("/", &[]), true).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+        let wants_body = s.wants_response_body();
+        let v = s.response_headers(&mut response(200, &[]), false).await;
+        out = Some((v, wants_body));
+    });
+    out.unwrap()
+}
+
+#[test]
+fn http_callbacks_a_filter_did_not_ask_for_are_not_called() {
+    // Declared from the root context: every stream calls request headers only.
+    let (v, body) = interest_request(&interest_module(&expect(0, "(call $set (i32.const 48))"), ""));
+    assert!(matches!(v, Verdict::Continue), "response headers were called: {v:?}");
+    assert!(!body, "the response body passes untouched");
+    // Declared by one stream in its request-headers phase.
+    let (v, body) = interest_request(&interest_module("", &expect(0, "(call $set (i32.const 48))")));
+    assert!(matches!(v, Verdict::Continue), "{v:?}");
+    assert!(!body);
+    // Headers only: response headers are called (and trap: fail closed answers).
+    let (v, body) = interest_request(&interest_module(&expect(0, "(call $set (i32.const 52))"), ""));
+    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
+    assert!(!body);
+    // Nothing declared: Envoy's behaviour, everything is called.
+    let (v, body) = interest_request(&interest_module("", ""));
+    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
+    assert!(body);
+    // An unknown bit is refused and changes nothing.
+    let (v, body) = interest_request(&interest_module(&expect(2, "(call $set (i32.const 56))"), ""));
+    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
+    assert!(body);
+}

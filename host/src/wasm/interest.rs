@@ -1,0 +1,83 @@
+//! Which HTTP callbacks a filter wants called (`wasmesh.http_callbacks`). A module
+//! built with an SDK exports every callback whether the filter implements it or not, so
+//! without this the host enters the VM for every phase and runs every response body
+//! through the chain. A filter narrows it for all its streams from its root context
+//! (`on_vm_start`/`on_configure`) or for one stream from an HTTP context; the default is
+//! every callback, as in Envoy. `on_log`/`on_done`/`on_delete` are always called.
+
+use super::vm::HttpCb;
+
+/// A set of HTTP callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interest(u8);
+
+/// `on_http_request_headers`.
+const REQUEST_HEADERS: u8 = 1;
+/// `on_http_request_body`.
+const REQUEST_BODY: u8 = 2;
+/// `on_http_request_trailers`.
+const REQUEST_TRAILERS: u8 = 4;
+/// `on_http_response_headers`.
+const RESPONSE_HEADERS: u8 = 8;
+/// `on_http_response_body`.
+const RESPONSE_BODY: u8 = 16;
+/// `on_http_response_trailers`.
+const RESPONSE_TRAILERS: u8 = 32;
+
+impl Interest {
+    /// Every callback (the default).
+    pub const ALL: Interest = Interest(
+        REQUEST_HEADERS | REQUEST_BODY | REQUEST_TRAILERS | RESPONSE_HEADERS | RESPONSE_BODY | RESPONSE_TRAILERS,
+    );
+
+    /// The set in a foreign-function argument: a u32 LE bit mask (1 request headers,
+    /// 2 request body, 4 request trailers, 8 response headers, 16 response body,
+    /// 32 response trailers). `None` for another length or unknown bits.
+    pub fn from_args(args: &[u8]) -> Option<Interest> {
+        let mask = u32::from_le_bytes(<[u8; 4]>::try_from(args).ok()?);
+        u8::try_from(mask).ok().filter(|m| m & !Interest::ALL.0 == 0).map(Interest)
+    }
+
+    /// Whether `cb` is to be called.
+    pub fn wants(self, cb: HttpCb) -> bool {
+        let bit = match cb {
+            HttpCb::RequestHeaders(..) => REQUEST_HEADERS,
+            HttpCb::RequestBody(..) => REQUEST_BODY,
+            HttpCb::RequestTrailers(..) => REQUEST_TRAILERS,
+            HttpCb::ResponseHeaders(..) => RESPONSE_HEADERS,
+            HttpCb::ResponseBody(..) => RESPONSE_BODY,
+            HttpCb::ResponseTrailers(..) => RESPONSE_TRAILERS,
+        };
+        self.0 & bit != 0
+    }
+
+    /// Whether the body (or trailers) of a direction must go through this filter.
+    pub fn wants_body_or_trailers(self, response: bool) -> bool {
+        let bits = if response { RESPONSE_BODY | RESPONSE_TRAILERS } else { REQUEST_BODY | REQUEST_TRAILERS };
+        self.0 & bits != 0
+    }
+
+    /// Whether the body of a direction is to be called.
+    pub fn wants_body(self, response: bool) -> bool {
+        self.0 & if response { RESPONSE_BODY } else { REQUEST_BODY } != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_parse_strictly() {
+        assert_eq!(Interest::from_args(&63u32.to_le_bytes()), Some(Interest::ALL));
+        let headers_only = Interest::from_args(&9u32.to_le_bytes()).unwrap_or(Interest::ALL);
+        assert!(headers_only.wants(HttpCb::RequestHeaders(1, false)));
+        assert!(headers_only.wants(HttpCb::ResponseHeaders(1, false)));
+        assert!(!headers_only.wants(HttpCb::ResponseBody(1, false)));
+        assert!(!headers_only.wants_body_or_trailers(true) && !headers_only.wants_body_or_trailers(false));
+        let trailers = Interest::from_args(&32u32.to_le_bytes()).unwrap_or(Interest::ALL);
+        assert!(trailers.wants_body_or_trailers(true) && !trailers.wants_body(true));
+        assert_eq!(Interest::from_args(&64u32.to_le_bytes()), None, "unknown bit");
+        assert_eq!(Interest::from_args(&[1, 0]), None, "short");
+    }
+}
