@@ -6,9 +6,10 @@
 //! of a chain reads the response body, the body passes through untouched. From a root
 //! context (`on_configure`) the set holds for every stream to come; from an HTTP context
 //! it replaces that stream's set (e.g. drop the body callbacks once the request headers
-//! show the body is of no interest). `on_log`, `on_done` and `on_delete` are always
-//! called. Hosts without the extension (Envoy) answer `NotFound` and call everything,
-//! which is always correct: ignore the error.
+//! show the body is of no interest). Leaving out [`Callbacks::DONE`] means "done at
+//! once" (the SDK's default `on_done`); `on_delete` is always called. Hosts without the
+//! extension (Envoy) answer `NotFound` and call everything, which is always correct:
+//! ignore the error.
 
 use std::ops::BitOr;
 
@@ -31,6 +32,10 @@ impl Callbacks {
     pub const RESPONSE_BODY: Callbacks = Callbacks(16);
     /// `on_http_response_trailers`.
     pub const RESPONSE_TRAILERS: Callbacks = Callbacks(32);
+    /// `on_done`.
+    pub const DONE: Callbacks = Callbacks(64);
+    /// `on_log`.
+    pub const LOG: Callbacks = Callbacks(128);
     /// Request and response headers.
     pub const HEADERS: Callbacks = Callbacks(1 | 8);
 
@@ -67,9 +72,11 @@ mod tests {
             Callbacks::RESPONSE_HEADERS,
             Callbacks::RESPONSE_BODY,
             Callbacks::RESPONSE_TRAILERS,
+            Callbacks::DONE,
+            Callbacks::LOG,
         ]
         .into_iter()
         .fold(Callbacks(0), BitOr::bitor);
-        assert_eq!(all.mask(), 63);
+        assert_eq!(all.mask(), 255);
     }
 }

@@ -386,7 +386,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS | Callbacks::DONE);
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {

@@ -81,7 +81,7 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS | Callbacks::DONE);
         let Some(c) = wasmesh_sdk::config::configure("fault", Config::from_json) else { return false };
         self.config = Rc::new(c);
         self.seed = now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xFA17;

@@ -67,7 +67,7 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::HEADERS);
+        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::DONE);
         let Some(c) = wasmesh_sdk::config::configure("retry", Config::from_json) else { return false };
         self.config = Rc::new(c);
         self.metrics = (|| {

@@ -333,7 +333,8 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY);
+        let _ =
+            callbacks::only(Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY | Callbacks::LOG);
         // Every problem on one line (`a; b`), as the other built-in filters log them.
         let parse = |b: &[u8]| {
             config::parse(b).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
@@ -545,7 +546,7 @@ impl HttpContext for Stream {
             self.frames = Some(Default::default());
         } else {
             // Bodies only matter for gRPC message counts: let this one pass untouched.
-            let _ = callbacks::only(Callbacks::HEADERS);
+            let _ = callbacks::only(Callbacks::HEADERS | Callbacks::LOG);
         }
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {

@@ -3,7 +3,8 @@
 //! without this the host enters the VM for every phase and runs every response body
 //! through the chain. A filter narrows it for all its streams from its root context
 //! (`on_vm_start`/`on_configure`) or for one stream from an HTTP context; the default is
-//! every callback, as in Envoy. `on_log`/`on_done`/`on_delete` are always called.
+//! every callback, as in Envoy. `on_delete` is always called (an SDK frees the context
+//! there); skipping `on_done` means what an SDK's default does, "done now".
 
 use super::vm::HttpCb;
 
@@ -23,19 +24,32 @@ const RESPONSE_HEADERS: u8 = 8;
 const RESPONSE_BODY: u8 = 16;
 /// `on_http_response_trailers`.
 const RESPONSE_TRAILERS: u8 = 32;
+/// `on_done`.
+const DONE: u8 = 64;
+/// `on_log`.
+const LOG: u8 = 128;
 
 impl Interest {
     /// Every callback (the default).
-    pub const ALL: Interest = Interest(
-        REQUEST_HEADERS | REQUEST_BODY | REQUEST_TRAILERS | RESPONSE_HEADERS | RESPONSE_BODY | RESPONSE_TRAILERS,
-    );
+    pub const ALL: Interest = Interest(u8::MAX);
 
     /// The set in a foreign-function argument: a u32 LE bit mask (1 request headers,
     /// 2 request body, 4 request trailers, 8 response headers, 16 response body,
-    /// 32 response trailers). `None` for another length or unknown bits.
+    /// 32 response trailers, 64 `on_done`, 128 `on_log`). `None` for another length or
+    /// unknown bits.
     pub fn from_args(args: &[u8]) -> Option<Interest> {
         let mask = u32::from_le_bytes(<[u8; 4]>::try_from(args).ok()?);
-        u8::try_from(mask).ok().filter(|m| m & !Interest::ALL.0 == 0).map(Interest)
+        u8::try_from(mask).ok().map(Interest)
+    }
+
+    /// Whether `on_done` is to be called.
+    pub fn wants_done(self) -> bool {
+        self.0 & DONE != 0
+    }
+
+    /// Whether `on_log` is to be called.
+    pub fn wants_log(self) -> bool {
+        self.0 & LOG != 0
     }
 
     /// Whether `cb` is to be called.
@@ -69,7 +83,9 @@ mod tests {
 
     #[test]
     fn masks_parse_strictly() {
-        assert_eq!(Interest::from_args(&63u32.to_le_bytes()), Some(Interest::ALL));
+        assert_eq!(Interest::from_args(&255u32.to_le_bytes()), Some(Interest::ALL));
+        let log_only = Interest::from_args(&128u32.to_le_bytes()).unwrap_or(Interest::ALL);
+        assert!(log_only.wants_log() && !log_only.wants_done() && !log_only.wants_body_or_trailers(true));
         let headers_only = Interest::from_args(&9u32.to_le_bytes()).unwrap_or(Interest::ALL);
         assert!(headers_only.wants(HttpCb::RequestHeaders(1, false)));
         assert!(headers_only.wants(HttpCb::ResponseHeaders(1, false)));
@@ -77,7 +93,7 @@ mod tests {
         assert!(!headers_only.wants_body_or_trailers(true) && !headers_only.wants_body_or_trailers(false));
         let trailers = Interest::from_args(&32u32.to_le_bytes()).unwrap_or(Interest::ALL);
         assert!(trailers.wants_body_or_trailers(true) && !trailers.wants_body(true));
-        assert_eq!(Interest::from_args(&64u32.to_le_bytes()), None, "unknown bit");
+        assert_eq!(Interest::from_args(&256u32.to_le_bytes()), None, "unknown bit");
         assert_eq!(Interest::from_args(&[1, 0]), None, "short");
     }
 }

@@ -373,18 +373,26 @@ impl Vm {
     /// outstanding calls).
     pub fn finish_http(&self, plugin: &Arc<Plugin>, ctx: u32) {
         if !self.is_broken() {
-            if let Ok(Some(0)) = self.call(plugin, ctx, Scope::None, |c| c.done.as_ref(), ctx) {
+            let wants_done = self.interest(ctx).wants_done();
+            if wants_done && matches!(self.call(plugin, ctx, Scope::None, |c| c.done.as_ref(), ctx), Ok(Some(0))) {
                 // The filter finishes later with proxy_done (e.g. after a last callout).
                 if self.defer_done(ctx) {
                     return;
                 }
             }
-            let _ = self
-                .call(plugin, ctx, Scope::None, |c| c.log.as_ref(), ctx)
-                .and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.as_ref(), ctx));
+            self.log_and_delete(plugin, ctx);
         }
         self.remove_ctx(ctx);
         self.report_memory();
+    }
+
+    /// `on_log` (when the filter wants it) and `on_delete` of an HTTP context.
+    fn log_and_delete(&self, plugin: &Arc<Plugin>, ctx: u32) {
+        let logged = match self.interest(ctx).wants_log() {
+            true => self.call(plugin, ctx, Scope::None, |c| c.log.as_ref(), ctx),
+            false => Ok(None),
+        };
+        let _ = logged.and_then(|_| self.call(plugin, ctx, Scope::None, |c| c.delete.as_ref(), ctx));
     }
 
     /// Marks `ctx` as waiting for `proxy_done`, with a timeout; false when it cannot wait
@@ -424,9 +432,7 @@ impl Vm {
             }
         };
         if !self.is_broken() {
-            let _ = self
-                .call(&plugin, ctx, Scope::None, |c| c.log.as_ref(), ctx)
-                .and_then(|_| self.call(&plugin, ctx, Scope::None, |c| c.delete.as_ref(), ctx));
+            self.log_and_delete(&plugin, ctx);
         }
         self.remove_ctx(ctx);
         self.report_memory();

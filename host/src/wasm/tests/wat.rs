@@ -669,16 +669,17 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
     assert!(matches!(v, Verdict::Continue), "the batch answer differed from the expected one: {v:?}");
 }
 
-/// A module whose response callbacks trap if called; `configure` and `request` run in
-/// `on_configure` and `on_request_headers`. Memory: 16 = "wasmesh.http_callbacks",
-/// 48 = mask 1 (request headers), 52 = mask 9 (headers), 56 = mask 64 (unknown bit).
+/// A module whose response callbacks, `on_done` and `on_log` trap if called; `configure`
+/// and `request` run in `on_configure` and `on_request_headers`. Memory:
+/// 16 = "wasmesh.http_callbacks", 48 = mask 1 (request headers), 52 = mask 9 (headers),
+/// 56 = mask 256 (unknown bit), 60 = mask 193 (request headers, on_done, on_log).
 fn interest_module(configure: &str, request: &str) -> String {
     format!(
         r#"(module
       (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "wasmesh.http_callbacks")
-      (data (i32.const 48) "\01\00\00\00\09\00\00\00\40\00\00\00")
+      (data (i32.const 48) "\01\00\00\00\09\00\00\00\00\01\00\00\c1\00\00\00")
       {ALLOC}
       (func $set (param $mask_at i32) (result i32)
         (call $foreign (i32.const 16) (i32.const 22) (local.get $mask_at) (i32.const 4) (i32.const 80) (i32.const 84)))
@@ -687,7 +688,9 @@ fn interest_module(configure: &str, request: &str) -> String {
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {request} i32.const 0)
       (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) unreachable)
       (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) unreachable)
-      (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) unreachable))"#
+      (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) unreachable)
+      (func (export "proxy_on_done") (param i32) (result i32) unreachable)
+      (func (export "proxy_on_log") (param i32) unreachable))"#
     )
 }
 
@@ -731,4 +734,27 @@ fn http_callbacks_a_filter_did_not_ask_for_are_not_called() {
     let (v, body) = interest_request(&interest_module(&expect(2, "(call $set (i32.const 56))"), ""));
     assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
     assert!(body);
+}
+
+#[test]
+fn on_done_and_on_log_are_skipped_unless_asked_for() {
+    // Two streams in turn: if the first one's on_done/on_log ran, it trapped and broke
+    // the VM, and the second is answered by the failure policy.
+    let second = |mask_at: u32| {
+        let wat = interest_module(&expect(0, &format!("(call $set (i32.const {mask_at}))")), "");
+        let mut out = None;
+        run(async {
+            let (rt, _) = runtime();
+            let p = Plugin::load(&rt, &filter("interest"), wat.as_bytes()).unwrap();
+            let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+            let mut first = chain.stream(info(1024));
+            assert!(matches!(first.request_headers(&mut request("/", &[]), true).await, Verdict::Continue));
+            first.finish();
+            let mut second = chain.stream(info(1024));
+            out = Some(second.request_headers(&mut request("/", &[]), true).await);
+        });
+        out.unwrap()
+    };
+    assert!(matches!(second(48), Verdict::Continue), "on_done/on_log were called");
+    assert!(matches!(second(60), Verdict::LocalReply(_)), "asked for, they run (and trap)");
 }
