@@ -47,7 +47,12 @@ impl HeaderBlock {
     }
 
     fn find(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+        let name = name.as_bytes();
+        // Lengths first: most names are ruled out without touching their bytes.
+        let &(_, _, vs, ve) = self.index.iter().find(|&&(ks, ke, ..)| {
+            ke - ks == name.len() && self.bytes.get(ks..ke).is_some_and(|k| k.eq_ignore_ascii_case(name))
+        })?;
+        self.bytes.get(vs..ve)
     }
 
     /// The (name, value) pairs in order.

@@ -15,6 +15,7 @@ use http::header::{HeaderMap, CONTENT_LENGTH, REFERER, USER_AGENT};
 
 use super::abi::status::Status;
 use super::maps::encode_pairs;
+use super::plugin::Plugin;
 use super::state::{HostState, StreamShared};
 use crate::config::Direction;
 
@@ -118,6 +119,7 @@ pub(crate) const ABSENT: u32 = u32::MAX;
 /// `proxy_get_property` takes them); the answer, per path in order, `[u32 LE length][value]`
 /// or [`ABSENT`]. Malformed or over [`MAX_BATCH`] paths: `BadArgument`.
 pub(crate) fn get_many(st: &HostState, mut args: &[u8]) -> Result<Vec<u8>, Status> {
+    let reader = Reader::new(st);
     let mut out = Vec::with_capacity(256);
     let mut n = 0;
     while !args.is_empty() {
@@ -132,7 +134,7 @@ pub(crate) fn get_many(st: &HostState, mut args: &[u8]) -> Result<Vec<u8>, Statu
         // The value goes straight after a length placeholder, patched once it is known.
         let at = out.len();
         out.extend_from_slice(&ABSENT.to_le_bytes());
-        if let Ok(true) = get_into(st, path, &mut out) {
+        if let Ok(true) = with_segments(path, |s| reader.get(s, &mut out)) {
             let Ok(vlen) = u32::try_from(out.len() - at - 4) else { return Err(Status::BadArgument) };
             out[at..at + 4].copy_from_slice(&vlen.to_le_bytes());
         } else {
@@ -154,22 +156,48 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.
 pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     let mut out = Vec::new();
-    Ok(get_into(st, path, &mut out)?.then_some(out))
+    Ok(with_segments(path, |s| Reader::new(st).get(s, &mut out))?.then_some(out))
 }
 
-/// Appends the value of a property to `out`; `Ok(false)` (nothing appended) is `NotFound`.
-fn get_into(st: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
-    with_segments(path, |s| get_segments(st, s, out))
+/// What property reads look at: the current context's plugin and stream, found once
+/// per hostcall (a batch reads many properties).
+struct Reader<'a> {
+    st: &'a HostState,
+    plugin: &'a Plugin,
+    stream: Option<std::cell::Ref<'a, StreamShared>>,
 }
 
-fn get_segments(st: &HostState, s: &[&str], out: &mut Vec<u8>) -> Result<bool, Status> {
-    if s.is_empty() {
-        return Ok(false);
+impl<'a> Reader<'a> {
+    fn new(st: &'a HostState) -> Self {
+        Reader { st, plugin: st.current_plugin(), stream: st.current_stream().and_then(|s| s.try_borrow().ok()) }
     }
-    let plugin = st.current_plugin();
+
+    /// Appends the value of the property at segments `s` to `out`; `Ok(false)` (nothing
+    /// appended) is `NotFound`.
+    fn get(&self, s: &[&str], out: &mut Vec<u8>) -> Result<bool, Status> {
+        if s.is_empty() {
+            return Ok(false);
+        }
+        let (st, plugin) = (self.st, self.plugin);
+        let v = value(st, plugin, self.stream.as_deref(), s)?;
+        Ok(match v {
+            Some(v) => {
+                v.encode_into(out);
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+/// The value of the property at segments `s`.
+fn value<'a>(
+    st: &'a HostState,
+    plugin: &'a Plugin,
+    stream: Option<&'a StreamShared>,
+    s: &[&'a str],
+) -> Result<Option<Value<'a>>, Status> {
     let node = &st.rt.node;
-    let stream = st.current_stream().and_then(|s| s.try_borrow().ok());
-    let stream = stream.as_deref();
     let v = match s {
         ["plugin_name"] => Some(Value::str(plugin.name.to_string())),
         ["plugin_root_id"] => Some(Value::str(plugin.root_id.clone())),
@@ -189,13 +217,7 @@ fn get_segments(st: &HostState, s: &[&str], out: &mut Vec<u8>) -> Result<bool, S
             None => None,
         },
     };
-    Ok(match v {
-        Some(v) => {
-            v.encode_into(out);
-            true
-        }
-        None => false,
-    })
+    Ok(v)
 }
 
 fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) -> Option<Value<'a>> {
