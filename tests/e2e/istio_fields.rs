@@ -45,6 +45,27 @@ async fn route_timeout_cuts_a_slow_upstream_with_504_ut() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_zero_disables_the_cluster_timeout() {
+    // Istio: `timeout: 0s` means no timeout. The cluster's own request_timeout (200 ms
+    // here) still applies to routes that set none.
+    let up = Upstream::start("web").await;
+    let router = r#"{"routes": [
+        {"match": [{"headers": {"x-no-timeout": {"exact": "1"}}}], "timeout": "0s", "route": [{"destination": {"host": "web"}}]},
+        {"route": [{"destination": {"host": "web"}}]}]}"#;
+    let yaml = chain(&filter("router", router), &up, None)
+        .replace("    connect_timeout: 500ms\n", "    connect_timeout: 500ms\n    request_timeout: 200ms\n");
+    assert!(yaml.contains("request_timeout: 200ms"), "{yaml}");
+    let proxy = TestProxy::start(&yaml, 1);
+    let c = Client::http1();
+    let r = c.get_with(&proxy.url("main", "/delay/600"), &[("x-no-timeout", "1")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "web"), "timeout 0s: served after 600 ms");
+    let started = Instant::now();
+    let r = c.get(&proxy.url("main", "/delay/600")).await;
+    assert_eq!(r.status, 504, "no route timeout: the cluster's 200 ms applies: {}", r.text());
+    assert!(started.elapsed() < Duration::from_millis(550), "answered after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_try_timeout_retries_each_slow_attempt() {
     let up = Upstream::start("web").await;
     let retry = r#"{ attempts: 2, perTryTimeout: 150ms, retryOn: "reset", backoff: 1ms }"#;

@@ -164,7 +164,7 @@ async fn run(
             outcome.set_cookie = header;
         }
     }
-    let timeout = decision.timeout.or(entry.request_timeout);
+    let timeout = route::RouteTimeout::apply(decision.timeout, entry.request_timeout);
     parts.version = match entry.cluster.protocol() {
         crate::config::UpstreamProtocol::Http1 => Version::HTTP_11,
         crate::config::UpstreamProtocol::Http2 => Version::HTTP_2,

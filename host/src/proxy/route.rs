@@ -31,9 +31,28 @@ pub struct Decision {
     pub subset: Option<String>,
     /// Consistent-hash key.
     pub hash_key: Option<Vec<u8>>,
-    /// Route timeout override (`Some(None)`-like zero means no timeout: not supported here,
-    /// a zero override keeps the cluster's).
-    pub timeout: Option<Duration>,
+    /// Route timeout set by a filter: `None` keeps the cluster's `request_timeout`.
+    pub timeout: Option<RouteTimeout>,
+}
+
+/// A filter's route timeout (`wasmesh.route.timeout_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTimeout {
+    /// `0`: no timeout at all (Istio's `timeout: 0s`).
+    Disabled,
+    /// The whole exchange, retries included, ends after this long.
+    After(Duration),
+}
+
+impl RouteTimeout {
+    /// The timeout of a request with this override and the cluster's default.
+    pub fn apply(override_: Option<RouteTimeout>, cluster: Option<Duration>) -> Option<Duration> {
+        match override_ {
+            None => cluster,
+            Some(RouteTimeout::Disabled) => None,
+            Some(RouteTimeout::After(d)) => Some(d),
+        }
+    }
 }
 
 /// Reads the filters' intents, falling back to the listener's default cluster.
@@ -45,10 +64,10 @@ pub fn decide(stream: Option<&HttpStream>, listener: &ListenerSpec) -> Decision 
         cluster: text(PROP_CLUSTER).or_else(|| listener.default_cluster.clone()),
         subset: text(PROP_SUBSET),
         hash_key: stream.and_then(|s| s.property(PROP_HASH_KEY)).map(|b| b.to_vec()),
-        timeout: text(PROP_TIMEOUT_MS)
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis),
+        timeout: text(PROP_TIMEOUT_MS).and_then(|t| t.trim().parse::<u64>().ok()).map(|ms| match ms {
+            0 => RouteTimeout::Disabled,
+            ms => RouteTimeout::After(Duration::from_millis(ms)),
+        }),
     }
 }
 
@@ -116,6 +135,16 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn route_timeouts_override_disable_or_keep_the_cluster_default() {
+        let cluster = Some(Duration::from_secs(15));
+        let two = Duration::from_secs(2);
+        assert_eq!(RouteTimeout::apply(None, cluster), cluster);
+        assert_eq!(RouteTimeout::apply(Some(RouteTimeout::After(two)), cluster), Some(two));
+        assert_eq!(RouteTimeout::apply(Some(RouteTimeout::Disabled), cluster), None);
+        assert_eq!(RouteTimeout::apply(Some(RouteTimeout::After(two)), None), Some(two));
     }
 
     #[test]
