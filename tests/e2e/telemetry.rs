@@ -189,3 +189,34 @@ async fn trace_context_survives_two_hops_and_spans_reach_the_collector() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of the first sample line of `name` (any labels).
+fn first_value(text: &str, name: &str) -> f64 {
+    let line =
+        text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("{name} in\n{text}"));
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("value of {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_no_filter_reads_pass_untouched_and_are_still_measured() {
+    // Telemetry reads no body of a plain HTTP request: both bodies bypass the chain (no
+    // pump, no body callback) and their sizes still reach istio_request/response_bytes.
+    let up = Upstream::start("web").await;
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\n{NODE}listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: web\n    filters:\n      - {{ name: telemetry, module: builtin:telemetry, config: {{}} }}\n      - {{ name: fault, module: builtin:fault, config: {{ rules: [] }} }}\nclusters:\n{}",
+        cluster_yaml("web", "round_robin", &[(up.addr, &[])])
+    );
+    let proxy = TestProxy::start(&yaml, 1);
+    let sent = Bytes::from(vec![b'q'; 5000]);
+    let r = Client::http1()
+        .request(http::Method::POST, &proxy.url("main", "/echo"), wasmesh_tests::client::full(sent.clone()))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, sent, "the body arrived whole and came back");
+    let text = Client::http1().get(&proxy.admin_url("/metrics")).await.text();
+    // Sizes are headers + body (Envoy's request.total_size / response.total_size).
+    for name in ["istio_request_bytes_sum", "istio_response_bytes_sum"] {
+        let v = first_value(&text, name);
+        assert!((5000.0..6000.0).contains(&v), "{name} = {v}");
+    }
+}

@@ -8,6 +8,8 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -38,6 +40,40 @@ where
     B: Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
 {
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+}
+
+/// Passes `body` through untouched (and `Send`, as the upstream client needs), adding its
+/// data bytes to `counter` as they go by.
+pub fn counted(body: ProxyBody, counter: Arc<AtomicU64>) -> ProxyBody {
+    Counted { body, counter }.boxed_unsync()
+}
+
+/// See [`counted`].
+struct Counted {
+    body: ProxyBody,
+    counter: Arc<AtomicU64>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            self.counter.fetch_add(n, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Frames sent into a channel body; a small bound gives back-pressure.
@@ -297,6 +333,25 @@ mod tests {
         assert_eq!(body.frame().await.expect("frame").expect("ok").into_data().expect("data").len(), 2);
         drop(body);
         assert_eq!(*seen.borrow(), [8, 2], "a body dropped unfinished reports what went by");
+    }
+
+    #[tokio::test]
+    async fn counted_body_passes_frames_and_counts_data_bytes() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let (tx, inner) = channel();
+        let body = counted(inner, counter.clone());
+        tokio::spawn(async move {
+            for chunk in [&b"abc"[..], b"de"] {
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(chunk)))).await;
+            }
+            let mut t = http::HeaderMap::new();
+            t.insert("x-t", http::HeaderValue::from_static("1"));
+            let _ = tx.send(Ok(Frame::trailers(t))).await;
+        });
+        let collected = body.collect().await.expect("collect");
+        assert!(collected.trailers().is_some_and(|t| t.contains_key("x-t")));
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"abcde"));
+        assert_eq!(counter.load(Ordering::Relaxed), 5);
     }
 
     #[tokio::test]

@@ -217,11 +217,23 @@ async fn run(
                 body::empty()
             }
             Some(b) => {
-                let (tx, up_body) = body::channel();
-                let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-                tokio::task::spawn_local(pump_request(stream.clone(), body::incoming(b), tx, reply_tx, replay.clone()));
-                body_reply = Some(reply_rx);
-                up_body
+                // Without a filter reading the body and nothing kept for a retry, it goes
+                // upstream untouched (no pump task), counted for the filters' logs.
+                let bypass = {
+                    let mut s = stream.lock().await;
+                    (replay.is_none() && !s.wants_body_or_trailers(false)).then(|| s.count_request_body())
+                };
+                match bypass {
+                    Some(counter) => body::counted(body::incoming(b), counter),
+                    None => {
+                        let (tx, up_body) = body::channel();
+                        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+                        let pump = pump_request(stream.clone(), body::incoming(b), tx, reply_tx, replay.clone());
+                        tokio::task::spawn_local(pump);
+                        body_reply = Some(reply_rx);
+                        up_body
+                    }
+                }
             }
             None => match replay.as_ref().and_then(|r| r.borrow().body()) {
                 Some(b) => b,
@@ -315,7 +327,7 @@ async fn run(
                         s.finish();
                         break Ok(Response::from_parts(rparts, body::empty().into()));
                     }
-                    s.wants_response_body()
+                    s.wants_body_or_trailers(true)
                 };
                 if !filtered {
                     // No filter reads the body: it passes untouched; filters log its size.

@@ -6,6 +6,7 @@
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,9 @@ pub struct HttpStream {
     /// Per direction and filter index: other held bodies (allocated on first use).
     held: [Vec<Option<BytesMut>>; 2],
     tail: [Option<BytesMut>; 2],
+    /// Request body bytes counted by a body that bypasses the filters
+    /// ([`HttpStream::count_request_body`]).
+    request_bytes: Option<Arc<AtomicU64>>,
 }
 
 struct Slot {
@@ -225,6 +229,7 @@ impl WorkerChain {
             hold: [None, None],
             held: [Vec::new(), Vec::new()],
             tail: [None, None],
+            request_bytes: None,
         };
         if self.plugins.is_empty() {
             stream.finished = true;
@@ -259,7 +264,7 @@ impl HttpStream {
     /// Runs `on_request_headers` in chain order on `head` (pseudo-headers map onto it).
     pub async fn request_headers(&mut self, head: &mut http::request::Parts, end_of_stream: bool) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
-        shared.borrow_mut().upstream = self.upstream.clone();
+        self.publish_upstream();
         let n = head.headers.len() as u32 + 4;
         let _lend = Lend::request(&shared, head);
         self.headers_phase(Dir::Request, HttpCb::RequestHeaders(n, end_of_stream)).await
@@ -268,7 +273,7 @@ impl HttpStream {
     /// Runs `on_response_headers` in reverse chain order on `head`.
     pub async fn response_headers(&mut self, head: &mut http::response::Parts, end_of_stream: bool) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
-        shared.borrow_mut().upstream = self.upstream.clone();
+        self.publish_upstream();
         let n = head.headers.len() as u32 + 1;
         let _lend = Lend::response(&shared, head);
         self.headers_phase(Dir::Response, HttpCb::ResponseHeaders(n, end_of_stream)).await
@@ -279,7 +284,7 @@ impl HttpStream {
     /// trailers.
     pub async fn request_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
-        shared.borrow_mut().upstream = self.upstream.clone();
+        self.publish_upstream();
         let _lend = Lend::trailers(&shared, Dir::Request, trailers);
         self.trailers_phase(Dir::Request).await
     }
@@ -287,7 +292,7 @@ impl HttpStream {
     /// Runs `on_response_trailers` in reverse chain order (see `request_trailers`).
     pub async fn response_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
-        shared.borrow_mut().upstream = self.upstream.clone();
+        self.publish_upstream();
         let _lend = Lend::trailers(&shared, Dir::Response, trailers);
         self.trailers_phase(Dir::Response).await
     }
@@ -296,20 +301,38 @@ impl HttpStream {
     /// chunk. When the headers had no end of stream, call this at least once with
     /// `end_of_stream = true` (an empty chunk is fine) unless trailers follow.
     pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyVerdict {
-        let Some(shared) = &self.shared else {
+        if self.shared.is_none() {
             return BodyVerdict::Forward(chunk);
-        };
-        shared.borrow_mut().upstream = self.upstream.clone();
+        }
+        self.publish_upstream();
         self.body_phase(Dir::Request, chunk, end_of_stream).await
     }
 
     /// Runs `on_response_body` for one chunk (reverse chain order).
     pub async fn response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyVerdict {
-        let Some(shared) = &self.shared else {
+        if self.shared.is_none() {
             return BodyVerdict::Forward(chunk);
-        };
-        shared.borrow_mut().upstream = self.upstream.clone();
+        }
+        self.publish_upstream();
         self.body_phase(Dir::Response, chunk, end_of_stream).await
+    }
+
+    /// Copies what the proxy learned into the state filters read, with the request body
+    /// bytes counted so far by a body that bypasses the filters.
+    fn publish_upstream(&mut self) {
+        if let Some(counted) = &self.request_bytes {
+            self.upstream.request_body_bytes = counted.load(Ordering::Relaxed);
+        }
+        if let Some(shared) = &self.shared {
+            shared.borrow_mut().upstream = self.upstream.clone();
+        }
+    }
+
+    /// A counter for a request body that goes upstream without the filters (none wants
+    /// it, see [`HttpStream::wants_body_or_trailers`]); filters read its count as the
+    /// request size.
+    pub fn count_request_body(&mut self) -> Arc<AtomicU64> {
+        self.request_bytes.get_or_insert_with(Default::default).clone()
     }
 
     /// Body bytes released during a trailers phase (`response = false`: request side);
@@ -360,9 +383,9 @@ impl HttpStream {
             return;
         }
         let Some(shared) = self.shared.clone() else { return };
+        self.publish_upstream();
         {
             let mut s = shared.borrow_mut();
-            s.upstream = self.upstream.clone();
             if s.upstream.end.is_none() {
                 s.upstream.end = Some(std::time::SystemTime::now());
             }
@@ -525,18 +548,18 @@ impl HttpStream {
             && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body(slot.ctx, dir == Dir::Response))
     }
 
-    /// Whether any filter is to see the response body or trailers. When none is, the
-    /// proxy passes the body through untouched and only reports its size
-    /// ([`HttpStream::finish_with_response_bytes`]).
-    pub fn wants_response_body(&self) -> bool {
+    /// Whether any filter is to see the body or trailers of the response (or request).
+    /// When none is, the proxy passes the body through untouched and only reports its
+    /// size ([`HttpStream::finish_with_response_bytes`], [`HttpStream::count_request_body`]).
+    pub fn wants_body_or_trailers(&self, response: bool) -> bool {
         self.filters.iter().any(|slot| {
             !slot.skipped
-                && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body_or_trailers(slot.ctx, true))
+                && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body_or_trailers(slot.ctx, response))
         })
     }
 
     /// Records the response body size for `on_log` and finishes the stream (see
-    /// [`HttpStream::wants_response_body`]).
+    /// [`HttpStream::wants_body_or_trailers`]).
     pub fn finish_with_response_bytes(&mut self, bytes: u64) {
         self.upstream.response_body_bytes += bytes;
         self.finish();

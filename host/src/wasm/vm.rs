@@ -337,25 +337,35 @@ impl Vm {
     /// True when HTTP context `ctx` is to see the body of that direction: the module
     /// exports the callback and the filter wants it called.
     pub fn wants_body(&self, ctx: u32, response: bool) -> bool {
-        let Ok(guard) = self.inner.try_borrow() else { return true };
-        guard.as_ref().is_some_and(|i| {
-            let exported = if response { i.cb.response_body.is_some() } else { i.cb.request_body.is_some() };
-            exported && ctx_interest(i, ctx).wants_body(response)
-        })
+        self.exported_and_wanted(
+            ctx,
+            |cb| if response { cb.response_body.is_some() } else { cb.request_body.is_some() },
+            |i| i.wants_body(response),
+        )
     }
 
     /// True when HTTP context `ctx` is to see the body or trailers of that direction.
     pub fn wants_body_or_trailers(&self, ctx: u32, response: bool) -> bool {
+        self.exported_and_wanted(
+            ctx,
+            |cb| match response {
+                true => cb.response_body.is_some() || cb.response_trailers.is_some(),
+                false => cb.request_body.is_some() || cb.request_trailers.is_some(),
+            },
+            |i| i.wants_body_or_trailers(response),
+        )
+    }
+
+    /// Whether the module exports a callback (`exported`) that `ctx` wants called
+    /// (`wanted`); true while the VM is busy (the safe answer).
+    fn exported_and_wanted(
+        &self,
+        ctx: u32,
+        exported: impl FnOnce(&Callbacks) -> bool,
+        wanted: impl FnOnce(Interest) -> bool,
+    ) -> bool {
         let Ok(guard) = self.inner.try_borrow() else { return true };
-        guard.as_ref().is_some_and(|i| {
-            let cb = &i.cb;
-            let exported = if response {
-                cb.response_body.is_some() || cb.response_trailers.is_some()
-            } else {
-                cb.request_body.is_some() || cb.request_trailers.is_some()
-            };
-            exported && ctx_interest(i, ctx).wants_body_or_trailers(response)
-        })
+        guard.as_ref().is_some_and(|i| exported(&i.cb) && wanted(ctx_interest(i, ctx)))
     }
 
     /// The callbacks HTTP context `ctx` wants (all when unknown).

@@ -705,7 +705,7 @@ fn interest_request(wat: &str) -> (Verdict, bool) {
         let mut s = chain.stream(info(1024));
         let v = s.request_headers(&mut request("/", &[]), true).await;
         assert!(matches!(v, Verdict::Continue), "{v:?}");
-        let wants_body = s.wants_response_body();
+        let wants_body = s.wants_body_or_trailers(true);
         let v = s.response_headers(&mut response(200, &[]), false).await;
         out = Some((v, wants_body));
     });
