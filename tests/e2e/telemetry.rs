@@ -14,6 +14,15 @@ use wasmesh_tests::{cluster_yaml, Client, TestProxy, Upstream};
 
 const NODE: &str = "node: { id: sidecar~reviews, metadata: { WORKLOAD_NAME: reviews-v1, NAMESPACE: shop, app: reviews, version: v1, CLUSTER_ID: c1 } }\n";
 
+/// The `reviews` sidecar ([`NODE`]): listener `main` with `filters` (YAML list items)
+/// in front of cluster `reviews` on `up`.
+fn sidecar_yaml(filters: &str, up: &Upstream) -> String {
+    format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\n{NODE}listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: reviews\n    filters:\n{filters}clusters:\n{}",
+        cluster_yaml("reviews", "round_robin", &[(up.addr, &[])])
+    )
+}
+
 /// Parses `/metrics` with a real Prometheus text-format parser; panics on a format error.
 async fn scrape(proxy: &TestProxy) -> prometheus_parse::Scrape {
     let text = Client::http1().get(&proxy.admin_url("/metrics")).await.text();
@@ -35,9 +44,9 @@ fn counter(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_standard_metrics_after_known_traffic() {
     let up = Upstream::start("web").await;
-    let yaml = format!(
-        "admin: {{ address: \"127.0.0.1:0\" }}\n{NODE}listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: reviews\n    filters:\n      - {{ name: telemetry, module: builtin:telemetry, config: {{ peer: {{ workload: productpage-v1, namespace: shop, app: productpage, version: v1 }} }} }}\n      - name: fault\n        module: builtin:fault\n        config: {{ rules: [ {{ match: [ {{ uri: {{ prefix: /broken }} }} ], abort: {{ httpStatus: 503, percentage: {{ value: 100 }} }} }} ] }}\nclusters:\n{}",
-        cluster_yaml("reviews", "round_robin", &[(up.addr, &[])])
+    let yaml = sidecar_yaml(
+        "      - { name: telemetry, module: builtin:telemetry, config: { peer: { workload: productpage-v1, namespace: shop, app: productpage, version: v1 } } }\n      - name: fault\n        module: builtin:fault\n        config: { rules: [ { match: [ { uri: { prefix: /broken } } ], abort: { httpStatus: 503, percentage: { value: 100 } } } ] }\n",
+        &up,
     );
     let proxy = TestProxy::start(&yaml, 1);
     let c = Client::http1();
@@ -202,9 +211,9 @@ async fn bodies_no_filter_reads_pass_untouched_and_are_still_measured() {
     // Telemetry reads no body of a plain HTTP request: both bodies bypass the chain (no
     // pump, no body callback) and their sizes still reach istio_request/response_bytes.
     let up = Upstream::start("web").await;
-    let yaml = format!(
-        "admin: {{ address: \"127.0.0.1:0\" }}\n{NODE}listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n    default_cluster: web\n    filters:\n      - {{ name: telemetry, module: builtin:telemetry, config: {{}} }}\n      - {{ name: fault, module: builtin:fault, config: {{ rules: [] }} }}\nclusters:\n{}",
-        cluster_yaml("web", "round_robin", &[(up.addr, &[])])
+    let yaml = sidecar_yaml(
+        "      - { name: telemetry, module: builtin:telemetry, config: {} }\n      - { name: fault, module: builtin:fault, config: { rules: [] } }\n",
+        &up,
     );
     let proxy = TestProxy::start(&yaml, 1);
     let sent = Bytes::from(vec![b'q'; 5000]);

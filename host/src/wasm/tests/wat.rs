@@ -694,9 +694,18 @@ fn interest_module(configure: &str, request: &str) -> String {
     )
 }
 
-/// One request through `wat` (fail-closed); the response verdict and whether the chain
-/// wanted the response body.
-fn interest_request(wat: &str) -> (Verdict, bool) {
+/// What [`interest_request`] saw.
+struct InterestRun {
+    /// Verdict of the response-headers phase.
+    response: Verdict,
+    /// Whether the chain wanted the response body.
+    wants_body: bool,
+    /// Request-headers verdict of a second stream, after the first one finished.
+    next: Verdict,
+}
+
+/// One request through `wat` (fail-closed), finished, then a second one.
+fn interest_request(wat: &str) -> InterestRun {
     let mut out = None;
     run(async {
         let (rt, _) = runtime();
@@ -706,55 +715,49 @@ fn interest_request(wat: &str) -> (Verdict, bool) {
         let v = s.request_headers(&mut request("/", &[]), true).await;
         assert!(matches!(v, Verdict::Continue), "{v:?}");
         let wants_body = s.wants_body_or_trailers(true);
-        let v = s.response_headers(&mut response(200, &[]), false).await;
-        out = Some((v, wants_body));
+        let response = s.response_headers(&mut response(200, &[]), false).await;
+        s.finish();
+        let next = chain.stream(info(1024)).request_headers(&mut request("/", &[]), true).await;
+        out = Some(InterestRun { response, wants_body, next });
     });
     out.unwrap()
+}
+
+/// `interest_module` declaring the mask at `mask_at` from its root context.
+fn declaring(mask_at: u32) -> String {
+    interest_module(&expect(0, &format!("(call $set (i32.const {mask_at}))")), "")
 }
 
 #[test]
 fn http_callbacks_a_filter_did_not_ask_for_are_not_called() {
     // Declared from the root context: every stream calls request headers only.
-    let (v, body) = interest_request(&interest_module(&expect(0, "(call $set (i32.const 48))"), ""));
-    assert!(matches!(v, Verdict::Continue), "response headers were called: {v:?}");
-    assert!(!body, "the response body passes untouched");
+    let r = interest_request(&declaring(48));
+    assert!(matches!(r.response, Verdict::Continue), "response headers were called: {:?}", r.response);
+    assert!(!r.wants_body, "the response body passes untouched");
     // Declared by one stream in its request-headers phase.
-    let (v, body) = interest_request(&interest_module("", &expect(0, "(call $set (i32.const 48))")));
-    assert!(matches!(v, Verdict::Continue), "{v:?}");
-    assert!(!body);
+    let r = interest_request(&interest_module("", &expect(0, "(call $set (i32.const 48))")));
+    assert!(matches!(r.response, Verdict::Continue), "{:?}", r.response);
+    assert!(!r.wants_body);
     // Headers only: response headers are called (and trap: fail closed answers).
-    let (v, body) = interest_request(&interest_module(&expect(0, "(call $set (i32.const 52))"), ""));
-    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
-    assert!(!body);
+    let r = interest_request(&declaring(52));
+    assert!(matches!(r.response, Verdict::LocalReply(_)), "{:?}", r.response);
+    assert!(!r.wants_body);
     // Nothing declared: Envoy's behaviour, everything is called.
-    let (v, body) = interest_request(&interest_module("", ""));
-    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
-    assert!(body);
+    let r = interest_request(&interest_module("", ""));
+    assert!(matches!(r.response, Verdict::LocalReply(_)), "{:?}", r.response);
+    assert!(r.wants_body);
     // An unknown bit is refused and changes nothing.
-    let (v, body) = interest_request(&interest_module(&expect(2, "(call $set (i32.const 56))"), ""));
-    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
-    assert!(body);
+    let r = interest_request(&interest_module(&expect(2, "(call $set (i32.const 56))"), ""));
+    assert!(matches!(r.response, Verdict::LocalReply(_)), "{:?}", r.response);
+    assert!(r.wants_body);
 }
 
 #[test]
 fn on_done_and_on_log_are_skipped_unless_asked_for() {
-    // Two streams in turn: if the first one's on_done/on_log ran, it trapped and broke
-    // the VM, and the second is answered by the failure policy.
-    let second = |mask_at: u32| {
-        let wat = interest_module(&expect(0, &format!("(call $set (i32.const {mask_at}))")), "");
-        let mut out = None;
-        run(async {
-            let (rt, _) = runtime();
-            let p = Plugin::load(&rt, &filter("interest"), wat.as_bytes()).unwrap();
-            let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
-            let mut first = chain.stream(info(1024));
-            assert!(matches!(first.request_headers(&mut request("/", &[]), true).await, Verdict::Continue));
-            first.finish();
-            let mut second = chain.stream(info(1024));
-            out = Some(second.request_headers(&mut request("/", &[]), true).await);
-        });
-        out.unwrap()
-    };
-    assert!(matches!(second(48), Verdict::Continue), "on_done/on_log were called");
-    assert!(matches!(second(60), Verdict::LocalReply(_)), "asked for, they run (and trap)");
+    // If the first stream's on_done/on_log ran, it trapped and broke the VM, and the
+    // second stream is answered by the failure policy.
+    assert!(matches!(interest_request(&declaring(48)).next, Verdict::Continue), "on_done/on_log were called");
+    let asked = interest_request(&declaring(60));
+    assert!(matches!(asked.response, Verdict::Continue), "{:?}", asked.response);
+    assert!(matches!(asked.next, Verdict::LocalReply(_)), "asked for, they run (and trap)");
 }
