@@ -32,6 +32,16 @@ pub struct ConnCtx {
     pub listener: Arc<str>,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The peer's IP as `x-forwarded-for` carries it (formatted once per connection).
+    peer_ip: HeaderValue,
+}
+
+impl ConnCtx {
+    /// The context of a connection accepted by `listener`.
+    pub fn new(info: ConnectionInfo, listener: Arc<str>, scheme: &'static str) -> Self {
+        let peer_ip = headers::ip_value(info.source.ip());
+        ConnCtx { info: Arc::new(info), listener, scheme, peer_ip }
+    }
 }
 
 /// The filters' view of one request, shared by the exchange and its body pumps.
@@ -107,7 +117,7 @@ async fn run(
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrading);
     if listener.http.add_forwarded_headers {
-        headers::add_forwarded(&mut parts.headers, conn.info.source.ip(), conn.scheme);
+        headers::add_forwarded(&mut parts.headers, &conn.peer_ip, conn.scheme);
     }
     headers::ensure_request_id(&mut parts.headers, listener.http.generate_request_id);
     ensure_host(&mut parts);

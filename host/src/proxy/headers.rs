@@ -5,18 +5,6 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1 plus the
-/// de-facto `keep-alive`, `proxy-connection`).
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `x-forwarded-for`.
@@ -61,9 +49,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// A hop-by-hop header by name (RFC 9110 §7.6.1 plus the de-facto `keep-alive`,
-/// `proxy-connection`).
+/// `proxy-connection`). One string match: most names differ in length from all of them.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// A `Connection` header may not remove these: they are end-to-end by definition.
@@ -82,13 +81,26 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Appends the peer to `x-forwarded-for` and sets `x-forwarded-proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str) {
+/// An IP address as a header value (for [`add_forwarded`]; made once per connection).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Appends the peer (`peer`, from [`ip_value`]) to `x-forwarded-for` and sets
+/// `x-forwarded-proto`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, scheme: &'static str) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-        _ => peer.to_string(),
+        Some(prev) if !prev.trim().is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + peer.len());
+            joined.extend_from_slice(prev.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        _ => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -153,6 +165,26 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_names() {
+        for name in [
+            header::CONNECTION,
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+        ] {
+            assert!(is_hop_by_hop(&name), "{name}");
+        }
+        for name in [header::HOST, header::CONTENT_LENGTH, HeaderName::from_static("x-te")] {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
+    }
+
+    #[test]
     fn connection_cannot_remove_host() {
         let mut h = map(&[("connection", "host"), ("host", "a")]);
         strip_hop_by_hop(&mut h, false);
@@ -162,9 +194,13 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
-        add_forwarded(&mut h, "127.0.0.1".parse().expect("ip"), "http");
+        add_forwarded(&mut h, &ip_value("127.0.0.1".parse().expect("ip")), "http");
         assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"10.0.0.1, 127.0.0.1"[..]));
         assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"http"[..]));
+        let mut h = map(&[("x-forwarded-for", " ")]);
+        add_forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "https");
+        assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"::1"[..]), "a blank value is replaced");
+        assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"https"[..]));
     }
 
     #[test]

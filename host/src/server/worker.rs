@@ -192,7 +192,7 @@ async fn accept_loop(
         tokio::task::spawn_local(async move {
             match tls {
                 None => {
-                    let ctx = Rc::new(ConnCtx { info: Arc::new(info), listener: name, scheme: "http" });
+                    let ctx = Rc::new(ConnCtx::new(info, name, "http"));
                     conn::serve(tcp, builder, worker, ctx, idle, drain).await;
                 }
                 Some(tls) => {
@@ -200,13 +200,13 @@ async fn accept_loop(
                     let speaks_tls = tls.mode() != TlsMode::Permissive
                         || peek_is_tls_within(&tcp, handshake_timeout).await.unwrap_or(false);
                     if !speaks_tls {
-                        let ctx = Rc::new(ConnCtx { info: Arc::new(info), listener: name, scheme: "http" });
+                        let ctx = Rc::new(ConnCtx::new(info, name, "http"));
                         conn::serve(tcp, builder, worker, ctx, idle, drain).await;
                     } else {
                         match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(tcp)).await {
                             Ok(Ok(stream)) => {
                                 info.tls = Some(tls_info(&tls.facts(stream.get_ref().1)));
-                                let ctx = Rc::new(ConnCtx { info: Arc::new(info), listener: name, scheme: "https" });
+                                let ctx = Rc::new(ConnCtx::new(info, name, "https"));
                                 conn::serve(stream, builder, worker, ctx, idle, drain).await;
                             }
                             Ok(Err(e)) => {
