@@ -1,6 +1,8 @@
 //! Write wasmesh filters: the official `proxy-wasm` SDK, plus typed plugin config, safe
 //! wrappers for wasmesh's host extensions (routing, retries, ejection, access log), and
-//! labelled metrics.
+//! labelled metrics. Name the callbacks your filter implements with
+//! [`callbacks::only`] in `on_configure`: wasmesh then skips the others, and passes
+//! bodies no filter reads straight through.
 //!
 //! A filter written only against `proxy_wasm` runs on wasmesh and on Envoy alike; the
 //! [`upstream`], [`route`] and [`ext`] helpers steer what only wasmesh offers.
@@ -10,6 +12,7 @@
 //! ```no_run
 //! use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 //! use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
+//! use wasmesh_sdk::callbacks::{self, Callbacks};
 //! use wasmesh_sdk::{config, metrics::Counter, upstream};
 //!
 //! #[derive(serde::Deserialize, Default, Clone)]
@@ -19,6 +22,8 @@
 //! impl Context for Root {}
 //! impl RootContext for Root {
 //!     fn on_configure(&mut self, _size: usize) -> bool {
+//!         // Only request headers: no other callback is entered, bodies pass untouched.
+//!         let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
 //!         match config::from_plugin_configuration::<Config>() {
 //!             Ok(c) => { self.config = c; true }
 //!             Err(e) => { wasmesh_sdk::proxy_wasm::hostcalls::log(LogLevel::Error, &e.to_string()).ok(); false }
