@@ -5,8 +5,9 @@
 //! it. Telling wasmesh what the filter implements skips those calls — and when no filter
 //! of a chain reads the response body, the body passes through untouched. From a root
 //! context (`on_configure`) the set holds for every stream to come; from an HTTP context
-//! it replaces that stream's set (e.g. drop the body callbacks once the request headers
-//! show the body is of no interest). Leaving out [`Callbacks::DONE`] means "done at
+//! it replaces that stream's set, in time if done in that direction's headers callback
+//! (e.g. declare headers only for all streams, and ask for the bodies from the request
+//! headers of the few streams whose bodies matter: no call for the others). Leaving out [`Callbacks::DONE`] means "done at
 //! once" (the SDK's default `on_done`); `on_delete` is always called. Hosts without the
 //! extension (Envoy) answer `NotFound` and call everything, which is always correct:
 //! ignore the error.

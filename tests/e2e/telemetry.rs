@@ -229,3 +229,28 @@ async fn bodies_no_filter_reads_pass_untouched_and_are_still_measured() {
         assert!((5000.0..6000.0).contains(&v), "{name} = {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streams_still_reach_the_body_callbacks_for_message_counts() {
+    // Telemetry names only headers and on_log for its streams; a gRPC request asks for
+    // the bodies itself, so its messages are counted in both directions.
+    let up = Upstream::start("web").await;
+    let yaml = sidecar_yaml("      - { name: telemetry, module: builtin:telemetry, config: {} }\n", &up);
+    let proxy = TestProxy::start(&yaml, 1);
+    // Three length-prefixed gRPC messages; /echo sends the same bytes back.
+    let mut body = Vec::new();
+    for msg in [&b"ab"[..], b"", b"cde"] {
+        body.push(0u8);
+        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        body.extend_from_slice(msg);
+    }
+    let req = http::Request::post(proxy.url("main", "/echo"))
+        .header("content-type", "application/grpc")
+        .body(wasmesh_tests::client::full(body.clone()))
+        .expect("request");
+    let r = Client::http1().send(req).await;
+    assert_eq!((r.status.as_u16(), r.body.as_ref()), (200, body.as_slice()));
+    let text = Client::http1().get(&proxy.admin_url("/metrics")).await.text();
+    assert_eq!(first_value(&text, "istio_request_messages_total"), 3.0, "{text}");
+    assert_eq!(first_value(&text, "istio_response_messages_total"), 3.0, "{text}");
+}

@@ -332,9 +332,9 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ =
-            callbacks::only(Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY | Callbacks::LOG);
+        // The callbacks this filter implements; the host skips the others (Envoy ignores
+        // this). Bodies only for gRPC message counts: such a stream asks for them itself.
+        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::LOG);
         // Every problem on one line (`a; b`), as the other built-in filters log them.
         let parse = |b: &[u8]| {
             config::parse(b).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
@@ -544,9 +544,10 @@ impl HttpContext for Stream {
         let header = |name: &str| headers.get(name).map(str::to_string);
         if shared.config.metrics && headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc")) {
             self.frames = Some(Default::default());
-        } else {
-            // Bodies only matter for gRPC message counts: let this one pass untouched.
-            let _ = callbacks::only(Callbacks::HEADERS | Callbacks::LOG);
+            // Message counts read the bodies (plain HTTP bodies pass untouched).
+            let _ = callbacks::only(
+                Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY | Callbacks::LOG,
+            );
         }
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {

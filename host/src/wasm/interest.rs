@@ -1,8 +1,10 @@
 //! Which HTTP callbacks a filter wants called (`wasmesh.http_callbacks`). A module
 //! built with an SDK exports every callback whether the filter implements it or not, so
 //! without this the host enters the VM for every phase and runs every response body
-//! through the chain. A filter narrows it for all its streams from its root context
-//! (`on_vm_start`/`on_configure`) or for one stream from an HTTP context; the default is
+//! through the chain. A filter sets it for all its streams from its root context
+//! (`on_vm_start`/`on_configure`) or replaces it for one stream from an HTTP context
+//! (before the request/response body is due: bodies are routed after each direction's
+//! headers have gone through the chain); the default is
 //! every callback, as in Envoy. `on_delete` is always called (an SDK frees the context
 //! there); skipping `on_done` means what an SDK's default does, "done now".
 

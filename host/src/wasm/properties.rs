@@ -178,15 +178,8 @@ impl<'a> Reader<'a> {
         if s.is_empty() {
             return Ok(false);
         }
-        let (st, plugin) = (self.st, self.plugin);
-        let v = value(st, plugin, self.stream.as_deref(), s)?;
-        Ok(match v {
-            Some(v) => {
-                v.encode_into(out);
-                true
-            }
-            None => false,
-        })
+        let v = value(self.st, self.plugin, self.stream.as_deref(), s)?;
+        Ok(v.map(|v| v.encode_into(out)).is_some())
     }
 }
 

@@ -272,10 +272,8 @@ impl Vm {
             return Err(Failed { kind: "unavailable" });
         }
         let root = self.root_of(plugin).map_err(|e| Failed { kind: e.kind })?;
-        let interest = self.with_ctx(root, |c| match c {
-            Ctx::Root(r) => r.interest,
-            _ => Interest::ALL,
-        });
+        // A stream starts with the callbacks its filter named from the root context.
+        let interest = self.interest(root);
         let id = self
             .new_ctx(Ctx::Http(HttpCtx {
                 root,
@@ -283,7 +281,7 @@ impl Vm {
                 stream: stream.clone(),
                 calls: Default::default(),
                 done_pending: false,
-                interest: interest.unwrap_or(Interest::ALL),
+                interest,
             }))
             .ok_or(Failed { kind: "unavailable" })?;
         if let Err(f) = self.call(plugin, id, Scope::None, |c| c.context_create.as_ref(), (id, root)) {
@@ -368,15 +366,9 @@ impl Vm {
         guard.as_ref().is_some_and(|i| exported(&i.cb) && wanted(ctx_interest(i, ctx)))
     }
 
-    /// The callbacks HTTP context `ctx` wants (all when unknown).
+    /// The callbacks context `ctx` wants (all when unknown).
     fn interest(&self, ctx: u32) -> Interest {
         self.inner.try_borrow().ok().and_then(|g| g.as_ref().map(|i| ctx_interest(i, ctx))).unwrap_or(Interest::ALL)
-    }
-
-    /// Runs `f` on context `id`.
-    fn with_ctx<T>(&self, id: u32, f: impl FnOnce(&Ctx) -> T) -> Option<T> {
-        let guard = self.inner.try_borrow().ok()?;
-        guard.as_ref()?.store.data().contexts.get(&id).map(f)
     }
 
     /// on_done, on_log, on_delete for an HTTP context, then forgets it (cancelling its
@@ -833,10 +825,11 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     (base * 2u32.pow(exp)).min(Duration::from_secs(30))
 }
 
-/// The callbacks HTTP context `ctx` of a running VM wants (all when it is not one).
+/// The callbacks context `ctx` of a running VM wants (all when it does not exist).
 fn ctx_interest(inner: &Inner, ctx: u32) -> Interest {
     match inner.store.data().contexts.get(&ctx) {
         Some(Ctx::Http(h)) => h.interest,
-        _ => Interest::ALL,
+        Some(Ctx::Root(r)) => r.interest,
+        None => Interest::ALL,
     }
 }
