@@ -2,12 +2,12 @@
 //! compiled filter chains, and runtime clusters. Built and validated off the workers,
 //! published with an `ArcSwap`; a request takes one snapshot at its start.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config, Direction, HashKey, HttpSettings};
@@ -85,8 +85,8 @@ pub struct Generation {
     pub config: Arc<Config>,
     /// Listeners in config order.
     pub listeners: Vec<Arc<ListenerSpec>>,
-    /// Clusters by name.
-    pub clusters: HashMap<String, Arc<ClusterEntry>>,
+    /// Clusters by name (looked up per request: Fx, the names come from the config).
+    pub clusters: FxHashMap<String, Arc<ClusterEntry>>,
 }
 
 /// A listener as workers serve it.
@@ -130,7 +130,7 @@ pub struct ClusterEntry {
 impl Generation {
     /// Builds every runtime object from a validated config; fails on the first error.
     pub fn build(config: Arc<Config>, ctx: &BuildContext<'_>) -> Result<Generation, BuildError> {
-        let mut clusters = HashMap::new();
+        let mut clusters = FxHashMap::default();
         for (index, c) in config.clusters.iter().enumerate() {
             if let Some(prev) = ctx.previous.and_then(|p| p.clusters.get(&c.name)).filter(|e| same(&e.config, c)) {
                 clusters.insert(c.name.clone(), prev.clone());

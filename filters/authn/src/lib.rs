@@ -32,7 +32,7 @@ use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use config::{Config, KeySource, Location};
-use policy::{AuditRequest, Identity, JwksCache, Keys, Outcome, Rejection, TokenCache};
+use policy::{AuditRequest, JwksCache, Keys, Outcome, Rejection, TokenCache, Verified};
 use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Per-request properties this filter publishes (read by `authz` and logs).
@@ -292,13 +292,13 @@ impl Shared {
         }
     }
 
-    fn publish(&self, id: &Identity) {
+    fn publish(&self, id: &Verified) {
         let set = |k: &str, v: &[u8]| {
             let _ = wasmesh_sdk::set_property(k, v);
         };
         set(props::PRINCIPAL, id.principal.as_bytes());
         set(props::CLAIMS, id.claims_json.as_bytes());
-        set(props::AUDIENCES, id.audiences.join(",").as_bytes());
+        set(props::AUDIENCES, id.audiences_joined.as_bytes());
         if let Some(p) = &id.presenter {
             set(props::PRESENTER, p.as_bytes());
         }

@@ -2,8 +2,11 @@
 //! (Envoy `jwt_authn` semantics and messages), the remote-JWKS cache policy, and what a
 //! verified token publishes, and the audit record of a rejection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::rc::Rc;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -281,11 +284,11 @@ pub fn has_candidate(jwt: &Jwt, jwks: &Jwks) -> bool {
 
 /// A token found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub struct Found<'a> {
     /// Index of the rule whose location held it.
     pub rule: usize,
-    /// Where.
-    pub location: Location,
+    /// Where (one of that rule's locations).
+    pub location: &'a Location,
     /// The token text.
     pub token: String,
 }
@@ -341,8 +344,8 @@ fn cookie(header: &str, name: &str) -> Option<String> {
 
 /// Every token the rules' locations find, in rule then location order (duplicates of
 /// the same token text are kept once).
-pub fn extract(cfg: &Config, req: &dyn RequestView) -> Vec<Found> {
-    let mut found: Vec<Found> = Vec::new();
+pub fn extract<'a>(cfg: &'a Config, req: &dyn RequestView) -> Vec<Found<'a>> {
+    let mut found: Vec<Found<'a>> = Vec::new();
     // Read only if a rule looks there (each is a hostcall).
     let path = std::cell::OnceCell::new();
     let cookies = std::cell::OnceCell::new();
@@ -361,7 +364,7 @@ pub fn extract(cfg: &Config, req: &dyn RequestView) -> Vec<Found> {
             };
             if let Some(token) = token.filter(|t| !t.is_empty()) {
                 if !found.iter().any(|f| f.token == token && f.rule == i) {
-                    found.push(Found { rule: i, location: loc.clone(), token });
+                    found.push(Found { rule: i, location: loc, token });
                 }
             }
         }
@@ -387,7 +390,7 @@ pub enum Outcome {
     /// No token: continue without identity (authz decides).
     NoToken,
     /// A verified token.
-    Verified(Box<Identity>),
+    Verified(Verified),
     /// Refuse with 401.
     Rejected(Rejection),
     /// Fetch the JWKS of this rule, then call [`decide`] again.
@@ -464,32 +467,56 @@ pub struct Identity {
     pub claims_json: String,
     /// `aud` (`request.auth.audiences`).
     pub audiences: Vec<String>,
+    /// `aud` joined with `,` (the published `request.auth.audiences` property).
+    pub audiences_joined: String,
     /// `azp` (`request.auth.presenter`).
     pub presenter: Option<String>,
     /// Headers to add to the upstream request (claims and payload), already checked.
     pub headers: Vec<(String, String)>,
     /// Claim headers not forwarded because the value was unsafe or not a scalar (for the log).
     pub refused: Vec<String>,
+}
+
+/// A verified token's identity (shared with the token cache) and where this request
+/// carried the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// What the token proves.
+    pub identity: Rc<Identity>,
     /// Where the token came from (removed unless `forwardOriginalToken`).
     pub location: Location,
+}
+
+impl std::ops::Deref for Verified {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
 }
 
 /// Tokens already verified (Envoy `jwt_cache_config`): a repeated token skips decoding
 /// and the signature check; its time and audience claims are still checked every time.
 /// Bounded (oldest evicted first); tokens over [`TokenCache::MAX_CACHED_TOKEN`] bytes are
 /// not kept.
+///
+/// Keyed by the token's hash; a hit is confirmed by comparing the whole token 8 bytes at
+/// a time (Wasm's `memcmp` goes byte by byte: ~7k instructions for an ES256 token). Only
+/// verified tokens get in, so a caller cannot fill it with colliding keys; two real
+/// tokens that collide just take turns in one slot.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     cap: usize,
-    map: HashMap<String, CachedToken>,
-    order: VecDeque<String>,
+    map: FxHashMap<u64, CachedToken>,
+    order: VecDeque<u64>,
 }
 
 #[derive(Debug)]
 struct CachedToken {
+    token: Box<[u8]>,
     rule: usize,
     jwt: Jwt,
-    identity: Identity,
+    identity: Rc<Identity>,
 }
 
 impl TokenCache {
@@ -517,8 +544,24 @@ impl TokenCache {
         self.order.clear();
     }
 
-    fn insert(&mut self, token: &str, entry: CachedToken) {
-        if self.cap == 0 || token.len() > Self::MAX_CACHED_TOKEN || self.map.contains_key(token) {
+    fn key(token: &str) -> u64 {
+        FxBuildHasher.hash_one(token.as_bytes())
+    }
+
+    /// The entry of exactly this token.
+    fn get(&self, token: &str) -> Option<&CachedToken> {
+        self.map.get(&Self::key(token)).filter(|e| bytes_eq(&e.token, token.as_bytes()))
+    }
+
+    fn insert(&mut self, token: &str, rule: usize, jwt: Jwt, identity: Rc<Identity>) {
+        if self.cap == 0 || token.len() > Self::MAX_CACHED_TOKEN {
+            return;
+        }
+        let key = Self::key(token);
+        let entry = CachedToken { token: token.as_bytes().into(), rule, jwt, identity };
+        if let Some(slot) = self.map.get_mut(&key) {
+            // The same token (or one colliding with it): keep its place in the order.
+            *slot = entry;
             return;
         }
         while self.map.len() >= self.cap {
@@ -527,13 +570,23 @@ impl TokenCache {
                 None => break,
             }
         }
-        self.order.push_back(token.to_string());
-        self.map.insert(token.to_string(), entry);
+        self.order.push_back(key);
+        self.map.insert(key, entry);
     }
 }
 
+/// `a == b`, comparing 8 bytes per step.
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, ra) = a.as_chunks::<8>();
+    let (wb, rb) = b.as_chunks::<8>();
+    wa.iter().zip(wb).all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y)) && ra == rb
+}
+
 /// [`decide_cached`] without a token cache.
-pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(usize, &Jwt) -> Keys) -> Outcome {
+pub fn decide(cfg: &Config, found: &[Found<'_>], now_s: u64, keys: &mut dyn FnMut(usize, &Jwt) -> Keys) -> Outcome {
     decide_cached(cfg, found, now_s, keys, &mut TokenCache::new(0))
 }
 
@@ -543,7 +596,7 @@ pub fn decide(cfg: &Config, found: &[Found], now_s: u64, keys: &mut dyn FnMut(us
 /// counts if nothing else was found).
 pub fn decide_cached(
     cfg: &Config,
-    found: &[Found],
+    found: &[Found<'_>],
     now_s: u64,
     keys: &mut dyn FnMut(usize, &Jwt) -> Keys,
     cache: &mut TokenCache,
@@ -558,14 +611,15 @@ pub fn decide_cached(
         }
     };
     for f in found {
-        if let Some(hit) = cache.map.get(&f.token) {
+        if let Some(hit) = cache.get(&f.token) {
             let rule = &cfg.rules[hit.rule];
-            if hit.rule == f.rule || rule.locations.contains(&f.location) {
+            if hit.rule == f.rule || rule.locations.contains(f.location) {
                 match check_claims(&hit.jwt, rule, now_s, cfg.clock_skew_s) {
                     Ok(()) => {
-                        let mut id = hit.identity.clone();
-                        id.location = f.location.clone();
-                        return Outcome::Verified(Box::new(id));
+                        return Outcome::Verified(Verified {
+                            identity: hit.identity.clone(),
+                            location: f.location.clone(),
+                        });
                     }
                     Err(e) => {
                         note(e, Some(hit.rule), &mut first_err);
@@ -586,7 +640,7 @@ pub fn decide_cached(
         let rule_idx = if cfg.rules[f.rule].issuer == jwt.iss {
             Some(f.rule)
         } else {
-            cfg.rules.iter().position(|r| r.issuer == jwt.iss && r.locations.contains(&f.location))
+            cfg.rules.iter().position(|r| r.issuer == jwt.iss && r.locations.contains(f.location))
         };
         let Some(ri) = rule_idx else {
             note(JwtError::UnknownIssuer, None, &mut first_err);
@@ -608,9 +662,9 @@ pub fn decide_cached(
         };
         match check_signature(&jwt, &jwks) {
             Ok(()) => {
-                let id = identity(ri, rule, &jwt, f.location.clone());
-                cache.insert(&f.token, CachedToken { rule: ri, jwt, identity: id.clone() });
-                return Outcome::Verified(Box::new(id));
+                let id = Rc::new(identity(ri, rule, &jwt));
+                cache.insert(&f.token, ri, jwt, id.clone());
+                return Outcome::Verified(Verified { identity: id, location: f.location.clone() });
             }
             Err(e) => note(e, Some(ri), &mut first_err),
         }
@@ -647,7 +701,7 @@ pub fn claim<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a 
     Some(v)
 }
 
-fn identity(ri: usize, rule: &Rule, jwt: &Jwt, location: Location) -> Identity {
+fn identity(ri: usize, rule: &Rule, jwt: &Jwt) -> Identity {
     let mut headers = Vec::new();
     let mut refused = Vec::new();
     for ch in &rule.output_claim_to_headers {
@@ -665,10 +719,10 @@ fn identity(ri: usize, rule: &Rule, jwt: &Jwt, location: Location) -> Identity {
         principal: format!("{}/{}", jwt.iss, jwt.sub),
         claims_json: Value::Object(jwt.claims.clone()).to_string(),
         audiences: jwt.aud.clone(),
+        audiences_joined: jwt.aud.join(","),
         presenter: jwt.claims.get("azp").and_then(Value::as_str).map(str::to_string),
         headers,
         refused,
-        location,
     }
 }
 
@@ -808,5 +862,23 @@ pub fn inline_keys(rule: &Rule) -> Option<Rc<Jwks>> {
     match &rule.keys {
         KeySource::Inline(k) => Some(k.clone()),
         KeySource::Remote(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod bytes_eq_tests {
+    use super::bytes_eq;
+
+    #[test]
+    fn compares_every_byte_of_the_words_and_the_tail() {
+        let a: Vec<u8> = (0..29u8).collect();
+        assert!(bytes_eq(&a, &a.clone()));
+        for at in 0..a.len() {
+            let mut b = a.clone();
+            b[at] ^= 0x20;
+            assert!(!bytes_eq(&a, &b), "differs at {at}");
+        }
+        assert!(!bytes_eq(&a, &a[..28]));
+        assert!(bytes_eq(b"", b""));
     }
 }

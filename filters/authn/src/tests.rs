@@ -169,9 +169,9 @@ fn rejected(o: Outcome) -> JwtError {
     }
 }
 
-fn verified(o: Outcome) -> policy::Identity {
+fn verified(o: Outcome) -> policy::Verified {
     match o {
-        Outcome::Verified(id) => *id,
+        Outcome::Verified(id) => id,
         other => panic!("expected a verified token, got {other:?}"),
     }
 }
@@ -491,7 +491,8 @@ fn decide_asks_for_a_fetch_only_for_a_plausible_token() {
         decide(&cfg, &expired, NOW, &mut keys),
         Outcome::Rejected(policy::Rejection { error: JwtError::Expired, rule: Some(0) })
     ));
-    let garbage = vec![Found { rule: 0, location: Location::Param("access_token".into()), token: "x".into() }];
+    let param = Location::Param("access_token".into());
+    let garbage = vec![Found { rule: 0, location: &param, token: "x".into() }];
     assert!(matches!(
         decide(&cfg, &garbage, NOW, &mut keys),
         Outcome::Rejected(policy::Rejection { error: JwtError::BadFormat, rule: None })
@@ -606,6 +607,20 @@ fn verified_tokens_are_cached_but_time_is_checked_every_time() {
     let f = extract(&cfg, &bearer(&forged));
     let mut keys = |ri: usize, _: &policy::Jwt| inline(ri);
     assert_eq!(rejected(policy::decide_cached(&cfg, &f, NOW, &mut keys, &mut cache)), JwtError::VerificationFail);
+    // Same length, one signature character changed (in the 8-byte words, then in the
+    // tail): still not the cached token.
+    let sig_start = t.rfind('.').expect("three parts") + 1;
+    for at in [sig_start + 2, t.len() - 1] {
+        let mut bytes = t.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(bytes).expect("ascii");
+        let f = extract(&cfg, &bearer(&altered));
+        let mut keys = |ri: usize, _: &policy::Jwt| inline(ri);
+        assert!(
+            matches!(policy::decide_cached(&cfg, &f, NOW, &mut keys, &mut cache), Outcome::Rejected(_)),
+            "altered at {at}"
+        );
+    }
     cache.clear();
     assert!(cache.is_empty());
 }

@@ -28,6 +28,7 @@ use wasmesh_sdk::stream;
 use crate::config::{Config, PathMode};
 use crate::policy::{Decision, Evaluation, Hit, Label, Provider, Request};
 use wasmesh_sdk::callbacks::{self, Callbacks};
+use wasmesh_sdk::headers::{self, HeaderBlock};
 
 /// Body of an RBAC denial (Envoy's text).
 const DENIED_BODY: &[u8] = b"RBAC: access denied";
@@ -71,7 +72,8 @@ struct HostRequest {
     host: String,
     path: String,
     trusted_proxies: u32,
-    headers: OnceCell<Vec<(String, String)>>,
+    /// The request headers, read once with the pseudo-headers above.
+    headers: HeaderBlock,
     source: OnceCell<Option<IpAddr>>,
     remote: OnceCell<Option<IpAddr>>,
     destination: OnceCell<Option<SocketAddr>>,
@@ -321,13 +323,16 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let target = self.get_http_request_header(":path").unwrap_or_else(|| "/".into());
-        let (raw_path, query) = path::split_query(&target);
+        // One hostcall for every header the policies may read.
+        let mut block = headers::request_headers();
+        let target = block.get(":path").unwrap_or("/");
+        let (raw_path, query) = path::split_query(target);
         let normalized = if raw_path == "*" { raw_path.to_string() } else { path::normalize(raw_path) };
         if normalized != raw_path {
             match self.config.path_mode {
                 PathMode::Rewrite => {
                     self.set_http_request_header(":path", Some(&format!("{normalized}{query}")));
+                    block = headers::request_headers();
                 }
                 PathMode::Reject => {
                     self.send_http_response(400, vec![("content-type", "text/plain")], Some(b"non-normalized path"));
@@ -335,12 +340,9 @@ impl HttpContext for Stream {
                 }
             }
         }
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let host = self
-            .get_http_request_header(":authority")
-            .or_else(|| self.get_http_request_header("host"))
-            .unwrap_or_default();
-        self.req = Some(HostRequest::new(method, host, normalized, self.config.trusted_proxies));
+        let method = block.get(":method").unwrap_or_default().to_string();
+        let host = block.get(":authority").or_else(|| block.get("host")).unwrap_or_default().to_string();
+        self.req = Some(HostRequest::new(method, host, normalized, self.config.trusted_proxies, block));
         let Some(req) = self.req.as_ref() else { return Action::Continue };
         if self.config.policies.is_empty() {
             return Action::Continue;
@@ -371,13 +373,13 @@ fn is_hop_by_hop(name: &str) -> bool {
 // === impl HostRequest ===
 
 impl HostRequest {
-    fn new(method: String, host: String, path: String, trusted_proxies: u32) -> HostRequest {
+    fn new(method: String, host: String, path: String, trusted_proxies: u32, headers: HeaderBlock) -> HostRequest {
         HostRequest {
             method,
             host,
             path,
             trusted_proxies,
-            headers: OnceCell::new(),
+            headers,
             source: OnceCell::new(),
             remote: OnceCell::new(),
             destination: OnceCell::new(),
@@ -416,8 +418,11 @@ impl Request for HostRequest {
     }
 
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let all = self.headers.get_or_init(|| hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default());
-        let mut found = all.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        let mut found = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok());
         let first = found.next()?;
         match found.next() {
             None => Some(Cow::Borrowed(first)),

@@ -492,9 +492,11 @@ impl Source {
 }
 
 impl Operation {
+    /// Paths first: they tell rules apart more often than methods do (policies list
+    /// GET/POST on many paths), so a rule that does not apply fails on its first test.
     fn matches(&self, r: &dyn Request) -> bool {
-        check_str(&self.methods, || Some(r.method()))
-            && (self.paths.is_empty() || self.paths.check(|m| m.matches(r.path())))
+        (self.paths.is_empty() || self.paths.check(|m| m.matches(r.path())))
+            && check_str(&self.methods, || Some(r.method()))
             && (self.hosts.is_empty() || {
                 let host = r.host().to_ascii_lowercase();
                 let bare = strip_port(&host);
