@@ -101,7 +101,7 @@ impl MapRef<'_> {
             self.headers_mut().insert(HOST, h);
         }
         for (k, v) in pairs {
-            let key = String::from_utf8_lossy(&k);
+            let key = super::text::lossy(&k);
             self.add(&key, &v);
         }
     }

@@ -14,6 +14,7 @@ mod properties;
 mod runtime;
 mod shared;
 mod state;
+mod text;
 mod types;
 mod vm;
 

@@ -17,6 +17,7 @@ use super::abi::status::Status;
 use super::maps::encode_pairs;
 use super::plugin::Plugin;
 use super::state::{HostState, StreamShared};
+use super::text::lossy;
 use crate::config::Direction;
 
 /// A property value before encoding, borrowed from the stream where it can be.
@@ -64,7 +65,7 @@ const INLINE_SEGMENTS: usize = 6;
 /// when it is valid UTF-8, and up to [`INLINE_SEGMENTS`] segments (all real paths) are
 /// passed without allocating.
 pub(crate) fn with_segments<T>(path: &[u8], f: impl FnOnce(&[&str]) -> T) -> T {
-    let text = text(path);
+    let text = lossy(path);
     if !text.as_bytes().contains(&0) {
         // One segment (the SDK's dotted names): no iterator machinery on the hot path.
         return with_one(&text, f);
@@ -142,15 +143,6 @@ pub(crate) fn get_many(st: &HostState, mut args: &[u8]) -> Result<Vec<u8>, Statu
         }
     }
     Ok(out)
-}
-
-/// `bytes` as text, borrowed when valid UTF-8 (the common case, checked fast), else with
-/// replacement characters.
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(t) => Cow::Borrowed(t),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
 }
 
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.
@@ -391,12 +383,12 @@ fn flags(s: &StreamShared) -> String {
 /// Header values of `name`, repeated ones joined with `,` (borrowed when there is one).
 fn joined<'a>(h: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
     let mut values = h.get_all(name).iter();
-    let first = String::from_utf8_lossy(values.next()?.as_bytes());
+    let first = lossy(values.next()?.as_bytes());
     let Some(second) = values.next() else { return Some(first) };
     let mut out = first.into_owned();
     for v in std::iter::once(second).chain(values) {
         out.push(',');
-        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        out.push_str(&lossy(v.as_bytes()));
     }
     Some(out.into())
 }

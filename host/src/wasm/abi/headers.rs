@@ -8,14 +8,13 @@
 //! empty and ignores writes (Envoy answers BadArgument there, which made the Rust SDK
 //! panic: envoy#26485). An unknown map id is `BadArgument`.
 
-use std::borrow::Cow;
-
 use wasmtime::Linker;
 
 use super::status::Status;
 use super::{memory, C, R};
 use crate::wasm::maps::{decode_pairs, encode_pairs, MapRef};
 use crate::wasm::state::{HostState, Scope};
+use crate::wasm::text::{lossy, lossy_bytes};
 
 /// Runs `op` on map `ty` of the current context (`None`: not available now; the bool
 /// says whether writes are allowed).
@@ -52,16 +51,6 @@ fn with_map<T>(st: &mut HostState, ty: u32, op: impl FnOnce(Option<(MapRef<'_>, 
     }
 }
 
-/// Header bytes as valid UTF-8 (invalid sequences replaced): the Rust SDK unwraps
-/// `String::from_utf8` on every key and value, so one obs-text byte from a client would
-/// otherwise crash the filter.
-fn utf8(v: &[u8]) -> Cow<'_, [u8]> {
-    match String::from_utf8_lossy(v) {
-        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
-        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-    }
-}
-
 fn status(r: Result<(), Status>) -> u32 {
     match r {
         Ok(()) => Status::Ok.raw(),
@@ -75,7 +64,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let bytes = match with_map(c.data_mut(), ty, |m| {
             let Some((m, _)) = m else { return Vec::new() };
             // Names are `HeaderName`s or pseudo-header literals: valid UTF-8 already.
-            let pairs: Vec<_> = m.pairs().into_iter().map(|(k, v)| (k.as_bytes(), utf8(v))).collect();
+            let pairs: Vec<_> = m.pairs().into_iter().map(|(k, v)| (k.as_bytes(), lossy_bytes(v))).collect();
             if pairs.is_empty() {
                 Vec::new()
             } else {
@@ -113,10 +102,10 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, ty: u32, kptr: u32, klen: u32, ret_ptr: u32, ret_len: u32| -> R {
             let v01 = c.data().first.abi == crate::wasm::plugin::AbiVersion::V0_1_0;
             let value = memory::with_bytes(&mut c, kptr, klen, |key, st| {
-                let key = String::from_utf8_lossy(key);
+                let key = lossy(key);
                 with_map(st, ty, |m| {
                     let (m, _) = m?;
-                    m.get(&key).map(|v| utf8(v).into_owned())
+                    m.get(&key).map(|v| lossy_bytes(v).into_owned())
                 })
             })?;
             let value = match value {
@@ -142,7 +131,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             // Key and value are read in place from guest memory (no copies before the map
             // makes its own).
             let done = memory::with_two(&mut c, (kptr, klen), (vptr, vlen), |key, value, st| {
-                let key = String::from_utf8_lossy(key);
+                let key = lossy(key);
                 with_map(st, ty, |m| match m {
                     Some((mut m, true)) if op == Op::Add => m.add(&key, value),
                     Some((mut m, true)) => m.replace(&key, value),
@@ -154,7 +143,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     }
     l.func_wrap("env", "proxy_remove_header_map_value", |mut c: C<'_>, ty: u32, kptr: u32, klen: u32| -> R {
         let done = memory::with_bytes(&mut c, kptr, klen, |key, st| {
-            let key = String::from_utf8_lossy(key);
+            let key = lossy(key);
             with_map(st, ty, |m| {
                 if let Some((mut m, true)) = m {
                     m.remove(&key);
