@@ -311,7 +311,13 @@ fn request_property<'a>(s: &'a StreamShared, rest: &[&str]) -> Option<Value<'a>>
     }
     if let ["auth", ..] = rest {
         // `request.auth.*` is published by the authn filter (set_property → filter state).
-        return s.filter_state.get(&format!("request.{}", rest.join("."))).cloned().map(Value::Bytes);
+        let mut key = String::with_capacity(8 + rest.iter().map(|r| r.len() + 1).sum::<usize>());
+        key.push_str("request");
+        for segment in rest {
+            key.push('.');
+            key.push_str(segment);
+        }
+        return s.filter_state.get(&key).cloned().map(Value::Bytes);
     }
     let req = s.request.as_ref()?;
     let h = &req.headers;
