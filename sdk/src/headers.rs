@@ -41,18 +41,31 @@ impl HeaderBlock {
         self.find(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Every value of header `name` in order (ASCII case-insensitive); values that are not
+    /// UTF-8 are skipped.
+    pub fn get_all<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s str> + use<'s, 'n> {
+        self.matching(name).filter_map(|v| std::str::from_utf8(v).ok())
+    }
+
     /// Whether header `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.find(name).is_some()
     }
 
     fn find(&self, name: &str) -> Option<&[u8]> {
+        self.matching(name).next()
+    }
+
+    /// The values of the entries named `name`.
+    fn matching<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
         let name = name.as_bytes();
         // Lengths first: most names are ruled out without touching their bytes.
-        let &(_, _, vs, ve) = self.index.iter().find(|&&(ks, ke, ..)| {
-            ke - ks == name.len() && self.bytes.get(ks..ke).is_some_and(|k| k.eq_ignore_ascii_case(name))
-        })?;
-        self.bytes.get(vs..ve)
+        self.index
+            .iter()
+            .filter(move |&&(ks, ke, ..)| {
+                ke - ks == name.len() && self.bytes.get(ks..ke).is_some_and(|k| k.eq_ignore_ascii_case(name))
+            })
+            .filter_map(|&(_, _, vs, ve)| self.bytes.get(vs..ve))
     }
 
     /// The (name, value) pairs in order.
@@ -120,6 +133,8 @@ mod tests {
         assert_eq!(b.get("missing"), None);
         assert!(b.contains("EMPTY") && !b.contains("missing"));
         assert_eq!(b.iter().count(), 5);
+        assert_eq!(b.get_all("Cookie").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(b.get_all("missing").count(), 0);
     }
 
     #[test]

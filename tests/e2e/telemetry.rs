@@ -105,15 +105,7 @@ async fn istio_standard_metrics_after_known_traffic() {
         assert!(sample.labels.get(label).is_some(), "label {label} missing: {:?}", sample.labels);
     }
     // The duration histogram is a real histogram with all five observations.
-    let count: f64 = s
-        .samples
-        .iter()
-        .filter(|x| x.metric == "istio_request_duration_milliseconds_count")
-        .map(|x| match x.value {
-            prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => v,
-            _ => 0.0,
-        })
-        .sum();
+    let count = counter(&s, "istio_request_duration_milliseconds_count", &[]);
     let hist = s.samples.iter().any(|x| {
         x.metric == "istio_request_duration_milliseconds" && matches!(x.value, prometheus_parse::Value::Histogram(_))
     });
@@ -199,13 +191,6 @@ async fn trace_context_survives_two_hops_and_spans_reach_the_collector() {
     }
 }
 
-/// The value of the first sample line of `name` (any labels).
-fn first_value(text: &str, name: &str) -> f64 {
-    let line =
-        text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("{name} in\n{text}"));
-    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("value of {line}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_no_filter_reads_pass_untouched_and_are_still_measured() {
     // Telemetry reads no body of a plain HTTP request: both bodies bypass the chain (no
@@ -222,10 +207,10 @@ async fn bodies_no_filter_reads_pass_untouched_and_are_still_measured() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, sent, "the body arrived whole and came back");
-    let text = Client::http1().get(&proxy.admin_url("/metrics")).await.text();
+    let s = scrape(&proxy).await;
     // Sizes are headers + body (Envoy's request.total_size / response.total_size).
     for name in ["istio_request_bytes_sum", "istio_response_bytes_sum"] {
-        let v = first_value(&text, name);
+        let v = counter(&s, name, &[]);
         assert!((5000.0..6000.0).contains(&v), "{name} = {v}");
     }
 }
@@ -250,7 +235,7 @@ async fn grpc_streams_still_reach_the_body_callbacks_for_message_counts() {
         .expect("request");
     let r = Client::http1().send(req).await;
     assert_eq!((r.status.as_u16(), r.body.as_ref()), (200, body.as_slice()));
-    let text = Client::http1().get(&proxy.admin_url("/metrics")).await.text();
-    assert_eq!(first_value(&text, "istio_request_messages_total"), 3.0, "{text}");
-    assert_eq!(first_value(&text, "istio_response_messages_total"), 3.0, "{text}");
+    let s = scrape(&proxy).await;
+    assert_eq!(counter(&s, "istio_request_messages_total", &[]), 3.0);
+    assert_eq!(counter(&s, "istio_response_messages_total", &[]), 3.0);
 }

@@ -6,10 +6,9 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::rc::Rc;
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde_json::{Map, Value};
 use wasmesh_sdk::audit::Record;
 

@@ -22,7 +22,7 @@ use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
-use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::stream;
 
 use crate::config::{Config, PathMode};
@@ -224,8 +224,7 @@ impl Stream {
     /// Sends the CUSTOM check; `Err` when it could not be dispatched.
     fn dispatch_check(&mut self, p: &Provider) -> Result<u32, String> {
         let req = self.req.as_ref().ok_or("no request")?;
-        let target = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
-        let (_, query) = path::split_query(&target);
+        let (_, query) = path::split_query(req.headers.get(":path").unwrap_or_default());
         let check_path = format!("{}{}{}", p.path_prefix, req.path, query);
         let mut headers: Vec<(&str, String)> = vec![
             (":method", req.method.clone()),
@@ -401,7 +400,7 @@ fn prop(name: &str) -> Option<Vec<u8>> {
 }
 
 fn prop_text(name: &str) -> Option<String> {
-    prop(name).map(|b| String::from_utf8_lossy(&b).into_owned())
+    prop(name).map(wasmesh_sdk::text)
 }
 
 impl Request for HostRequest {
@@ -418,11 +417,7 @@ impl Request for HostRequest {
     }
 
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut found = self
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok());
+        let mut found = self.headers.get_all(name);
         let first = found.next()?;
         match found.next() {
             None => Some(Cow::Borrowed(first)),

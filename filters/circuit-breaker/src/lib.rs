@@ -191,11 +191,7 @@ impl HttpContext for Stream {
 }
 
 fn text_property(name: &str) -> Option<String> {
-    wasmesh_sdk::get_property(name)
-        .ok()
-        .flatten()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .filter(|s| !s.is_empty())
+    wasmesh_sdk::get_property(name).ok().flatten().map(wasmesh_sdk::text).filter(|s| !s.is_empty())
 }
 
 fn add_flag(flag: &str) {
