@@ -166,7 +166,7 @@ impl Generation {
                     |message: String| BuildError::Filter { listener: index, filter: fi, name: f.name.clone(), message };
                 let bytes = module_bytes(&f.module, ctx.base_dir).map_err(err)?;
                 let sha = Sha256::digest(&bytes);
-                let reused = ctx.previous.and_then(|p| p.find_plugin(f, sha.as_slice()));
+                let reused = ctx.previous.and_then(|p| p.find_plugin(l, f, sha.as_slice()));
                 let plugin = match reused {
                     Some(p) => p,
                     None => Plugin::load(ctx.wasm, f, &bytes).map_err(|e| err(e.to_string()))?,
@@ -216,12 +216,17 @@ impl Generation {
     }
 
     /// A plugin of this generation built from the same filter config and module bytes.
-    fn find_plugin(&self, filter: &config::Filter, sha256: &[u8]) -> Option<Arc<Plugin>> {
+    ///
+    /// Only from the same listener with the same direction: a plugin's root context is
+    /// one listener's (as in Envoy), so a filter may keep what it learnt about the
+    /// listener (the telemetry filter keeps `listener_direction`).
+    fn find_plugin(&self, listener: &config::Listener, filter: &config::Filter, sha256: &[u8]) -> Option<Arc<Plugin>> {
         let wanted = serde_json::to_value(filter).ok()?;
         self.config
             .listeners
             .iter()
             .zip(&self.listeners)
+            .filter(|(lc, _)| lc.name == listener.name && lc.direction == listener.direction)
             .flat_map(|(lc, ls)| lc.filters.iter().zip(ls.chain.plugins.iter()))
             .find(|(fc, p)| p.sha256.as_slice() == sha256 && serde_json::to_value(fc).ok().as_ref() == Some(&wanted))
             .map(|(_, p)| p.clone())

@@ -12,6 +12,9 @@ pub struct HeaderBlock {
     bytes: Vec<u8>,
     /// (name start, name end, value start, value end) per whole entry, in order.
     index: Vec<(usize, usize, usize, usize)>,
+    /// One bit per [`name_bit`] of the names present: most lookups are for headers a
+    /// request does not carry (trace context, overrides), answered without a scan.
+    names: u64,
 }
 
 /// The request headers (pseudo-headers included), in one hostcall.
@@ -24,6 +27,31 @@ pub fn response_headers() -> HeaderBlock {
     read(MapType::HttpResponseHeaders)
 }
 
+/// Runs `f` on the value of request header `name` (one hostcall, no copy); `f` gets
+/// `None` when the header is absent, empty or not UTF-8.
+pub fn with_request_header<R>(name: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    with_value(MapType::HttpRequestHeaders, name, f)
+}
+
+/// Runs `f` on the value of response header `name` (as [`with_request_header`]).
+pub fn with_response_header<R>(name: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    with_value(MapType::HttpResponseHeaders, name, f)
+}
+
+/// The value of request header `name` (`None`: absent, empty or not UTF-8).
+pub fn request_header(name: &str) -> Option<String> {
+    with_request_header(name, |v| v.map(str::to_string))
+}
+
+/// The response status (`:status`), parsed in place; `None` outside the response phases.
+pub fn response_status() -> Option<u16> {
+    with_response_header(":status", |v| v.and_then(|s| s.parse().ok()))
+}
+
+fn with_value<R>(map: MapType, name: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    crate::abi::with_header_value(map, name, |v| f(v.and_then(|b| std::str::from_utf8(b).ok())))
+}
+
 fn read(map: MapType) -> HeaderBlock {
     crate::abi::get_header_map_pairs(map).map(HeaderBlock::from_bytes).unwrap_or_default()
 }
@@ -32,7 +60,8 @@ impl HeaderBlock {
     /// A block from encoded bytes (what the host returns); a malformed tail is ignored.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
         let index = entries(&bytes);
-        HeaderBlock { bytes, index }
+        let names = index.iter().fold(0, |acc, &(ks, ke, ..)| acc | bytes.get(ks..ke).map_or(0, name_bit));
+        HeaderBlock { bytes, index, names }
     }
 
     /// The value of header `name` (ASCII case-insensitive; the first of repeated ones);
@@ -59,8 +88,9 @@ impl HeaderBlock {
     /// The values of the entries named `name`.
     fn matching<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
         let name = name.as_bytes();
+        let absent = self.names & name_bit(name) == 0;
         // Lengths first: most names are ruled out without touching their bytes.
-        self.index
+        self.index[..if absent { 0 } else { self.index.len() }]
             .iter()
             .filter(move |&&(ks, ke, ..)| {
                 ke - ks == name.len() && self.bytes.get(ks..ke).is_some_and(|k| k.eq_ignore_ascii_case(name))
@@ -72,6 +102,13 @@ impl HeaderBlock {
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.index.iter().map(|&(ks, ke, vs, ve)| (&self.bytes[ks..ke], &self.bytes[vs..ve]))
     }
+}
+
+/// A header name's bit in [`HeaderBlock::names`]: from its length and last byte
+/// (ASCII case folded), which tell apart most names a filter looks up.
+fn name_bit(name: &[u8]) -> u64 {
+    let last = name.last().map_or(0, u8::to_ascii_lowercase) as usize;
+    1 << ((name.len().wrapping_mul(7) ^ last) & 63)
 }
 
 /// The byte ranges of every whole entry; stops at the first malformed one.
@@ -135,6 +172,17 @@ mod tests {
         assert_eq!(b.iter().count(), 5);
         assert_eq!(b.get_all("Cookie").collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(b.get_all("missing").count(), 0);
+    }
+
+    #[test]
+    fn every_present_name_is_found_whatever_its_case_and_absent_ones_are_not() {
+        let names: Vec<String> = (1..80).map(|n| format!("x-{}", "k".repeat(n))).collect();
+        let pairs: Vec<(&str, &str)> = names.iter().step_by(2).map(|n| (n.as_str(), "v")).collect();
+        let b = HeaderBlock::from_bytes(encode(&pairs));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(b.contains(n), i % 2 == 0, "{n}");
+            assert_eq!(b.contains(&n.to_ascii_uppercase()), i % 2 == 0, "{n} in upper case");
+        }
     }
 
     #[test]

@@ -347,7 +347,7 @@ impl PropertyBatch {
 }
 
 fn read_properties(encoded: &[u8], names: &[&str]) -> PropertyValues {
-    match proxy_wasm::hostcalls::call_foreign_function("wasmesh.get_properties", Some(encoded)) {
+    match abi::call_foreign("wasmesh.get_properties", encoded, |answer| answer.map(<[u8]>::to_vec)) {
         Ok(Some(answer)) => batch::decode(answer, names.len()),
         Ok(None) if names.is_empty() => PropertyValues::default(),
         _ => PropertyValues::from_values(

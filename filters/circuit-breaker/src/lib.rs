@@ -139,7 +139,7 @@ impl HttpContext for Stream {
         let Some(addr) = text_property(props::UPSTREAM_ADDRESS).filter(|a| !a.is_empty()) else {
             return Action::Continue;
         };
-        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let status = wasmesh_sdk::headers::response_status().unwrap_or(0);
         let flags = stream::response_flags().unwrap_or_default();
         let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
         let obs = Observation::classify(status, &flag_refs);

@@ -20,7 +20,7 @@ use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::rng::SplitMix64;
-use wasmesh_sdk::{now_ms, shared, stream};
+use wasmesh_sdk::{headers, now_ms, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{abort_reply, AbortKind, Plan, RequestView};
@@ -72,7 +72,8 @@ struct Stream {
     counted_active: bool,
 }
 
-struct Req<'a>(&'a Stream, String);
+/// The request as the fault rules see it: its path, headers read on demand.
+struct Req(String);
 
 // === impl Root ===
 
@@ -190,14 +191,14 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let config = Rc::clone(&self.config);
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let path = headers::request_header(":path").unwrap_or_default();
         let plan = {
             let mut draws = [0u64; 2];
             for d in &mut draws {
                 *d = self.rng.next_u64();
             }
             let mut it = draws.into_iter();
-            let req = Req(self, path);
+            let req = Req(path);
             Plan::decide(&config.rules, &req, config.header_ceiling, || it.next().unwrap_or(0))
         };
         if plan.is_empty() {
@@ -209,7 +210,8 @@ impl HttpContext for Stream {
             }
             return Action::Continue;
         }
-        let grpc = self.get_http_request_header("content-type").is_some_and(|c| c.starts_with("application/grpc"));
+        let grpc =
+            headers::with_request_header("content-type", |c| c.is_some_and(|c| c.starts_with("application/grpc")));
         match (plan.delay_ms, plan.abort) {
             (None, Some(kind)) => {
                 send_abort(kind, grpc, self.metrics);
@@ -235,13 +237,13 @@ impl HttpContext for Stream {
 
 // === impl Req ===
 
-impl RequestView for Req<'_> {
+impl RequestView for Req {
     fn path(&self) -> &str {
-        &self.1
+        &self.0
     }
 
     fn header(&self, name: &str) -> Option<String> {
-        self.0.get_http_request_header(name)
+        headers::request_header(name)
     }
 }
 

@@ -16,7 +16,7 @@ use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, Status};
-use wasmesh_sdk::{ext, props, shared, stream};
+use wasmesh_sdk::{ext, headers, props, shared, stream};
 
 use crate::config::Config;
 use crate::policy::{Decision, Outcome, Rng};
@@ -171,8 +171,11 @@ impl HttpContext for Stream {
                 self.route = self.config.routes.iter().position(|(n, _)| n.as_bytes() == name.as_slice());
             }
         }
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        self.idempotent = policy::is_idempotent(&method, || self.get_http_request_header("idempotency-key").is_some());
+        self.idempotent = headers::with_request_header(":method", |method| {
+            policy::is_idempotent(method.unwrap_or_default(), || {
+                headers::with_request_header("idempotency-key", |k| k.is_some())
+            })
+        });
         let p = self.policy();
         let (attempts, per_try, buffer) = (p.attempts, p.per_try_timeout_ms, p.max_buffer_bytes);
         if let Some(ms) = per_try {
@@ -187,8 +190,8 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         // This response ends the attempt a held slot was taken for.
         self.release_budget();
-        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let grpc = self.get_http_response_header("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
+        let status = headers::response_status().unwrap_or(0);
+        let grpc = headers::with_response_header("grpc-status", |g| g.and_then(|s| s.trim().parse::<u32>().ok()));
         let plain = Outcome::Response { status, grpc_status: grpc };
         // Most responses are final without a look at the flags (a hostcall each).
         let outcome = if Outcome::flags_matter(status) || self.policy().retries(plain) {

@@ -16,7 +16,7 @@ use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmesh_sdk::{route, stream, upstream};
+use wasmesh_sdk::{headers, route, stream, upstream};
 
 use config::{HeaderOps, RouterConfig, Workload};
 use policy::{Plan, Request, Rng};
@@ -160,10 +160,10 @@ impl Router {
     fn needed_request_headers(&self, names: &[String]) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(names.len() + 1);
         for name in names {
-            if let Some(v) = self.get_http_request_header(name) {
+            if let Some(v) = headers::request_header(name) {
                 out.push((name.clone(), v));
             } else if name == ":authority" {
-                if let Some(v) = self.get_http_request_header("host") {
+                if let Some(v) = headers::request_header("host") {
                     out.push((name.clone(), v));
                 }
             }

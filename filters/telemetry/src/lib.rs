@@ -88,6 +88,9 @@ struct Shared {
     peers: RefCell<HashMap<String, Rc<Workload>>>,
     rng: RefCell<Rng>,
     series: RefCell<FxHashMap<LabelKey, Series>>,
+    /// The reporter learnt from the first stream's `listener_direction` (a root context
+    /// serves one listener, whose direction a reload cannot change under it).
+    learnt_reporter: Cell<Option<Reporter>>,
     /// `on_log`'s property reads: common, destination, and with the direction.
     record_reads: [PropertyBatch; 3],
     spans: RefCell<ExportQueue>,
@@ -112,8 +115,6 @@ struct Stream {
     peer: Option<Rc<Workload>>,
     /// gRPC message counters (request, response); `None` for other requests.
     frames: Option<(FrameCounter, FrameCounter)>,
-    /// `:status` seen in the response-headers phase (fallback for `response.code`).
-    status: Option<u16>,
 }
 
 // === impl Series ===
@@ -257,6 +258,7 @@ impl Root {
             log_headers,
             rng: RefCell::new(Rng::new(seed(self.now_ns()))),
             series: RefCell::new(FxHashMap::default()),
+            learnt_reporter: Cell::new(None),
             record_reads: [rec::COMMON, rec::DESTINATION, RECORD_PROPERTIES.len()]
                 .map(|n| PropertyBatch::new(&RECORD_PROPERTIES[..n])),
             spans: RefCell::new(queue),
@@ -332,14 +334,14 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        // The callbacks this filter implements; the host skips the others (Envoy ignores
-        // this). Bodies only for gRPC message counts: such a stream asks for them itself.
-        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::LOG);
         // Every problem on one line (`a; b`), as the other built-in filters log them.
         let parse = |b: &[u8]| {
             config::parse(b).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         };
         let Some(config) = wasmesh_sdk::config::configure("telemetry", parse) else { return false };
+        // The callbacks this filter implements; the host skips the others (Envoy ignores
+        // this).
+        let _ = callbacks::only(stream_callbacks(&config));
         let shared = self.build(config);
         let was_exporting = self.shared.as_ref().is_some_and(|s| s.exporting());
         let period = match shared.tracing().filter(|_| shared.exporting()) {
@@ -369,11 +371,21 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`; without a config (the host refused it) pass through.
         Some(match self.shared.clone() {
-            Some(shared) => {
-                Box::new(Stream { shared, hop: None, reporter: None, peer: None, frames: None, status: None })
-            }
+            Some(shared) => Box::new(Stream { shared, hop: None, reporter: None, peer: None, frames: None }),
             None => Box::new(PassThrough),
         })
+    }
+}
+
+/// The callbacks a stream needs: request headers (trace context, metadata exchange, gRPC
+/// detection) and `on_log`; response headers only for metadata exchange. Bodies only for
+/// gRPC message counts: such a stream asks for them from its request headers.
+fn stream_callbacks(config: &Config) -> Callbacks {
+    let base = Callbacks::REQUEST_HEADERS | Callbacks::LOG;
+    if config.metadata_exchange {
+        base | Callbacks::RESPONSE_HEADERS
+    } else {
+        base
     }
 }
 
@@ -428,13 +440,17 @@ impl Stream {
     /// The reporter: configured, else from the listener's direction (`direction`, read
     /// only if needed); decided once per stream.
     fn settle_reporter(&mut self, direction: impl FnOnce() -> Option<i64>) -> Reporter {
-        let configured = self.shared.config.reporter;
-        *self.reporter.get_or_insert_with(|| configured.unwrap_or_else(|| Reporter::from_direction(direction())))
+        if let Some(r) = self.known_reporter() {
+            return *self.reporter.insert(r);
+        }
+        let r = Reporter::from_direction(direction());
+        self.shared.learnt_reporter.set(Some(r));
+        *self.reporter.insert(r)
     }
 
     /// The reporter when no property read is needed to know it.
     fn known_reporter(&self) -> Option<Reporter> {
-        self.reporter.or(self.shared.config.reporter)
+        self.reporter.or(self.shared.config.reporter).or(self.shared.learnt_reporter.get())
     }
 
     fn now_ns(&self) -> u64 {
@@ -467,7 +483,7 @@ impl Stream {
             duration_ns: int(rec::DURATION).map(|v| v.max(0) as u64),
             authority: text(rec::HOST),
             content_type,
-            response_code: int(rec::CODE).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0).or(self.status),
+            response_code: int(rec::CODE).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0),
             grpc_status: if grpc {
                 prop_int(vec!["response", "grpc_status"]).and_then(|g| u64::try_from(g).ok())
             } else {
@@ -545,9 +561,8 @@ impl HttpContext for Stream {
         if shared.config.metrics && headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc")) {
             self.frames = Some(Default::default());
             // Message counts read the bodies (plain HTTP bodies pass untouched).
-            let _ = callbacks::only(
-                Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY | Callbacks::LOG,
-            );
+            let _ =
+                callbacks::only(stream_callbacks(&shared.config) | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY);
         }
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {
@@ -566,10 +581,10 @@ impl HttpContext for Stream {
         let incoming = trace::extract(header);
         let forced = headers.contains("x-client-trace-id") || headers.contains("x-envoy-force-trace");
         let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
-        for (name, value) in hop.outgoing_headers(&t.propagation, &incoming) {
+        for (name, value) in hop.outgoing_headers(&t.propagation, &incoming).iter() {
             // Removing a header the request does not carry is a hostcall for nothing.
             if value.is_some() || headers.contains(name) {
-                self.set_http_request_header(name, value.as_deref());
+                self.set_http_request_header(name, value);
             }
         }
         self.hop = Some(hop);
@@ -594,12 +609,12 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.shared.clone();
-        self.status = self.get_http_response_header(":status").and_then(|s| s.parse().ok());
         if shared.config.metadata_exchange {
             if self.reporter().local_is_destination() {
                 self.set_http_response_header(peer::HEADER, Some(&shared.local_header));
                 self.set_http_response_header(peer::ID_HEADER, Some(&shared.node_id));
-            } else if let Some(h) = self.get_http_response_header(peer::HEADER) {
+            } else if let Some(h) = wasmesh_sdk::headers::with_response_header(peer::HEADER, |h| h.map(str::to_string))
+            {
                 // Learn the server and strip its headers before the app sees them.
                 self.peer = shared.peer(&h);
                 self.set_http_response_header(peer::HEADER, None);

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::lock::Mutex;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::Mutex;
 
 use super::body::{self, DownstreamBody, Driven, FrameSink, ProxyBody};
 use super::headers;
@@ -344,7 +344,7 @@ async fn run(
                     let down_body = body::Metered::new(rbody, move |bytes| {
                         // Nothing else holds the stream once the response is on its way; if
                         // something did, dropping it still runs on_log (without the size).
-                        if let Ok(mut s) = stream.try_lock() {
+                        if let Some(mut s) = stream.try_lock() {
                             s.finish_with_response_bytes(bytes);
                         }
                     });

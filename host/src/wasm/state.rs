@@ -31,6 +31,9 @@ pub(crate) struct HostState {
     pub memory: Option<Memory>,
     /// The guest allocator (shared, so a hostcall takes it without cloning the func).
     pub allocator: Option<Rc<TypedFunc<u32, u32>>>,
+    /// A guest region (address, capacity) that answers may be written to instead of a
+    /// fresh allocation, when the guest offers it (`wasmesh.answer_buffer`).
+    pub answer_buffer: Option<(u32, u32)>,
     pub contexts: FxHashMap<u32, Ctx>,
     /// The effective context of the running callback (0: none).
     pub current: u32,

@@ -156,6 +156,7 @@ impl Vm {
             limits,
             memory: None,
             allocator: None,
+            answer_buffer: None,
             contexts: Default::default(),
             current: 0,
             scope: Scope::None,

@@ -100,65 +100,121 @@ impl Hop {
         hex(self.trace_id, 32)
     }
 
-    /// Request-header edits for the upstream: `(name, Some(value))` sets, `(name, None)`
-    /// removes. Writes every configured format plus every format the request came with,
-    /// so no stale parent id reaches the upstream.
-    pub fn outgoing_headers(
-        &self,
-        formats: &[Propagation],
-        incoming: &Incoming,
-    ) -> Vec<(&'static str, Option<String>)> {
-        let mut out = Vec::with_capacity(8);
+    /// Request-header edits for the upstream: sets, and removals of stale headers.
+    /// Writes every configured format plus every format the request came with, so no
+    /// stale parent id reaches the upstream.
+    pub fn outgoing_headers(&self, formats: &[Propagation], incoming: &Incoming) -> Outgoing {
+        let mut out = Outgoing { text: String::with_capacity(160), edits: Vec::with_capacity(8) };
         let sampled = if self.sampled { "1" } else { "0" };
-        let span = hex64(self.span_id);
-        let trace32 = hex(self.trace_id, 32);
         // B3 keeps 64-bit trace ids at 16 digits.
-        let b3_trace = if self.trace_id >> 64 == 0 { &trace32[16..] } else { &trace32[..] };
+        let b3_digits = if self.trace_id >> 64 == 0 { 16 } else { 32 };
         if formats.contains(&Propagation::W3c) || incoming.seen_w3c {
-            let flags = if self.sampled { "01" } else { "00" };
-            out.push(("traceparent", Some(["00", &trace32, &span, flags].join("-"))));
-            out.push(("tracestate", self.tracestate.clone()));
+            out.set("traceparent", |t| {
+                t.push_str("00-");
+                push_hex(t, self.trace_id, 32);
+                t.push('-');
+                push_hex(t, self.span_id.into(), 16);
+                t.push_str(if self.sampled { "-01" } else { "-00" });
+            });
+            match &self.tracestate {
+                Some(state) => out.set("tracestate", |t| t.push_str(state)),
+                None => out.remove("tracestate"),
+            }
         }
         if formats.contains(&Propagation::B3) || incoming.seen_b3 {
-            out.push(("x-b3-traceid", Some(b3_trace.to_string())));
-            out.push(("x-b3-spanid", Some(span.clone())));
-            out.push(("x-b3-parentspanid", self.parent_span_id.map(hex64)));
+            out.set("x-b3-traceid", |t| push_hex(t, self.trace_id, b3_digits));
+            out.set("x-b3-spanid", |t| push_hex(t, self.span_id.into(), 16));
+            match self.parent_span_id {
+                Some(p) => out.set("x-b3-parentspanid", |t| push_hex(t, p.into(), 16)),
+                None => out.remove("x-b3-parentspanid"),
+            }
             if self.debug {
                 // B3: debug implies an accept decision; do not also send X-B3-Sampled.
-                out.push(("x-b3-flags", Some("1".to_string())));
-                out.push(("x-b3-sampled", None));
+                out.set("x-b3-flags", |t| t.push('1'));
+                out.remove("x-b3-sampled");
             } else {
-                out.push(("x-b3-sampled", Some(sampled.to_string())));
-                out.push(("x-b3-flags", None));
+                out.set("x-b3-sampled", |t| t.push_str(sampled));
+                out.remove("x-b3-flags");
             }
         }
         if formats.contains(&Propagation::B3Single) || incoming.seen_b3_single {
             let state = if self.debug { "d" } else { sampled };
-            let parent = self.parent_span_id.map(hex64);
-            let v = match &parent {
-                Some(p) => [b3_trace, &span, state, p].join("-"),
-                None => [b3_trace, &span, state].join("-"),
-            };
-            out.push(("b3", Some(v)));
+            out.set("b3", |t| {
+                push_hex(t, self.trace_id, b3_digits);
+                t.push('-');
+                push_hex(t, self.span_id.into(), 16);
+                t.push('-');
+                t.push_str(state);
+                if let Some(p) = self.parent_span_id {
+                    t.push('-');
+                    push_hex(t, p.into(), 16);
+                }
+            });
         }
         out
     }
 }
 
-/// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded); the
-/// per-request ids are formatted often enough for `format!`'s u128 path to show, and
-/// wasm32 has no 128-bit shifts (each is a libcall), so the halves are written as u64s.
-pub fn hex(v: u128, digits: usize) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digits = digits.min(32);
-    let (hi, lo) = ((v >> 64) as u64, v as u64);
-    let mut buf = [0u8; 32];
-    for i in 0..16 {
-        buf[15 - i] = DIGITS[((hi >> (i * 4)) & 0xf) as usize];
-        buf[31 - i] = DIGITS[((lo >> (i * 4)) & 0xf) as usize];
+/// The trace headers to write upstream, their values in one buffer (a request sets up to
+/// four and removes as many; one allocation instead of one per value).
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    text: String,
+    /// Header name and the value's range in `text`; `None` removes the header.
+    edits: Vec<(&'static str, Option<(usize, usize)>)>,
+}
+
+impl Outgoing {
+    fn set(&mut self, name: &'static str, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        self.edits.push((name, Some((start, self.text.len()))));
     }
-    // ASCII digits: always valid UTF-8 (checked fast, unlike the lossy conversion).
-    String::from_utf8(buf[32 - digits..].to_vec()).unwrap_or_default()
+
+    fn remove(&mut self, name: &'static str) {
+        self.edits.push((name, None));
+    }
+
+    /// The edits in order: `(name, Some(value))` sets, `(name, None)` removes.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> + '_ {
+        self.edits.iter().map(|(name, range)| (*name, range.and_then(|(a, b)| self.text.get(a..b))))
+    }
+}
+
+/// Appends the low `digits * 4` bits of `v` as `digits` lower-case hex digits.
+fn push_hex(out: &mut String, v: u128, digits: usize) {
+    // wasm32 has no 128-bit shifts (each is a libcall): the halves are written as u64s,
+    // a byte (two digits) at a time.
+    let mut buf = [0u8; 32];
+    for (half, at) in [((v >> 64) as u64, 0), (v as u64, 16)] {
+        for (i, byte) in half.to_be_bytes().into_iter().enumerate() {
+            let [a, b] = HEX_PAIRS[byte as usize];
+            buf[at + 2 * i] = a;
+            buf[at + 2 * i + 1] = b;
+        }
+    }
+    // ASCII digits: always valid UTF-8 (checked word-at-a-time).
+    out.push_str(std::str::from_utf8(&buf[32 - digits.min(32)..]).unwrap_or_default());
+}
+
+/// Each byte as two lower-case hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded;
+/// `format!`'s u128 path costs more in a guest).
+pub fn hex(v: u128, digits: usize) -> String {
+    let mut s = String::with_capacity(digits);
+    push_hex(&mut s, v, digits);
+    s
 }
 
 /// A span id as 16 hex digits.

@@ -12,7 +12,9 @@
 //! `wasmesh.get_properties` (several properties in one call: see
 //! `properties::get_many`), `wasmesh.http_callbacks` (u32 LE mask of the HTTP callbacks
 //! to call: from a root context for all its streams to come, from an HTTP context for
-//! that stream; see `wasm::interest`). Anything else is `NotFound`.
+//! that stream; see `wasm::interest`), `wasmesh.answer_buffer` (u32 LE address and
+//! capacity of a guest region that answers may be written to: see
+//! `memory::return_bytes`). Anything else is `NotFound`.
 
 use std::time::Duration;
 
@@ -68,6 +70,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 },
                 "wasmesh.resume_after" => resume_after(c.data_mut(), &args),
                 "wasmesh.http_callbacks" => http_callbacks(c.data_mut(), &args),
+                "wasmesh.answer_buffer" => answer_buffer(&mut c, &args)?,
                 _ => Status::NotFound,
             };
             if status == Status::Ok {
@@ -114,6 +117,22 @@ fn resume_after(st: &mut HostState, args: &[u8]) -> Status {
         _ => task.abort(),
     }
     Status::Ok
+}
+
+/// Registers the guest's answer buffer: `args` is its address and capacity (u32 LE
+/// each), a region inside linear memory; see `memory::return_bytes`.
+fn answer_buffer(c: &mut C<'_>, args: &[u8]) -> wasmtime::Result<Status> {
+    let field = |i: usize| args.get(i..i + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes);
+    let (Some(ptr), Some(cap), 8) = (field(0), field(4), args.len()) else {
+        return Ok(Status::BadArgument);
+    };
+    if ptr == 0 || cap == 0 {
+        return Ok(Status::BadArgument);
+    }
+    // In bounds now; memory only grows, so it stays in bounds.
+    memory::check(c, ptr, cap)?;
+    c.data_mut().answer_buffer = Some((ptr, cap));
+    Ok(Status::Ok)
 }
 
 /// Sets which HTTP callbacks the current context (root: its streams to come) wants.

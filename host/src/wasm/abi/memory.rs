@@ -115,15 +115,20 @@ pub fn write_u64(caller: &mut Caller<'_, HostState>, ptr: u32, v: u64) -> Res<()
 /// Allocates exactly `data.len()` bytes inside the guest (its allocator may grow memory),
 /// copies `data` in, and writes `(ptr, len)` to the two out-pointers. Empty data is
 /// returned as `(0, 0)` without calling the allocator.
+///
+/// A guest that registered an answer buffer (`wasmesh.answer_buffer`) and offers it for
+/// this call — `*ret_ptr` holds the buffer's address on entry — gets an answer that fits
+/// written there instead: no call back into the guest's allocator, nothing for it to free.
 pub fn return_bytes(caller: &mut Caller<'_, HostState>, data: &[u8], ret_ptr: u32, ret_len: u32) -> Res<()> {
     // Check the out-pointers first, so a bad pointer does not leak a guest allocation.
-    {
+    let offered = {
         let mem = memory(caller)?;
-        let len = mem.data_size(&*caller);
-        if range(len, ret_ptr, 4).is_none() || range(len, ret_len, 4).is_none() {
-            return fault("return pointer out of bounds");
+        let bytes = mem.data(&*caller);
+        match (range(bytes.len(), ret_ptr, 4), range(bytes.len(), ret_len, 4)) {
+            (Some(r), Some(_)) => <[u8; 4]>::try_from(&bytes[r]).map(u32::from_le_bytes).ok(),
+            _ => return fault("return pointer out of bounds"),
         }
-    }
+    };
     if data.is_empty() {
         write_u32(caller, ret_ptr, 0)?;
         return write_u32(caller, ret_len, 0);
@@ -131,6 +136,12 @@ pub fn return_bytes(caller: &mut Caller<'_, HostState>, data: &[u8], ret_ptr: u3
     let Ok(len) = u32::try_from(data.len()) else {
         return fault("value larger than 4 GiB");
     };
+    if let Some((buf, cap)) = caller.data().answer_buffer {
+        if offered == Some(buf) && len <= cap {
+            write(caller, buf, data)?;
+            return write_u32(caller, ret_len, len);
+        }
+    }
     let ptr = allocate(caller, len)?;
     write(caller, ptr, data)?;
     write_u32(caller, ret_ptr, ptr)?;

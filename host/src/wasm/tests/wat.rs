@@ -761,3 +761,48 @@ fn on_done_and_on_log_are_skipped_unless_asked_for() {
     assert!(matches!(asked.response, Verdict::Continue), "{:?}", asked.response);
     assert!(matches!(asked.next, Verdict::LocalReply(_)), "asked for, they run (and trap)");
 }
+
+#[test]
+fn answers_land_in_the_registered_answer_buffer_when_offered_and_fit() {
+    // 8192: a 16-byte answer buffer. A read offers it by leaving its address in the
+    // return slot (80); one that fits lands there, a longer one or one not offered is
+    // allocated from the bump heap (1024+). Any other outcome traps.
+    let wat = format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (data (i32.const 300) "wasmesh.answer_buffer")
+  (data (i32.const 340) "\00\20\00\00\10\00\00\00")
+  (data (i32.const 400) ":method")
+  (data (i32.const 240) ":path")
+{ALLOC}
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+    {bad}
+    {register}
+    (i32.store (i32.const 80) (i32.const 8192))
+    {fits}
+    (if (i32.ne (i32.load (i32.const 80)) (i32.const 8192)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 84)) (i32.const 3)) (then unreachable))
+    (if (i32.ne (i32.load8_u (i32.const 8192)) (i32.const 71)) (then unreachable))
+    (i32.store (i32.const 80) (i32.const 8192))
+    {too_long}
+    (if (i32.eq (i32.load (i32.const 80)) (i32.const 8192)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 84)) (i32.const 21)) (then unreachable))
+    (i32.store (i32.const 80) (i32.const 0))
+    {fits}
+    (if (i32.eq (i32.load (i32.const 80)) (i32.const 8192)) (then unreachable))
+    i32.const 0))"#,
+        bad = expect(2, "(call $foreign (i32.const 300) (i32.const 21) (i32.const 340) (i32.const 4) (i32.const 80) (i32.const 84))"),
+        register = expect(0, "(call $foreign (i32.const 300) (i32.const 21) (i32.const 340) (i32.const 8) (i32.const 80) (i32.const 84))"),
+        fits = expect(0, "(call $get_value (i32.const 0) (i32.const 400) (i32.const 7) (i32.const 80) (i32.const 84))"),
+        too_long = expect(0, "(call $get_value (i32.const 0) (i32.const 240) (i32.const 5) (i32.const 80) (i32.const 84))"),
+    );
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("wat"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let v = s.request_headers(&mut request("/0123456789abcdefghij", &[]), true).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+    });
+}

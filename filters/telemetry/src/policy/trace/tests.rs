@@ -11,8 +11,8 @@ fn headers(pairs: &[(&str, &str)]) -> Incoming {
     extract(|k| map.get(k).cloned())
 }
 
-fn edits_map(edits: &[(&'static str, Option<String>)]) -> HashMap<&'static str, Option<String>> {
-    edits.iter().cloned().collect()
+fn edits_map(edits: &Outgoing) -> HashMap<&'static str, Option<String>> {
+    edits.iter().map(|(name, value)| (name, value.map(str::to_string))).collect()
 }
 
 #[test]
