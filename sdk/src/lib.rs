@@ -327,21 +327,45 @@ pub fn get_properties(names: &[&str]) -> PropertyValues {
     read_properties(&batch::encode(names), names)
 }
 
-/// A set of property names read together often (every request): encoded once.
+/// A set of property names read together often (every request): encoded once, and on
+/// wasmesh defined once (`wasmesh.define_properties`), so the host splits the paths once
+/// and each read names only the set's id.
 #[derive(Debug, Clone)]
 pub struct PropertyBatch {
     names: Vec<&'static str>,
     encoded: Vec<u8>,
+    /// The host's id for the set: `None` before the first read, `Some(None)` when the
+    /// host has no sets (the names are sent each time).
+    id: std::cell::Cell<Option<Option<u32>>>,
 }
 
 impl PropertyBatch {
     /// The batch of `names`, in order.
     pub fn new(names: &[&'static str]) -> Self {
-        PropertyBatch { names: names.to_vec(), encoded: batch::encode(names) }
+        PropertyBatch { names: names.to_vec(), encoded: batch::encode(names), id: std::cell::Cell::new(None) }
     }
 
     /// Reads the batch, as [`get_properties`] does.
     pub fn read(&self) -> PropertyValues {
+        let id = match self.id.get() {
+            Some(id) => id,
+            None => {
+                let defined = abi::call_foreign("wasmesh.define_properties", &self.encoded, |answer| {
+                    answer.and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes)
+                });
+                let id = defined.ok().flatten();
+                self.id.set(Some(id));
+                id
+            }
+        };
+        if let Some(id) = id {
+            let by_id = abi::call_foreign("wasmesh.get_properties_by_id", &id.to_le_bytes(), |answer| {
+                answer.map(|b| batch::decode(b.to_vec(), self.names.len()))
+            });
+            if let Ok(values) = by_id {
+                return values.unwrap_or_else(|| batch::decode(Vec::new(), self.names.len()));
+            }
+        }
         read_properties(&self.encoded, &self.names)
     }
 }

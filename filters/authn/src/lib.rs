@@ -345,7 +345,7 @@ impl Shared {
 }
 
 fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    wasmesh_sdk::headers::request_header(name)
 }
 
 /// The request of the effective context, for token extraction.

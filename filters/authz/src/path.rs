@@ -15,6 +15,14 @@ pub fn split_query(target: &str) -> (&str, &str) {
 
 /// The normalized form of a path (no query).
 pub fn normalize(path: &str) -> String {
+    if is_normal(path) {
+        return path.to_string();
+    }
+    rebuild(path)
+}
+
+/// Decodes `path` and rebuilds it segment by segment.
+fn rebuild(path: &str) -> String {
     let decoded = decode(path);
     let mut segs: Vec<&str> = Vec::new();
     let mut trailing = false;
@@ -44,6 +52,23 @@ pub fn normalize(path: &str) -> String {
         out.push('/');
     }
     out
+}
+
+/// Whether `path` is its own normal form (most are): absolute, nothing to decode, no
+/// empty segment but a trailing one, no `.` or `..` segment.
+fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    if rest.bytes().any(|c| c == b'%' || c == b'\\') {
+        return false;
+    }
+    let mut segs = rest.split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
+            return false;
+        }
+    }
+    true
 }
 
 /// Percent-decoding of `/`, `\` and unreserved characters; `\` → `/`; other escapes
@@ -184,10 +209,18 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
+        let mut normal = 0;
         for _ in 0..20_000 {
             let len = (next() % 12) as usize;
             let raw: String = (0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
             let n = normalize(&raw);
+            for p in [&raw, &n] {
+                if is_normal(p) {
+                    // The shortcut only takes paths the full rebuild leaves as they are.
+                    assert_eq!(&rebuild(p), p);
+                    normal += 1;
+                }
+            }
             assert!(n.starts_with('/'), "{raw:?} → {n:?}");
             assert!(!n.contains("//") && !n.contains('\\'), "{raw:?} → {n:?}");
             let segs: Vec<&str> = n[1..].split('/').collect();
@@ -195,7 +228,9 @@ mod tests {
             let upper = n.to_ascii_uppercase();
             assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%2E"), "{raw:?} → {n:?}");
             assert_eq!(normalize(&n), n, "not idempotent for {raw:?}");
+            assert!(is_normal(&n) || n.contains('%'), "a normal form the shortcut misses: {n:?}");
         }
+        assert!(normal > 5_000, "too few already-normal paths checked ({normal})");
     }
 
     #[test]

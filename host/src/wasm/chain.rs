@@ -729,11 +729,11 @@ impl<'a> Lend<'a> {
         let mut s = shared.borrow_mut();
         match dir {
             Dir::Request => {
-                s.request_trailers = Some(taken);
+                s.request_trailers = Some(Box::new(taken));
                 s.request_trailers_live = true;
             }
             Dir::Response => {
-                s.response_trailers = Some(taken);
+                s.response_trailers = Some(Box::new(taken));
                 s.response_trailers_live = true;
             }
         }
@@ -770,7 +770,7 @@ impl Drop for Lend<'_> {
                 *live = false;
                 if let Some(h) = slot.take() {
                     *slot = Some(h.clone());
-                    **t = h;
+                    **t = *h;
                 }
             }
         }

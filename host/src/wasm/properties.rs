@@ -119,30 +119,76 @@ pub(crate) const ABSENT: u32 = u32::MAX;
 /// `wasmesh.get_properties`: `args` is a sequence of `[u32 LE length][path]` (paths as
 /// `proxy_get_property` takes them); the answer, per path in order, `[u32 LE length][value]`
 /// or [`ABSENT`]. Malformed or over [`MAX_BATCH`] paths: `BadArgument`.
-pub(crate) fn get_many(st: &HostState, mut args: &[u8]) -> Result<Vec<u8>, Status> {
+pub(crate) fn get_many(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
     let reader = Reader::new(st);
     let mut out = Vec::with_capacity(256);
-    let mut n = 0;
+    for path in paths(args)? {
+        answer(&mut out, |out| with_segments(path, |s| reader.get(s, out)));
+    }
+    Ok(out)
+}
+
+/// Most property sets one VM defines (`wasmesh.define_properties`).
+pub(crate) const MAX_SETS: usize = 64;
+
+/// A set of property paths split into segments once (`wasmesh.define_properties`).
+pub(crate) type PropertySet = Vec<Vec<Box<str>>>;
+
+/// `wasmesh.define_properties`: the paths of `args` (as `wasmesh.get_properties` takes
+/// them), split once and kept by the VM; answers the set's id (u32 LE) for
+/// `wasmesh.get_properties_by_id`. Malformed: `BadArgument`; over [`MAX_SETS`] sets:
+/// `InternalFailure` (the caller falls back to naming its paths).
+pub(crate) fn define(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    let set: PropertySet =
+        paths(args)?.map(|p| with_segments(p, |s| s.iter().map(|seg| Box::from(*seg)).collect())).collect();
+    if st.property_sets.len() >= MAX_SETS {
+        return Err(Status::InternalFailure);
+    }
+    st.property_sets.push(set);
+    Ok(((st.property_sets.len() - 1) as u32).to_le_bytes().to_vec())
+}
+
+/// `wasmesh.get_properties_by_id`: `args` is a set id (u32 LE); the answer as
+/// `wasmesh.get_properties` gives it for the set's paths. Unknown id: `NotFound`.
+pub(crate) fn get_set(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    let id = <[u8; 4]>::try_from(args).map_err(|_| Status::BadArgument)?;
+    let set = st.property_sets.get(u32::from_le_bytes(id) as usize).ok_or(Status::NotFound)?;
+    let reader = Reader::new(st);
+    let mut out = Vec::with_capacity(256);
+    for segments in set {
+        answer(&mut out, |out| with_parts(segments.iter().map(|s| &**s), |s| reader.get(s, out)));
+    }
+    Ok(out)
+}
+
+/// The paths of a `wasmesh.get_properties` argument.
+fn paths(mut args: &[u8]) -> Result<impl Iterator<Item = &[u8]>, Status> {
+    let mut all = Vec::with_capacity(16);
     while !args.is_empty() {
-        n += 1;
         let (len, rest) = args.split_first_chunk::<4>().ok_or(Status::BadArgument)?;
         let len = u32::from_le_bytes(*len) as usize;
-        if n > MAX_BATCH || rest.len() < len {
+        if all.len() == MAX_BATCH || rest.len() < len {
             return Err(Status::BadArgument);
         }
         let (path, rest) = rest.split_at(len);
+        all.push(path);
         args = rest;
-        // The value goes straight after a length placeholder, patched once it is known.
-        let at = out.len();
-        out.extend_from_slice(&ABSENT.to_le_bytes());
-        if let Ok(true) = with_segments(path, |s| reader.get(s, &mut out)) {
-            let Ok(vlen) = u32::try_from(out.len() - at - 4) else { return Err(Status::BadArgument) };
-            out[at..at + 4].copy_from_slice(&vlen.to_le_bytes());
-        } else {
-            out.truncate(at + 4);
-        }
     }
-    Ok(out)
+    Ok(all.into_iter())
+}
+
+/// Appends one answer entry: the value `read` appends after a length placeholder, patched
+/// once known, or [`ABSENT`].
+fn answer(out: &mut Vec<u8>, read: impl FnOnce(&mut Vec<u8>) -> Result<bool, Status>) {
+    let at = out.len();
+    out.extend_from_slice(&ABSENT.to_le_bytes());
+    match read(out) {
+        Ok(true) => match u32::try_from(out.len() - at - 4) {
+            Ok(len) if len != ABSENT => out[at..at + 4].copy_from_slice(&len.to_le_bytes()),
+            _ => out.truncate(at + 4),
+        },
+        _ => out.truncate(at + 4),
+    }
 }
 
 /// Resolves a property for the current context: `Ok(None)` is `NotFound`.

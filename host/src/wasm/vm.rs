@@ -157,6 +157,7 @@ impl Vm {
             memory: None,
             allocator: None,
             answer_buffer: None,
+            property_sets: Vec::new(),
             contexts: Default::default(),
             current: 0,
             scope: Scope::None,

@@ -10,7 +10,9 @@
 //! `wasmesh.resume_after` (4-byte LE milliseconds: continues the current stream's
 //! current direction after that long; cancelled with the stream),
 //! `wasmesh.get_properties` (several properties in one call: see
-//! `properties::get_many`), `wasmesh.http_callbacks` (u32 LE mask of the HTTP callbacks
+//! `properties::get_many`), `wasmesh.define_properties` and
+//! `wasmesh.get_properties_by_id` (a set of paths split once, then read by id: see
+//! `properties::define`), `wasmesh.http_callbacks` (u32 LE mask of the HTTP callbacks
 //! to call: from a root context for all its streams to come, from an HTTP context for
 //! that stream; see `wasm::interest`), `wasmesh.answer_buffer` (u32 LE address and
 //! capacity of a guest region that answers may be written to: see
@@ -27,17 +29,60 @@ use crate::wasm::interest::Interest;
 use crate::wasm::properties;
 use crate::wasm::state::{Ctx, HostState};
 
+/// A foreign function that answers bytes.
+type Answering = fn(&mut HostState, &[u8]) -> Result<Vec<u8>, Status>;
+
+/// The foreign functions this host implements.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Foreign {
+    ClearRouteCache,
+    AccessLog,
+    RetryUpstream,
+    EjectEndpoint,
+    ResumeAfter,
+    GetProperties,
+    DefineProperties,
+    GetPropertiesById,
+    HttpCallbacks,
+    AnswerBuffer,
+}
+
+impl Foreign {
+    fn parse(name: &[u8]) -> Option<Foreign> {
+        Some(match name {
+            b"clear_route_cache" => Foreign::ClearRouteCache,
+            b"wasmesh.access_log" => Foreign::AccessLog,
+            b"wasmesh.retry_upstream" => Foreign::RetryUpstream,
+            b"wasmesh.eject_endpoint" => Foreign::EjectEndpoint,
+            b"wasmesh.resume_after" => Foreign::ResumeAfter,
+            b"wasmesh.get_properties" => Foreign::GetProperties,
+            b"wasmesh.define_properties" => Foreign::DefineProperties,
+            b"wasmesh.get_properties_by_id" => Foreign::GetPropertiesById,
+            b"wasmesh.http_callbacks" => Foreign::HttpCallbacks,
+            b"wasmesh.answer_buffer" => Foreign::AnswerBuffer,
+            _ => return None,
+        })
+    }
+}
+
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_call_foreign_function",
         |mut c: C<'_>, nptr: u32, nlen: u32, aptr: u32, alen: u32, ret_ptr: u32, ret_len: u32| -> R {
-            let name = memory::read_string(&mut c, nptr, nlen)?;
+            // Name and arguments are read in place: most calls happen per request.
+            let function = memory::with_bytes(&mut c, nptr, nlen, |name, _| Foreign::parse(name))?;
             memory::check(&mut c, ret_ptr, 4)?;
             memory::check(&mut c, ret_len, 4)?;
-            if name == "wasmesh.get_properties" {
-                // The paths are only looked up: read in place, not copied.
-                let answer = memory::with_bytes(&mut c, aptr, alen, |args, st| properties::get_many(st, args))?;
+            let Some(function) = function else { return Ok(Status::NotFound.raw()) };
+            let answering: Option<Answering> = match function {
+                Foreign::GetProperties => Some(|st, args| properties::get_many(st, args)),
+                Foreign::DefineProperties => Some(properties::define),
+                Foreign::GetPropertiesById => Some(|st, args| properties::get_set(st, args)),
+                _ => None,
+            };
+            if let Some(answering) = answering {
+                let answer = memory::with_bytes(&mut c, aptr, alen, |args, st| answering(st, args))?;
                 return match answer {
                     Ok(values) => {
                         memory::return_bytes(&mut c, &values, ret_ptr, ret_len)?;
@@ -46,33 +91,25 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Err(s) => Ok(s.raw()),
                 };
             }
-            let args = memory::read(&mut c, aptr, alen)?;
-            let st = c.data_mut();
-            let status = match name.as_str() {
-                "clear_route_cache" => Status::Ok,
-                "wasmesh.access_log" => match &st.host {
+            let memory_size = memory::memory(&mut c)?.data_size(&c);
+            let status = memory::with_bytes(&mut c, aptr, alen, |args, st| match function {
+                Foreign::ClearRouteCache => Status::Ok,
+                Foreign::AccessLog => match &st.host {
                     Some(h) => {
-                        h.access_log(&String::from_utf8_lossy(&args));
+                        h.access_log(&String::from_utf8_lossy(args));
                         Status::Ok
                     }
                     None => Status::InternalFailure,
                 },
-                "wasmesh.retry_upstream" => retry_upstream(st, &args),
-                "wasmesh.eject_endpoint" => match st.current_stream() {
-                    Some(stream) => match stream.try_borrow_mut() {
-                        Ok(mut s) => {
-                            s.filter_state.insert(name.clone(), Bytes::from(args));
-                            Status::Ok
-                        }
-                        Err(_) => Status::InternalFailure,
-                    },
-                    None => Status::BadArgument,
-                },
-                "wasmesh.resume_after" => resume_after(c.data_mut(), &args),
-                "wasmesh.http_callbacks" => http_callbacks(c.data_mut(), &args),
-                "wasmesh.answer_buffer" => answer_buffer(&mut c, &args)?,
-                _ => Status::NotFound,
-            };
+                Foreign::RetryUpstream => retry_upstream(st, args),
+                Foreign::EjectEndpoint => eject_endpoint(st, args),
+                Foreign::ResumeAfter => resume_after(st, args),
+                Foreign::HttpCallbacks => http_callbacks(st, args),
+                Foreign::AnswerBuffer => answer_buffer(st, args, memory_size),
+                Foreign::GetProperties | Foreign::DefineProperties | Foreign::GetPropertiesById => {
+                    Status::InternalFailure
+                }
+            })?;
             if status == Status::Ok {
                 memory::return_bytes(&mut c, &[], ret_ptr, ret_len)?;
             }
@@ -81,6 +118,15 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     l.func_wrap("env", "proxy_clear_route_cache", |_c: C<'_>| -> R { Ok(Status::Ok.raw()) })?;
     Ok(())
+}
+
+/// Records the ejection request as filter state under its own name (the arguments as
+/// value), for the proxy to act on after the callback.
+fn eject_endpoint(st: &HostState, args: &[u8]) -> Status {
+    let Some(stream) = st.current_stream() else { return Status::BadArgument };
+    let Ok(mut s) = stream.try_borrow_mut() else { return Status::InternalFailure };
+    s.filter_state.insert("wasmesh.eject_endpoint".to_string(), Bytes::copy_from_slice(args));
+    Status::Ok
 }
 
 /// Continues the current stream after `args` (u32 LE) milliseconds, in the direction it
@@ -120,19 +166,19 @@ fn resume_after(st: &mut HostState, args: &[u8]) -> Status {
 }
 
 /// Registers the guest's answer buffer: `args` is its address and capacity (u32 LE
-/// each), a region inside linear memory; see `memory::return_bytes`.
-fn answer_buffer(c: &mut C<'_>, args: &[u8]) -> wasmtime::Result<Status> {
+/// each), a region inside linear memory (`memory_size` bytes now; it only grows, so the
+/// region stays inside); see `memory::return_bytes`.
+fn answer_buffer(st: &mut HostState, args: &[u8], memory_size: usize) -> Status {
     let field = |i: usize| args.get(i..i + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes);
     let (Some(ptr), Some(cap), 8) = (field(0), field(4), args.len()) else {
-        return Ok(Status::BadArgument);
+        return Status::BadArgument;
     };
-    if ptr == 0 || cap == 0 {
-        return Ok(Status::BadArgument);
+    let inside = (ptr as usize).checked_add(cap as usize).is_some_and(|end| end <= memory_size);
+    if ptr == 0 || cap == 0 || !inside {
+        return Status::BadArgument;
     }
-    // In bounds now; memory only grows, so it stays in bounds.
-    memory::check(c, ptr, cap)?;
-    c.data_mut().answer_buffer = Some((ptr, cap));
-    Ok(Status::Ok)
+    st.answer_buffer = Some((ptr, cap));
+    Status::Ok
 }
 
 /// Sets which HTTP callbacks the current context (root: its streams to come) wants.

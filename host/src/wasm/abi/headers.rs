@@ -31,9 +31,9 @@ fn with_map<T>(st: &mut HostState, ty: u32, op: impl FnOnce(Option<(MapRef<'_>, 
             let tls = s.info.connection.tls.is_some();
             let map = match ty {
                 0 => s.request.as_mut().map(|p| (MapRef::Request(p, tls), s.request_live)),
-                1 => s.request_trailers.as_mut().map(|h| (MapRef::Plain(h), s.request_trailers_live)),
+                1 => s.request_trailers.as_deref_mut().map(|h| (MapRef::Plain(h), s.request_trailers_live)),
                 2 => s.response.as_mut().map(|p| (MapRef::Response(p), s.response_live)),
-                _ => s.response_trailers.as_mut().map(|h| (MapRef::Plain(h), s.response_trailers_live)),
+                _ => s.response_trailers.as_deref_mut().map(|h| (MapRef::Plain(h), s.response_trailers_live)),
             };
             Ok(op(map))
         }

@@ -806,3 +806,40 @@ fn answers_land_in_the_registered_answer_buffer_when_offered_and_fit() {
         assert!(matches!(v, Verdict::Continue), "{v:?}");
     });
 }
+
+#[test]
+fn a_defined_property_set_is_read_by_id_with_the_same_answer() {
+    // args at 16: [11]"plugin_name" [4]"nope"; names at 100 (define) and 140 (by id).
+    // The set's id (answered at *80, 4 bytes) is read back at 60; the by-id answer must be
+    // [3]"wat" [u32::MAX]; an unknown id is NotFound, a short one BadArgument.
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "\0b\00\00\00plugin_name\04\00\00\00nope")
+      (data (i32.const 64) "\07\00\00\00")
+      (data (i32.const 100) "wasmesh.define_properties")
+      (data (i32.const 140) "wasmesh.get_properties_by_id")
+      {ALLOC}
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $v i32)
+        (if (i32.ne (call $foreign (i32.const 100) (i32.const 25) (i32.const 16) (i32.const 23) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 84)) (i32.const 4)) (then unreachable))
+        (i32.store (i32.const 60) (i32.load (i32.load (i32.const 80))))
+        (if (i32.ne (call $foreign (i32.const 140) (i32.const 28) (i32.const 60) (i32.const 4) (i32.const 80) (i32.const 84)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 84)) (i32.const 11)) (then unreachable))
+        (local.set $v (i32.load (i32.const 80)))
+        (if (i32.ne (i32.load (local.get $v)) (i32.const 3)) (then unreachable))
+        (if (i32.ne (i32.load8_u (i32.add (local.get $v) (i32.const 4))) (i32.const 0x77)) (then unreachable))
+        (if (i32.ne (i32.load (i32.add (local.get $v) (i32.const 7))) (i32.const -1)) (then unreachable))
+        (if (i32.ne (call $foreign (i32.const 140) (i32.const 28) (i32.const 64) (i32.const 4) (i32.const 80) (i32.const 84)) (i32.const 1))
+          (then unreachable))
+        (if (i32.ne (call $foreign (i32.const 140) (i32.const 28) (i32.const 64) (i32.const 2) (i32.const 80) (i32.const 84)) (i32.const 2))
+          (then unreachable))
+        i32.const 0))"#
+    );
+    let (v, _, _) = one_request(&wat, |_| {});
+    assert!(matches!(v, Verdict::Continue), "the by-id answer differed from the expected one: {v:?}");
+}
