@@ -23,7 +23,7 @@ use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmesh_sdk::stream;
+use wasmesh_sdk::{stream, PropertyBatch};
 
 use crate::config::{Config, PathMode};
 use crate::policy::{Decision, Evaluation, Hit, Label, Provider, Request};
@@ -71,9 +71,12 @@ struct HostRequest {
     method: String,
     host: String,
     path: String,
+    /// The target's query (`?…`, or empty), for the CUSTOM check.
+    query: String,
     trusted_proxies: u32,
-    /// The request headers, read once with the pseudo-headers above.
-    headers: HeaderBlock,
+    /// The request headers, read (in one hostcall) when a policy or the CUSTOM check
+    /// first looks at one: most requests need only method, host and path.
+    headers: OnceCell<HeaderBlock>,
     source: OnceCell<Option<IpAddr>>,
     remote: OnceCell<Option<IpAddr>>,
     destination: OnceCell<Option<SocketAddr>>,
@@ -224,8 +227,7 @@ impl Stream {
     /// Sends the CUSTOM check; `Err` when it could not be dispatched.
     fn dispatch_check(&mut self, p: &Provider) -> Result<u32, String> {
         let req = self.req.as_ref().ok_or("no request")?;
-        let (_, query) = path::split_query(req.headers.get(":path").unwrap_or_default());
-        let check_path = format!("{}{}{}", p.path_prefix, req.path, query);
+        let check_path = format!("{}{}{}", p.path_prefix, req.path, req.query);
         let mut headers: Vec<(&str, String)> = vec![
             (":method", req.method.clone()),
             (":path", check_path),
@@ -322,16 +324,17 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // One hostcall for every header the policies may read.
-        let mut block = headers::request_headers();
-        let target = block.get(":path").unwrap_or("/");
+        // Path, method and host in one hostcall (a set the host knows by id); the other
+        // headers only if a policy asks.
+        let head = HEAD.with(PropertyBatch::read);
+        let text = |i: usize| head.get(i).and_then(|b| std::str::from_utf8(b).ok());
+        let target = text(0).unwrap_or("/");
         let (raw_path, query) = path::split_query(target);
         let normalized = if raw_path == "*" { raw_path.to_string() } else { path::normalize(raw_path) };
         if normalized != raw_path {
             match self.config.path_mode {
                 PathMode::Rewrite => {
                     self.set_http_request_header(":path", Some(&format!("{normalized}{query}")));
-                    block = headers::request_headers();
                 }
                 PathMode::Reject => {
                     self.send_http_response(400, vec![("content-type", "text/plain")], Some(b"non-normalized path"));
@@ -339,9 +342,10 @@ impl HttpContext for Stream {
                 }
             }
         }
-        let method = block.get(":method").unwrap_or_default().to_string();
-        let host = block.get(":authority").or_else(|| block.get("host")).unwrap_or_default().to_string();
-        self.req = Some(HostRequest::new(method, host, normalized, self.config.trusted_proxies, block));
+        let method = text(1).unwrap_or_default().to_string();
+        let host = text(2).unwrap_or_default().to_string();
+        let query = query.to_string();
+        self.req = Some(HostRequest::new(method, host, normalized, query, self.config.trusted_proxies));
         let Some(req) = self.req.as_ref() else { return Action::Continue };
         if self.config.policies.is_empty() {
             return Action::Continue;
@@ -363,6 +367,11 @@ impl HttpContext for Stream {
     }
 }
 
+thread_local! {
+    /// What every request needs: `:path`, `:method`, `:authority` (`host` as fallback).
+    static HEAD: PropertyBatch = PropertyBatch::new(&["request.path", "request.method", "request.host"]);
+}
+
 fn is_hop_by_hop(name: &str) -> bool {
     ["connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"]
         .iter()
@@ -372,13 +381,14 @@ fn is_hop_by_hop(name: &str) -> bool {
 // === impl HostRequest ===
 
 impl HostRequest {
-    fn new(method: String, host: String, path: String, trusted_proxies: u32, headers: HeaderBlock) -> HostRequest {
+    fn new(method: String, host: String, path: String, query: String, trusted_proxies: u32) -> HostRequest {
         HostRequest {
             method,
             host,
             path,
+            query,
             trusted_proxies,
-            headers,
+            headers: OnceCell::new(),
             source: OnceCell::new(),
             remote: OnceCell::new(),
             destination: OnceCell::new(),
@@ -417,7 +427,7 @@ impl Request for HostRequest {
     }
 
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut found = self.headers.get_all(name);
+        let mut found = self.headers.get_or_init(headers::request_headers).get_all(name);
         let first = found.next()?;
         match found.next() {
             None => Some(Cow::Borrowed(first)),
