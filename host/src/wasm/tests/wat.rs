@@ -640,15 +640,27 @@ fn cluster_name_is_readable_in_the_request_phase() {
     });
 }
 
+/// The import, memory and property batch (at 16: `[11]"plugin_name" [4]"nope"`) of the
+/// property-batch tests.
+const BATCH_MODULE_HEAD: &str = r#"(import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "\0b\00\00\00plugin_name\04\00\00\00nope")"#;
+
+/// Traps unless the answer at `*80` (length at 84) is `[3]"wat" [u32::MAX]`: the batch of
+/// [`BATCH_MODULE_HEAD`] read in a filter named `wat`. Needs a local `$v`.
+const EXPECT_BATCH_ANSWER: &str = r#"(if (i32.ne (i32.load (i32.const 84)) (i32.const 11)) (then unreachable))
+        (local.set $v (i32.load (i32.const 80)))
+        (if (i32.ne (i32.load (local.get $v)) (i32.const 3)) (then unreachable))
+        (if (i32.ne (i32.load8_u (i32.add (local.get $v) (i32.const 4))) (i32.const 0x77)) (then unreachable))
+        (if (i32.ne (i32.load (i32.add (local.get $v) (i32.const 7))) (i32.const -1)) (then unreachable))"#;
+
 #[test]
 fn get_properties_answers_values_and_absent_markers_in_one_call() {
     // args at 16: [11]"plugin_name" [4]"nope"; name at 100 (clear of the out-pointers at 80/84); malformed args at 48 (length
     // 200 with 3 bytes behind it). The answer must be [3]"wat" [u32::MAX].
     let wat = format!(
         r#"(module
-      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (data (i32.const 16) "\0b\00\00\00plugin_name\04\00\00\00nope")
+      {BATCH_MODULE_HEAD}
       (data (i32.const 48) "\c8\00\00\00abc")
       (data (i32.const 100) "wasmesh.get_properties")
       {ALLOC}
@@ -656,11 +668,7 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $v i32)
         (if (i32.ne (call $foreign (i32.const 100) (i32.const 22) (i32.const 16) (i32.const 23) (i32.const 80) (i32.const 84)) (i32.const 0))
           (then unreachable))
-        (if (i32.ne (i32.load (i32.const 84)) (i32.const 11)) (then unreachable))
-        (local.set $v (i32.load (i32.const 80)))
-        (if (i32.ne (i32.load (local.get $v)) (i32.const 3)) (then unreachable))
-        (if (i32.ne (i32.load8_u (i32.add (local.get $v) (i32.const 4))) (i32.const 0x77)) (then unreachable))
-        (if (i32.ne (i32.load (i32.add (local.get $v) (i32.const 7))) (i32.const -1)) (then unreachable))
+        {EXPECT_BATCH_ANSWER}
         (if (i32.ne (call $foreign (i32.const 100) (i32.const 22) (i32.const 48) (i32.const 7) (i32.const 80) (i32.const 84)) (i32.const 2))
           (then unreachable))
         i32.const 0))"#
@@ -814,9 +822,7 @@ fn a_defined_property_set_is_read_by_id_with_the_same_answer() {
     // [3]"wat" [u32::MAX]; an unknown id is NotFound, a short one BadArgument.
     let wat = format!(
         r#"(module
-      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (data (i32.const 16) "\0b\00\00\00plugin_name\04\00\00\00nope")
+      {BATCH_MODULE_HEAD}
       (data (i32.const 64) "\07\00\00\00")
       (data (i32.const 100) "wasmesh.define_properties")
       (data (i32.const 140) "wasmesh.get_properties_by_id")
@@ -829,11 +835,7 @@ fn a_defined_property_set_is_read_by_id_with_the_same_answer() {
         (i32.store (i32.const 60) (i32.load (i32.load (i32.const 80))))
         (if (i32.ne (call $foreign (i32.const 140) (i32.const 28) (i32.const 60) (i32.const 4) (i32.const 80) (i32.const 84)) (i32.const 0))
           (then unreachable))
-        (if (i32.ne (i32.load (i32.const 84)) (i32.const 11)) (then unreachable))
-        (local.set $v (i32.load (i32.const 80)))
-        (if (i32.ne (i32.load (local.get $v)) (i32.const 3)) (then unreachable))
-        (if (i32.ne (i32.load8_u (i32.add (local.get $v) (i32.const 4))) (i32.const 0x77)) (then unreachable))
-        (if (i32.ne (i32.load (i32.add (local.get $v) (i32.const 7))) (i32.const -1)) (then unreachable))
+        {EXPECT_BATCH_ANSWER}
         (if (i32.ne (call $foreign (i32.const 140) (i32.const 28) (i32.const 64) (i32.const 4) (i32.const 80) (i32.const 84)) (i32.const 1))
           (then unreachable))
         (if (i32.ne (call $foreign (i32.const 140) (i32.const 28) (i32.const 64) (i32.const 2) (i32.const 80) (i32.const 84)) (i32.const 2))
