@@ -123,13 +123,7 @@ fn answered<R>(
 ) -> R {
     ANSWER.with(|cell| {
         let mut lent = cell.try_borrow_mut().ok();
-        let offered = match lent.as_mut() {
-            Some(b) => match b.ready() {
-                true => b.buf.as_mut_ptr(),
-                false => null_mut(),
-            },
-            None => null_mut(),
-        };
+        let offered = lent.as_mut().map_or(null_mut(), |b| if b.ready() { b.buf.as_mut_ptr() } else { null_mut() });
         let (mut data, mut size) = (offered, 0usize);
         let status = call(&mut data, &mut size);
         if data.is_null() || size == 0 {
@@ -179,25 +173,19 @@ pub(crate) fn with_header_value<R>(map: MapType, name: &str, f: impl FnOnce(Opti
     )
 }
 
-/// Runs `f` on a property given by its serialized path (segments joined by NUL; a
-/// dotted name is one segment); `f` gets `None` when it is absent or empty.
-pub(crate) fn with_property<R>(path: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Status> {
+/// A property by its serialized path (segments joined by NUL; a dotted name is one
+/// segment). `Ok(None)` when absent or empty (as the proxy-wasm SDK reads it).
+pub(crate) fn get_property(path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     answered(
         // SAFETY: `path` is valid for reads of its length during the call; the host
         // writes a pointer and a length into the two out-parameters.
         |data, size| unsafe { proxy_get_property(path.as_ptr(), path.len(), data, size) },
         |status, answer| match status {
-            // An empty value reads as absent, as the proxy-wasm SDK reads it.
-            Status::Ok => Ok(f(answer.as_ref().map(Answer::bytes))),
-            Status::NotFound => Ok(f(None)),
+            Status::Ok => Ok(answer.map(Answer::into_vec)),
+            Status::NotFound => Ok(None),
             other => Err(other),
         },
     )
-}
-
-/// A property by its serialized path. `Ok(None)` when absent.
-pub(crate) fn get_property(path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    with_property(path, |v| v.map(<[u8]>::to_vec))
 }
 
 /// Calls a host foreign function; `f` gets its answer (`None`: an empty one).

@@ -43,6 +43,11 @@ pub fn request_header(name: &str) -> Option<String> {
     with_request_header(name, |v| v.map(str::to_string))
 }
 
+/// The value of response header `name` (`None`: absent, empty or not UTF-8).
+pub fn response_header(name: &str) -> Option<String> {
+    with_response_header(name, |v| v.map(str::to_string))
+}
+
 /// The response status (`:status`), parsed in place; `None` outside the response phases.
 pub fn response_status() -> Option<u16> {
     with_response_header(":status", |v| v.and_then(|s| s.parse().ok()))

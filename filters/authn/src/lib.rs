@@ -26,6 +26,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 
 use wasmesh_sdk::audit;
+use wasmesh_sdk::headers::request_header;
 use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -342,10 +343,6 @@ impl Shared {
         );
         Action::Pause
     }
-}
-
-fn request_header(name: &str) -> Option<String> {
-    wasmesh_sdk::headers::request_header(name)
 }
 
 /// The request of the effective context, for token extraction.

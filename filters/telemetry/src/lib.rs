@@ -613,8 +613,7 @@ impl HttpContext for Stream {
             if self.reporter().local_is_destination() {
                 self.set_http_response_header(peer::HEADER, Some(&shared.local_header));
                 self.set_http_response_header(peer::ID_HEADER, Some(&shared.node_id));
-            } else if let Some(h) = wasmesh_sdk::headers::with_response_header(peer::HEADER, |h| h.map(str::to_string))
-            {
+            } else if let Some(h) = wasmesh_sdk::headers::response_header(peer::HEADER) {
                 // Learn the server and strip its headers before the app sees them.
                 self.peer = shared.peer(&h);
                 self.set_http_response_header(peer::HEADER, None);

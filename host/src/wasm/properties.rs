@@ -139,11 +139,11 @@ pub(crate) type PropertySet = Vec<Vec<Box<str>>>;
 /// `wasmesh.get_properties_by_id`. Malformed: `BadArgument`; over [`MAX_SETS`] sets:
 /// `InternalFailure` (the caller falls back to naming its paths).
 pub(crate) fn define(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
-    let set: PropertySet =
-        paths(args)?.map(|p| with_segments(p, |s| s.iter().map(|seg| Box::from(*seg)).collect())).collect();
     if st.property_sets.len() >= MAX_SETS {
         return Err(Status::InternalFailure);
     }
+    let set: PropertySet =
+        paths(args)?.into_iter().map(|p| with_segments(p, |s| s.iter().map(|seg| Box::from(*seg)).collect())).collect();
     st.property_sets.push(set);
     Ok(((st.property_sets.len() - 1) as u32).to_le_bytes().to_vec())
 }
@@ -162,7 +162,7 @@ pub(crate) fn get_set(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
 }
 
 /// The paths of a `wasmesh.get_properties` argument.
-fn paths(mut args: &[u8]) -> Result<impl Iterator<Item = &[u8]>, Status> {
+fn paths(mut args: &[u8]) -> Result<Vec<&[u8]>, Status> {
     let mut all = Vec::with_capacity(16);
     while !args.is_empty() {
         let (len, rest) = args.split_first_chunk::<4>().ok_or(Status::BadArgument)?;
@@ -174,7 +174,7 @@ fn paths(mut args: &[u8]) -> Result<impl Iterator<Item = &[u8]>, Status> {
         all.push(path);
         args = rest;
     }
-    Ok(all.into_iter())
+    Ok(all)
 }
 
 /// Appends one answer entry: the value `read` appends after a length placeholder, patched

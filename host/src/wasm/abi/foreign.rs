@@ -32,17 +32,22 @@ use crate::wasm::state::{Ctx, HostState};
 /// A foreign function that answers bytes.
 type Answering = fn(&mut HostState, &[u8]) -> Result<Vec<u8>, Status>;
 
-/// The foreign functions this host implements.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The foreign functions this host implements: those that answer bytes, and those that
+/// act and answer only a status.
+#[derive(Clone, Copy)]
 enum Foreign {
+    Answers(Answering),
+    Acts(Act),
+}
+
+/// The foreign functions that answer only a status.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Act {
     ClearRouteCache,
     AccessLog,
     RetryUpstream,
     EjectEndpoint,
     ResumeAfter,
-    GetProperties,
-    DefineProperties,
-    GetPropertiesById,
     HttpCallbacks,
     AnswerBuffer,
 }
@@ -50,16 +55,16 @@ enum Foreign {
 impl Foreign {
     fn parse(name: &[u8]) -> Option<Foreign> {
         Some(match name {
-            b"clear_route_cache" => Foreign::ClearRouteCache,
-            b"wasmesh.access_log" => Foreign::AccessLog,
-            b"wasmesh.retry_upstream" => Foreign::RetryUpstream,
-            b"wasmesh.eject_endpoint" => Foreign::EjectEndpoint,
-            b"wasmesh.resume_after" => Foreign::ResumeAfter,
-            b"wasmesh.get_properties" => Foreign::GetProperties,
-            b"wasmesh.define_properties" => Foreign::DefineProperties,
-            b"wasmesh.get_properties_by_id" => Foreign::GetPropertiesById,
-            b"wasmesh.http_callbacks" => Foreign::HttpCallbacks,
-            b"wasmesh.answer_buffer" => Foreign::AnswerBuffer,
+            b"wasmesh.get_properties" => Foreign::Answers(|st, args| properties::get_many(st, args)),
+            b"wasmesh.define_properties" => Foreign::Answers(properties::define),
+            b"wasmesh.get_properties_by_id" => Foreign::Answers(|st, args| properties::get_set(st, args)),
+            b"clear_route_cache" => Foreign::Acts(Act::ClearRouteCache),
+            b"wasmesh.access_log" => Foreign::Acts(Act::AccessLog),
+            b"wasmesh.retry_upstream" => Foreign::Acts(Act::RetryUpstream),
+            b"wasmesh.eject_endpoint" => Foreign::Acts(Act::EjectEndpoint),
+            b"wasmesh.resume_after" => Foreign::Acts(Act::ResumeAfter),
+            b"wasmesh.http_callbacks" => Foreign::Acts(Act::HttpCallbacks),
+            b"wasmesh.answer_buffer" => Foreign::Acts(Act::AnswerBuffer),
             _ => return None,
         })
     }
@@ -74,41 +79,37 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let function = memory::with_bytes(&mut c, nptr, nlen, |name, _| Foreign::parse(name))?;
             memory::check(&mut c, ret_ptr, 4)?;
             memory::check(&mut c, ret_len, 4)?;
-            let Some(function) = function else { return Ok(Status::NotFound.raw()) };
-            let answering: Option<Answering> = match function {
-                Foreign::GetProperties => Some(|st, args| properties::get_many(st, args)),
-                Foreign::DefineProperties => Some(properties::define),
-                Foreign::GetPropertiesById => Some(|st, args| properties::get_set(st, args)),
-                _ => None,
+            let act = match function {
+                None => return Ok(Status::NotFound.raw()),
+                Some(Foreign::Answers(answering)) => {
+                    return match memory::with_bytes(&mut c, aptr, alen, |args, st| answering(st, args))? {
+                        Ok(values) => {
+                            memory::return_bytes(&mut c, &values, ret_ptr, ret_len)?;
+                            Ok(Status::Ok.raw())
+                        }
+                        Err(s) => Ok(s.raw()),
+                    };
+                }
+                Some(Foreign::Acts(act)) => act,
             };
-            if let Some(answering) = answering {
-                let answer = memory::with_bytes(&mut c, aptr, alen, |args, st| answering(st, args))?;
-                return match answer {
-                    Ok(values) => {
-                        memory::return_bytes(&mut c, &values, ret_ptr, ret_len)?;
-                        Ok(Status::Ok.raw())
-                    }
-                    Err(s) => Ok(s.raw()),
-                };
-            }
-            let memory_size = memory::memory(&mut c)?.data_size(&c);
-            let status = memory::with_bytes(&mut c, aptr, alen, |args, st| match function {
-                Foreign::ClearRouteCache => Status::Ok,
-                Foreign::AccessLog => match &st.host {
+            let memory_size = match act {
+                Act::AnswerBuffer => memory::memory(&mut c)?.data_size(&c),
+                _ => 0,
+            };
+            let status = memory::with_bytes(&mut c, aptr, alen, |args, st| match act {
+                Act::ClearRouteCache => Status::Ok,
+                Act::AccessLog => match &st.host {
                     Some(h) => {
                         h.access_log(&String::from_utf8_lossy(args));
                         Status::Ok
                     }
                     None => Status::InternalFailure,
                 },
-                Foreign::RetryUpstream => retry_upstream(st, args),
-                Foreign::EjectEndpoint => eject_endpoint(st, args),
-                Foreign::ResumeAfter => resume_after(st, args),
-                Foreign::HttpCallbacks => http_callbacks(st, args),
-                Foreign::AnswerBuffer => answer_buffer(st, args, memory_size),
-                Foreign::GetProperties | Foreign::DefineProperties | Foreign::GetPropertiesById => {
-                    Status::InternalFailure
-                }
+                Act::RetryUpstream => retry_upstream(st, args),
+                Act::EjectEndpoint => eject_endpoint(st, args),
+                Act::ResumeAfter => resume_after(st, args),
+                Act::HttpCallbacks => http_callbacks(st, args),
+                Act::AnswerBuffer => answer_buffer(st, args, memory_size),
             })?;
             if status == Status::Ok {
                 memory::return_bytes(&mut c, &[], ret_ptr, ret_len)?;
