@@ -8,7 +8,10 @@
 //! it replaces that stream's set, in time if done in that direction's headers callback
 //! (e.g. declare headers only for all streams, and ask for the bodies from the request
 //! headers of the few streams whose bodies matter: no call for the others). Leaving out [`Callbacks::DONE`] means "done at
-//! once" (the SDK's default `on_done`); `on_delete` is always called. Hosts without the
+//! once" (the SDK's default `on_done`); `on_delete` is always called. A stream that comes
+//! to hold something its `on_done` releases (a counter slot, a pending call) adds `DONE`
+//! to its own set then, so the other streams skip that call. The host keeps a head
+//! readable after its phase only for a filter that wants a later callback. Hosts without the
 //! extension (Envoy) answer `NotFound` and call everything, which is always correct:
 //! ignore the error.
 
@@ -21,6 +24,8 @@ use proxy_wasm::types::Status;
 pub struct Callbacks(u32);
 
 impl Callbacks {
+    /// No callback (`on_delete` is still called).
+    pub const NONE: Callbacks = Callbacks(0);
     /// `on_http_request_headers`.
     pub const REQUEST_HEADERS: Callbacks = Callbacks(1);
     /// `on_http_request_body`.

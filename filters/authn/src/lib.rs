@@ -285,6 +285,8 @@ impl Shared {
                 *budget = budget.saturating_sub(1);
                 let mut woken = Vec::new();
                 if self.send_fetch(ri, me, now, &mut woken) {
+                    // `on_done` hands the fetch over if this stream goes away first.
+                    let _ = callbacks::only(Callbacks::REQUEST_HEADERS | Callbacks::DONE);
                     return Action::Pause;
                 }
                 self.wake(woken);
@@ -383,7 +385,8 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::REQUEST_HEADERS | Callbacks::DONE);
+        // `on_done` only for a stream that sends a JWKS fetch (`decide`).
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {

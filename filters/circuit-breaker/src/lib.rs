@@ -60,12 +60,21 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::HEADERS);
         let Some(c) = wasmesh_sdk::config::configure("circuit-breaker", Config::from_json) else { return false };
         for w in &c.warnings {
             hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: {w}")).ok();
         }
+        // The callbacks this configuration uses: pool limits act on request headers,
+        // outlier detection on response headers. The host skips the others (Envoy
+        // ignores this).
+        let mut wanted = Callbacks::NONE;
+        if c.has_limits {
+            wanted = wanted | Callbacks::REQUEST_HEADERS;
+        }
+        if c.has_outlier {
+            wanted = wanted | Callbacks::RESPONSE_HEADERS;
+        }
+        let _ = callbacks::only(wanted);
         self.config = Rc::new(c);
         true
     }

@@ -82,7 +82,8 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::REQUEST_HEADERS | Callbacks::DONE);
+        // `on_done` only for the streams that hold something to release (`Stream::hold`).
+        let _ = callbacks::only(Callbacks::REQUEST_HEADERS);
         let Some(c) = wasmesh_sdk::config::configure("fault", Config::from_json) else { return false };
         self.config = Rc::new(c);
         self.seed = now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xFA17;
@@ -170,9 +171,18 @@ impl Stream {
             }
         })
         .unwrap_or(false);
-        self.counted_active = admitted;
+        if admitted {
+            self.counted_active = true;
+            hold();
+        }
         admitted
     }
+}
+
+/// This stream holds something `on_done` releases (an active-fault count, a timer): ask
+/// the host to call it.
+fn hold() {
+    let _ = callbacks::only(Callbacks::REQUEST_HEADERS | Callbacks::DONE);
 }
 
 impl Context for Stream {
@@ -227,6 +237,9 @@ impl HttpContext for Stream {
                 if !resumed_by_host {
                     let abort = abort.map(|k| (k, grpc));
                     self.timers.push(Timer { due_ms: now_ms().saturating_add(ms), context_id: self.id, abort });
+                    if !self.counted_active {
+                        hold();
+                    }
                 }
                 Action::Pause
             }

@@ -67,7 +67,8 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::DONE);
+        // `on_done` only for a stream holding a budget slot (`acquire_budget`).
+        let _ = callbacks::only(Callbacks::HEADERS);
         let Some(c) = wasmesh_sdk::config::configure("retry", Config::from_json) else { return false };
         self.config = Rc::new(c);
         self.metrics = (|| {
@@ -132,6 +133,7 @@ impl Stream {
         match taken {
             Ok(true) => {
                 self.budget_slot = Some(key);
+                let _ = callbacks::only(Callbacks::HEADERS | Callbacks::DONE);
                 true
             }
             Ok(false) => false,

@@ -679,6 +679,25 @@ impl RouterConfig {
             warnings: Vec::new(),
         }
     }
+
+    /// Some rule changes response headers (its own or a destination's ops, or CORS):
+    /// the filter needs `on_http_response_headers`.
+    pub fn edits_responses(&self) -> bool {
+        self.routes.iter().any(|r| {
+            let destination_ops = match &r.action {
+                RouteAction::Forward { destinations, .. } => {
+                    destinations.iter().any(|d| !d.headers.response.is_empty())
+                }
+                _ => false,
+            };
+            destination_ops || !r.headers.response.is_empty() || r.cors.is_some()
+        })
+    }
+
+    /// Some rule mirrors: the filter copies request bodies for the mirrors.
+    pub fn mirrors(&self) -> bool {
+        self.routes.iter().any(|r| !r.mirrors.is_empty())
+    }
 }
 
 /// The request headers the rules read, so the filter need not fetch the whole map.

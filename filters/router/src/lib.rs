@@ -77,11 +77,19 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        // The callbacks this filter implements; the host skips the others (Envoy ignores this).
-        let _ = callbacks::only(Callbacks::HEADERS | Callbacks::REQUEST_BODY | Callbacks::REQUEST_TRAILERS);
         let Some(config) = wasmesh_sdk::config::configure("router", |b| config::parse(b, &NodeMetadata)) else {
             return false;
         };
+        // The callbacks this configuration uses; the host skips the others (Envoy ignores
+        // this).
+        let mut wanted = Callbacks::REQUEST_HEADERS;
+        if config.edits_responses() {
+            wanted = wanted | Callbacks::RESPONSE_HEADERS;
+        }
+        if config.mirrors() {
+            wanted = wanted | Callbacks::REQUEST_BODY | Callbacks::REQUEST_TRAILERS;
+        }
+        let _ = callbacks::only(wanted);
         // Clock nanos mixed with std's per-process random keys (WASI random_get on
         // wasm32-wasip1), so VMs started in the same instant still differ.
         let clock =

@@ -266,8 +266,18 @@ impl HttpStream {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
         self.publish_upstream();
         let n = head.headers.len() as u32 + 4;
-        let _lend = Lend::request(&shared, head);
-        self.headers_phase(Dir::Request, HttpCb::RequestHeaders(n, end_of_stream)).await
+        let cb = HttpCb::RequestHeaders(n, end_of_stream);
+        if !self.wants(cb) {
+            // No filter is called: nothing to lend; a copy only for one reading it later.
+            if self.reads_after_headers(Dir::Request) {
+                shared.borrow_mut().request = Some(head.clone());
+            }
+            return Verdict::Continue;
+        }
+        let mut lend = Lend::request(&shared, head);
+        let verdict = self.headers_phase(Dir::Request, cb).await;
+        lend.keep = self.reads_after_headers(Dir::Request);
+        verdict
     }
 
     /// Runs `on_response_headers` in reverse chain order on `head`.
@@ -275,8 +285,18 @@ impl HttpStream {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
         self.publish_upstream();
         let n = head.headers.len() as u32 + 1;
-        let _lend = Lend::response(&shared, head);
-        self.headers_phase(Dir::Response, HttpCb::ResponseHeaders(n, end_of_stream)).await
+        let cb = HttpCb::ResponseHeaders(n, end_of_stream);
+        if !self.wants(cb) {
+            // No filter is called: nothing to lend; a copy only for one reading it later.
+            if self.reads_after_headers(Dir::Response) {
+                shared.borrow_mut().response = Some(head.clone());
+            }
+            return Verdict::Continue;
+        }
+        let mut lend = Lend::response(&shared, head);
+        let verdict = self.headers_phase(Dir::Response, cb).await;
+        lend.keep = self.reads_after_headers(Dir::Response);
+        verdict
     }
 
     /// Runs `on_request_trailers` in chain order. A body held by a filter is released
@@ -541,6 +561,21 @@ impl HttpStream {
         BodyVerdict::Forward(data.freeze())
     }
 
+    /// Whether any filter is to be called for `cb` (a failed VM is, to apply its policy).
+    fn wants(&self, cb: HttpCb) -> bool {
+        self.filters
+            .iter()
+            .any(|slot| !slot.skipped && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants(slot.ctx, cb)))
+    }
+
+    /// Whether any filter may read the head of `dir` after its headers phase (else no
+    /// copy of it is kept once it moves on).
+    fn reads_after_headers(&self, dir: Dir) -> bool {
+        self.filters.iter().any(|slot| {
+            !slot.skipped && slot.vm.as_ref().is_some_and(|vm| vm.reads_after_headers(slot.ctx, dir == Dir::Response))
+        })
+    }
+
     /// Whether filter `i` must see bodies of `dir` (a failed VM must, to apply its policy).
     fn slot_wants_body(&self, i: usize, dir: Dir) -> bool {
         let slot = &self.filters[i];
@@ -646,6 +681,17 @@ impl Drop for HttpStream {
     }
 }
 
+#[cfg(test)]
+impl HttpStream {
+    /// Whether the stream state holds a copy of the request and of the response head.
+    pub(crate) fn kept_heads(&self) -> (bool, bool) {
+        self.shared.as_ref().map_or((false, false), |s| {
+            let s = s.borrow();
+            (s.request.is_some(), s.response.is_some())
+        })
+    }
+}
+
 impl std::fmt::Debug for HttpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpStream")
@@ -700,8 +746,15 @@ fn body_len(shared: &Rc<RefCell<StreamShared>>, dir: Dir) -> usize {
 }
 
 /// Lends a head to the filters for one phase and gives it back (keeping a read-only copy
-/// for later phases and `on_log`), also when the phase future is dropped.
-enum Lend<'a> {
+/// for later phases and `on_log` unless told no filter reads it), also when the phase
+/// future is dropped.
+struct Lend<'a> {
+    lent: Lent<'a>,
+    /// Keep a copy in the stream state (default: yes, the safe answer).
+    keep: bool,
+}
+
+enum Lent<'a> {
     Request(&'a mut http::request::Parts, Rc<RefCell<StreamShared>>),
     Response(&'a mut http::response::Parts, Rc<RefCell<StreamShared>>),
     Trailers(&'a mut http::HeaderMap, Dir, Rc<RefCell<StreamShared>>),
@@ -713,7 +766,7 @@ impl<'a> Lend<'a> {
         let mut s = shared.borrow_mut();
         s.request = Some(taken);
         s.request_live = true;
-        Lend::Request(head, shared.clone())
+        Lend { lent: Lent::Request(head, shared.clone()), keep: true }
     }
 
     fn response(shared: &Rc<RefCell<StreamShared>>, head: &'a mut http::response::Parts) -> Self {
@@ -721,7 +774,7 @@ impl<'a> Lend<'a> {
         let mut s = shared.borrow_mut();
         s.response = Some(taken);
         s.response_live = true;
-        Lend::Response(head, shared.clone())
+        Lend { lent: Lent::Response(head, shared.clone()), keep: true }
     }
 
     fn trailers(shared: &Rc<RefCell<StreamShared>>, dir: Dir, t: &'a mut http::HeaderMap) -> Self {
@@ -737,30 +790,31 @@ impl<'a> Lend<'a> {
                 s.response_trailers_live = true;
             }
         }
-        Lend::Trailers(t, dir, shared.clone())
+        Lend { lent: Lent::Trailers(t, dir, shared.clone()), keep: true }
     }
 }
 
 impl Drop for Lend<'_> {
     fn drop(&mut self) {
-        match self {
-            Lend::Request(head, shared) => {
+        let keep = self.keep;
+        match &mut self.lent {
+            Lent::Request(head, shared) => {
                 let Ok(mut s) = shared.try_borrow_mut() else { return };
                 s.request_live = false;
                 if let Some(p) = s.request.take() {
-                    s.request = Some(p.clone());
+                    s.request = keep.then(|| p.clone());
                     **head = p;
                 }
             }
-            Lend::Response(head, shared) => {
+            Lent::Response(head, shared) => {
                 let Ok(mut s) = shared.try_borrow_mut() else { return };
                 s.response_live = false;
                 if let Some(p) = s.response.take() {
-                    s.response = Some(p.clone());
+                    s.response = keep.then(|| p.clone());
                     **head = p;
                 }
             }
-            Lend::Trailers(t, dir, shared) => {
+            Lent::Trailers(t, dir, shared) => {
                 let Ok(mut guard) = shared.try_borrow_mut() else { return };
                 let s = &mut *guard;
                 let (slot, live) = match dir {

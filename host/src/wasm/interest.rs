@@ -73,6 +73,14 @@ impl Interest {
         self.0 & bits != 0
     }
 
+    /// Whether a callback after the headers of a direction can read that direction's
+    /// head: for the request, every later callback; for the response, its body,
+    /// trailers, `on_done` and `on_log`.
+    pub fn reads_after_headers(self, response: bool) -> bool {
+        let later = if response { RESPONSE_BODY | RESPONSE_TRAILERS | DONE | LOG } else { !REQUEST_HEADERS };
+        self.0 & later != 0
+    }
+
     /// Whether the body of a direction is to be called.
     pub fn wants_body(self, response: bool) -> bool {
         self.0 & if response { RESPONSE_BODY } else { REQUEST_BODY } != 0
@@ -95,6 +103,11 @@ mod tests {
         assert!(!headers_only.wants_body_or_trailers(true) && !headers_only.wants_body_or_trailers(false));
         let trailers = Interest::from_args(&32u32.to_le_bytes()).unwrap_or(Interest::ALL);
         assert!(trailers.wants_body_or_trailers(true) && !trailers.wants_body(true));
+        assert!(headers_only.reads_after_headers(false), "response headers come after the request head");
+        assert!(!headers_only.reads_after_headers(true));
+        let request_only = Interest::from_args(&1u32.to_le_bytes()).unwrap_or(Interest::ALL);
+        assert!(!request_only.reads_after_headers(false) && !request_only.reads_after_headers(true));
+        assert!(log_only.reads_after_headers(false) && log_only.reads_after_headers(true));
         assert_eq!(Interest::from_args(&256u32.to_le_bytes()), None, "unknown bit");
         assert_eq!(Interest::from_args(&[1, 0]), None, "short");
     }

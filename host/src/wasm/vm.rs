@@ -368,6 +368,23 @@ impl Vm {
         guard.as_ref().is_some_and(|i| exported(&i.cb) && wanted(ctx_interest(i, ctx)))
     }
 
+    /// Whether HTTP context `ctx` is to be called for `cb`.
+    pub fn wants(&self, ctx: u32, cb: HttpCb) -> bool {
+        self.interest(ctx).wants(cb)
+    }
+
+    /// Whether HTTP context `ctx` may still read the head of a direction once that
+    /// direction's headers phase is over: it wants a later callback, or a call it made
+    /// is still to be answered. True while the VM is busy (the safe answer).
+    pub fn reads_after_headers(&self, ctx: u32, response: bool) -> bool {
+        let Ok(guard) = self.inner.try_borrow() else { return true };
+        let Some(inner) = guard.as_ref() else { return false };
+        match inner.store.data().contexts.get(&ctx) {
+            Some(Ctx::Http(h)) => !h.calls.is_empty() || h.interest.reads_after_headers(response),
+            _ => false,
+        }
+    }
+
     /// The callbacks context `ctx` wants (all when unknown).
     fn interest(&self, ctx: u32) -> Interest {
         self.inner.try_borrow().ok().and_then(|g| g.as_ref().map(|i| ctx_interest(i, ctx))).unwrap_or(Interest::ALL)

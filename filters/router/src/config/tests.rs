@@ -421,3 +421,23 @@ fn every_bad_rule_is_reported() {
     assert_eq!(e.0[1].path, "routes[2].redirect.redirectCode");
     assert!(e.to_string().contains("; routes[2].redirect.redirectCode: 200 is not a redirect code"), "{e}");
 }
+
+#[test]
+fn the_callbacks_a_config_needs_follow_its_rules() {
+    // Request-side rules only: no response headers, no bodies.
+    let c = ok(
+        r#"{"routes": [{"route": [{"destination": {"host": "web"}}], "headers": {"request": {"set": {"a": "1"}}}}]}"#,
+    );
+    assert!(!c.edits_responses() && !c.mirrors());
+    // Response ops on the route, on a destination, or CORS: response headers.
+    for json in [
+        r#"{"routes": [{"route": [{"destination": {"host": "web"}}], "headers": {"response": {"remove": ["server"]}}}]}"#,
+        r#"{"routes": [{"route": [{"destination": {"host": "web"}, "headers": {"response": {"add": {"x": "1"}}}}]}]}"#,
+        r#"{"routes": [{"route": [{"destination": {"host": "web"}}], "corsPolicy": {"allowOrigins": [{"exact": "https://a.example"}]}}]}"#,
+    ] {
+        assert!(ok(json).edits_responses(), "{json}");
+    }
+    // A mirror reads request bodies.
+    let c = ok(r#"{"routes": [{"route": [{"destination": {"host": "web"}}], "mirror": {"host": "shadow"}}]}"#);
+    assert!(c.mirrors() && !c.edits_responses());
+}

@@ -710,6 +710,10 @@ struct InterestRun {
     wants_body: bool,
     /// Request-headers verdict of a second stream, after the first one finished.
     next: Verdict,
+    /// Whether a copy of the request head was kept after its phase.
+    request_kept: bool,
+    /// Whether a copy of the response head was kept after its phase.
+    response_kept: bool,
 }
 
 /// One request through `wat` (fail-closed), finished, then a second one.
@@ -722,11 +726,13 @@ fn interest_request(wat: &str) -> InterestRun {
         let mut s = chain.stream(info(1024));
         let v = s.request_headers(&mut request("/", &[]), true).await;
         assert!(matches!(v, Verdict::Continue), "{v:?}");
+        let request_kept = s.kept_heads().0;
         let wants_body = s.wants_body_or_trailers(true);
         let response = s.response_headers(&mut response(200, &[]), false).await;
+        let response_kept = s.kept_heads().1;
         s.finish();
         let next = chain.stream(info(1024)).request_headers(&mut request("/", &[]), true).await;
-        out = Some(InterestRun { response, wants_body, next });
+        out = Some(InterestRun { response, wants_body, next, request_kept, response_kept });
     });
     out.unwrap()
 }
@@ -768,6 +774,22 @@ fn on_done_and_on_log_are_skipped_unless_asked_for() {
     let asked = interest_request(&declaring(60));
     assert!(matches!(asked.response, Verdict::Continue), "{:?}", asked.response);
     assert!(matches!(asked.next, Verdict::LocalReply(_)), "asked for, they run (and trap)");
+}
+
+#[test]
+fn heads_are_kept_only_for_filters_that_read_them_later() {
+    // Request headers only: neither head outlives its phase (no copy is made).
+    let r = interest_request(&declaring(48));
+    assert!(!r.request_kept && !r.response_kept);
+    // on_done/on_log may read both heads: both are kept, the response head although no
+    // filter takes its phase.
+    let r = interest_request(&declaring(60));
+    assert!(r.request_kept && r.response_kept);
+    // Response headers come after the request head: it is kept for them.
+    assert!(interest_request(&declaring(52)).request_kept);
+    // Nothing declared: everything may read them.
+    let r = interest_request(&interest_module("", ""));
+    assert!(r.request_kept, "kept for the later callbacks");
 }
 
 #[test]
