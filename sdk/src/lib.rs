@@ -754,14 +754,13 @@ pub mod shared {
 /// turns into labelled series.
 pub mod metrics {
     use std::cell::RefCell;
-    use std::collections::HashMap;
 
     use proxy_wasm::types::{MetricType, Status};
 
     thread_local! {
         /// Series already defined by this VM: `new` on the request path costs a map
         /// lookup, not a hostcall.
-        static DEFINED: RefCell<HashMap<(u8, String), u32>> = RefCell::new(HashMap::new());
+        static DEFINED: RefCell<rustc_hash::FxHashMap<(u8, String), u32>> = RefCell::new(Default::default());
     }
 
     /// Series remembered per VM; past it (a filter with high-cardinality labels) `new`

@@ -2,7 +2,9 @@
 //! [`Config`]. Field names follow Istio's DestinationRule `trafficPolicy`; every error names
 //! its path (`clusters.reviews.outlierDetection.interval: …`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::Deserialize;
 use wasmesh_sdk::config::{parse_positive_duration_ms, parse_with_path};
@@ -22,7 +24,7 @@ pub struct ClusterPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// Per-cluster policies by cluster name.
-    pub clusters: HashMap<String, ClusterPolicy>,
+    pub clusters: FxHashMap<String, ClusterPolicy>,
     /// The `"*"` entry: clusters not listed.
     pub fallback: Option<ClusterPolicy>,
     /// Valid but surprising settings (logged at configure time).
@@ -93,7 +95,7 @@ impl Config {
         let raw: RawConfig = parse_with_path(bytes).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let mut clusters = HashMap::with_capacity(raw.clusters.len());
+        let mut clusters = FxHashMap::with_capacity_and_hasher(raw.clusters.len(), Default::default());
         let mut fallback = None;
         for (name, c) in &raw.clusters {
             let path = format!("clusters.{name}");

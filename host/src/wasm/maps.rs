@@ -2,9 +2,21 @@
 //! `:method :path :authority :scheme :status` mapped onto them, and the proxy-wasm pairs
 //! serialization (count, lengths, then `key\0value\0` entries).
 
+use std::cell::RefCell;
+
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderMap;
+use rustc_hash::FxHashMap;
+
+/// Most header names [`name`] remembers per thread.
+const MAX_REMEMBERED_NAMES: usize = 256;
+
+thread_local! {
+    /// Names filters set or remove, as given, parsed once: a name outside the standard
+    /// set costs a validation pass and an allocation (and its free) per parse otherwise.
+    static NAMES: RefCell<FxHashMap<Box<str>, HeaderName>> = RefCell::new(FxHashMap::default());
+}
 
 /// A header map a hostcall works on.
 pub(crate) enum MapRef<'a> {
@@ -85,7 +97,7 @@ impl MapRef<'_> {
         if key.starts_with(':') {
             return;
         }
-        if let Ok(k) = HeaderName::from_bytes(key.as_bytes()) {
+        if let Some(k) = name(key) {
             self.headers_mut().remove(k);
         }
     }
@@ -140,9 +152,24 @@ impl MapRef<'_> {
     }
 }
 
+/// `key` as a header name (`None`: not a valid one), remembered for the next time.
+fn name(key: &str) -> Option<HeaderName> {
+    NAMES.with(|names| {
+        if let Some(n) = names.borrow().get(key) {
+            return Some(n.clone());
+        }
+        let n = HeaderName::from_bytes(key.as_bytes()).ok()?;
+        let mut names = names.borrow_mut();
+        if names.len() < MAX_REMEMBERED_NAMES {
+            names.insert(key.into(), n.clone());
+        }
+        Some(n)
+    })
+}
+
 fn header(key: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
-    match (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_bytes(value)) {
-        (Ok(k), Ok(v)) => Some((k, v)),
+    match (name(key), HeaderValue::from_bytes(value)) {
+        (Some(k), Ok(v)) => Some((k, v)),
         _ => {
             tracing::debug!(key, "filter set an invalid header; ignored");
             None
@@ -308,5 +335,21 @@ mod tests {
         assert_eq!(p.uri, "/new");
         assert_eq!(p.method, http::Method::POST);
         assert_eq!(p.headers["host"], "other:8080");
+    }
+
+    #[test]
+    fn remembered_names_parse_as_fresh_ones_and_bad_ones_stay_refused() {
+        for _ in 0..2 {
+            assert_eq!(name("X-B3-TraceId"), Some(HeaderName::from_static("x-b3-traceid")));
+            assert_eq!(name("content-type"), Some(http::header::CONTENT_TYPE));
+            assert_eq!(name("bad name"), None);
+            assert_eq!(name(""), None);
+        }
+        // Past the limit, names still parse (they are just not remembered).
+        for i in 0..MAX_REMEMBERED_NAMES + 10 {
+            let n = format!("x-many-{i}");
+            assert_eq!(name(&n).map(|h| h.as_str().to_string()), Some(n));
+        }
+        assert!(NAMES.with(|n| n.borrow().len()) <= MAX_REMEMBERED_NAMES);
     }
 }

@@ -185,8 +185,11 @@ impl Outgoing {
 fn push_hex(out: &mut String, v: u128, digits: usize) {
     // wasm32 has no 128-bit shifts (each is a libcall): the halves are written as u64s,
     // a byte (two digits) at a time.
+    // Only the halves the digits reach (span ids and 64-bit trace ids: the low one).
     let mut buf = [0u8; 32];
-    for (half, at) in [((v >> 64) as u64, 0), (v as u64, 16)] {
+    let halves: &[(u64, usize)] =
+        if digits > 16 { &[((v >> 64) as u64, 0), (v as u64, 16)] } else { &[(v as u64, 16)] };
+    for &(half, at) in halves {
         for (i, byte) in half.to_be_bytes().into_iter().enumerate() {
             let [a, b] = HEX_PAIRS[byte as usize];
             buf[at + 2 * i] = a;
