@@ -27,6 +27,9 @@ pub struct Config {
     pub trusted_proxies: u32,
     /// What happens to a path that is not in normal form.
     pub path_mode: PathMode,
+    /// Some rule looks at the request principal: it is read with the path, method and
+    /// host, in the same hostcall.
+    pub reads_request_principal: bool,
 }
 
 /// `pathNormalization`: the filter authorizes the normalized path and then either
@@ -207,7 +210,8 @@ impl Config {
             }
         }
         if errs.0.is_empty() {
-            Ok(Config { policies, trusted_proxies: raw.trusted_proxies, path_mode })
+            let reads_request_principal = policies.iter().flat_map(|p| &p.rules).any(Rule::reads_request_principal);
+            Ok(Config { policies, trusted_proxies: raw.trusted_proxies, path_mode, reads_request_principal })
         } else {
             Err(ConfigError(errs.0))
         }

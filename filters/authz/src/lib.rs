@@ -83,6 +83,8 @@ struct HostRequest {
     sni: OnceCell<Option<String>>,
     peer: OnceCell<Option<String>>,
     request_principal: OnceCell<Option<String>>,
+    /// `request.auth.principal` as the first batch read it (`None`: not read there).
+    batched_principal: Option<Option<Vec<u8>>>,
     claims: OnceCell<Option<Value>>,
     audiences: OnceCell<Vec<String>>,
     presenter: OnceCell<Option<String>>,
@@ -326,7 +328,10 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // Path, method and host in one hostcall (a set the host knows by id); the other
         // headers only if a policy asks.
-        let head = HEAD.with(PropertyBatch::read);
+        let head = match self.config.reads_request_principal {
+            true => HEAD_AND_PRINCIPAL.with(PropertyBatch::read),
+            false => HEAD.with(PropertyBatch::read),
+        };
         let text = |i: usize| head.get(i).and_then(|b| std::str::from_utf8(b).ok());
         let target = text(0).unwrap_or("/");
         let (raw_path, query) = path::split_query(target);
@@ -345,7 +350,11 @@ impl HttpContext for Stream {
         let method = text(1).unwrap_or_default().to_string();
         let host = text(2).unwrap_or_default().to_string();
         let query = query.to_string();
-        self.req = Some(HostRequest::new(method, host, normalized, query, self.config.trusted_proxies));
+        let mut req = HostRequest::new(method, host, normalized, query, self.config.trusted_proxies);
+        if self.config.reads_request_principal {
+            req.batched_principal = Some(head.get(3).filter(|b| !b.is_empty()).map(<[u8]>::to_vec));
+        }
+        self.req = Some(req);
         let Some(req) = self.req.as_ref() else { return Action::Continue };
         if self.config.policies.is_empty() {
             return Action::Continue;
@@ -370,6 +379,9 @@ impl HttpContext for Stream {
 thread_local! {
     /// What every request needs: `:path`, `:method`, `:authority` (`host` as fallback).
     static HEAD: PropertyBatch = PropertyBatch::new(&["request.path", "request.method", "request.host"]);
+    /// The same and the request principal, for policies that match on it.
+    static HEAD_AND_PRINCIPAL: PropertyBatch =
+        PropertyBatch::new(&["request.path", "request.method", "request.host", "request.auth.principal"]);
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -395,6 +407,7 @@ impl HostRequest {
             sni: OnceCell::new(),
             peer: OnceCell::new(),
             request_principal: OnceCell::new(),
+            batched_principal: None,
             claims: OnceCell::new(),
             audiences: OnceCell::new(),
             presenter: OnceCell::new(),
@@ -479,7 +492,18 @@ impl Request for HostRequest {
 
     fn request_principal(&self) -> Option<&str> {
         self.request_principal
-            .get_or_init(|| policy::request_principal_from(prop("request.auth.principal").as_deref(), || self.claims()))
+            .get_or_init(|| {
+                // Absent from the batch: the filter-state fallback of `prop` (other hosts).
+                let fetched;
+                let raw = match &self.batched_principal {
+                    Some(Some(b)) => Some(b.as_slice()),
+                    _ => {
+                        fetched = prop("request.auth.principal");
+                        fetched.as_deref()
+                    }
+                };
+                policy::request_principal_from(raw, || self.claims())
+            })
             .as_deref()
     }
 

@@ -478,6 +478,14 @@ fn check_any(field: &Field<StringMatch>, vs: &[Cow<'_, str>]) -> bool {
 
 // === impl Source / Operation / Condition / Rule ===
 
+impl Rule {
+    /// Whether matching this rule can look at the request principal (`iss/sub`).
+    pub fn reads_request_principal(&self) -> bool {
+        self.from.iter().any(|s| !s.request_principals.is_empty())
+            || self.when.iter().any(|c| c.key == Key::RequestPrincipal)
+    }
+}
+
 // A field reads its request value only when it has something to match: the values
 // behind most of them cost a hostcall.
 

@@ -357,6 +357,16 @@ fn request_property<'a>(s: &'a StreamShared, rest: &[&str]) -> Option<Value<'a>>
     }
     if let ["auth", ..] = rest {
         // `request.auth.*` is published by the authn filter (set_property → filter state).
+        let known = match rest {
+            ["auth", "principal"] => Some("request.auth.principal"),
+            ["auth", "claims"] => Some("request.auth.claims"),
+            ["auth", "audiences"] => Some("request.auth.audiences"),
+            ["auth", "presenter"] => Some("request.auth.presenter"),
+            _ => None,
+        };
+        if let Some(key) = known {
+            return s.filter_state.get(key).cloned().map(Value::Bytes);
+        }
         let mut key = String::with_capacity(8 + rest.iter().map(|r| r.len() + 1).sum::<usize>());
         key.push_str("request");
         for segment in rest {
@@ -482,7 +492,25 @@ pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
 
 #[cfg(test)]
 mod tests {
-    use super::with_segments;
+    use super::{request_property, with_segments, StreamShared};
+
+    #[test]
+    fn request_auth_properties_read_what_authn_published() {
+        let mut s = StreamShared::new(crate::wasm::tests::info(0));
+        for (k, v) in [("request.auth.principal", "iss/sub"), ("request.auth.claims.group", "dev")] {
+            s.filter_state.insert(k.to_string(), bytes::Bytes::from_static(v.as_bytes()));
+        }
+        let read = |rest: &[&str]| {
+            request_property(&s, rest).map(|v| {
+                let mut out = Vec::new();
+                v.encode_into(&mut out);
+                out
+            })
+        };
+        assert_eq!(read(&["auth", "principal"]).as_deref(), Some(&b"iss/sub"[..]));
+        assert_eq!(read(&["auth", "claims", "group"]).as_deref(), Some(&b"dev"[..]), "any depth");
+        assert_eq!(read(&["auth", "audiences"]), None);
+    }
 
     fn split(path: &[u8]) -> Vec<String> {
         with_segments(path, |s| s.iter().map(|x| x.to_string()).collect())

@@ -189,3 +189,20 @@ fn all_errors_are_reported_at_once() {
         assert!(e.contains(want), "{want} missing in {e}");
     }
 }
+
+#[test]
+fn the_request_principal_is_batched_only_for_policies_that_match_on_it() {
+    assert!(
+        !ok(r#"{"policies":[{"name":"p","rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}]}"#).reads_request_principal
+    );
+    assert!(!ok(&with_when("request.headers[x-a]")).reads_request_principal);
+    assert!(ok(&with_when("request.auth.principal")).reads_request_principal);
+    assert!(
+        ok(r#"{"policies":[{"name":"p","rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}]}"#)
+            .reads_request_principal
+    );
+    assert!(
+        ok(r#"{"policies":[{"name":"p","rules":[{"from":[{"source":{"notRequestPrincipals":["a/b"]}}]}]}]}"#)
+            .reads_request_principal
+    );
+}
