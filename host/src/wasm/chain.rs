@@ -263,39 +263,31 @@ impl WorkerChain {
 impl HttpStream {
     /// Runs `on_request_headers` in chain order on `head` (pseudo-headers map onto it).
     pub async fn request_headers(&mut self, head: &mut http::request::Parts, end_of_stream: bool) -> Verdict {
-        let Some(shared) = self.shared.clone() else { return Verdict::Continue };
-        self.publish_upstream();
         let n = head.headers.len() as u32 + 4;
-        let cb = HttpCb::RequestHeaders(n, end_of_stream);
-        if !self.wants(cb) {
-            // No filter is called: nothing to lend; a copy only for one reading it later.
-            if self.reads_after_headers(Dir::Request) {
-                shared.borrow_mut().request = Some(head.clone());
-            }
-            return Verdict::Continue;
-        }
-        let mut lend = Lend::request(&shared, head);
-        let verdict = self.headers_phase(Dir::Request, cb).await;
-        lend.keep = self.reads_after_headers(Dir::Request);
-        verdict
+        self.lend_headers(Dir::Request, HttpCb::RequestHeaders(n, end_of_stream), head).await
     }
 
     /// Runs `on_response_headers` in reverse chain order on `head`.
     pub async fn response_headers(&mut self, head: &mut http::response::Parts, end_of_stream: bool) -> Verdict {
+        let n = head.headers.len() as u32 + 1;
+        self.lend_headers(Dir::Response, HttpCb::ResponseHeaders(n, end_of_stream), head).await
+    }
+
+    /// A headers phase: `head` is lent to the filters called for `cb`, and a copy stays
+    /// in the stream state only for filters that read it later.
+    async fn lend_headers<H: Head>(&mut self, dir: Dir, cb: HttpCb, head: &mut H) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
         self.publish_upstream();
-        let n = head.headers.len() as u32 + 1;
-        let cb = HttpCb::ResponseHeaders(n, end_of_stream);
         if !self.wants(cb) {
             // No filter is called: nothing to lend; a copy only for one reading it later.
-            if self.reads_after_headers(Dir::Response) {
-                shared.borrow_mut().response = Some(head.clone());
+            if self.reads_after_headers(dir) {
+                *H::slot(&mut shared.borrow_mut()).0 = Some(head.clone());
             }
             return Verdict::Continue;
         }
-        let mut lend = Lend::response(&shared, head);
-        let verdict = self.headers_phase(Dir::Response, cb).await;
-        lend.keep = self.reads_after_headers(Dir::Response);
+        let mut lend = Lend::new(&shared, head);
+        let verdict = self.headers_phase(dir, cb).await;
+        lend.keep = self.reads_after_headers(dir);
         verdict
     }
 
@@ -305,7 +297,7 @@ impl HttpStream {
     pub async fn request_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
         self.publish_upstream();
-        let _lend = Lend::trailers(&shared, Dir::Request, trailers);
+        let _lend = TrailersLend::new(&shared, Dir::Request, trailers);
         self.trailers_phase(Dir::Request).await
     }
 
@@ -313,7 +305,7 @@ impl HttpStream {
     pub async fn response_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
         self.publish_upstream();
-        let _lend = Lend::trailers(&shared, Dir::Response, trailers);
+        let _lend = TrailersLend::new(&shared, Dir::Response, trailers);
         self.trailers_phase(Dir::Response).await
     }
 
@@ -745,88 +737,102 @@ fn body_len(shared: &Rc<RefCell<StreamShared>>, dir: Dir) -> usize {
     b.as_ref().map_or(0, |b| b.len())
 }
 
+/// A head the stream state holds while filters read it.
+trait Head: Clone {
+    /// The stream state's slot for this head, and whether it is lent right now.
+    fn slot(s: &mut StreamShared) -> (&mut Option<Self>, &mut bool);
+    /// What the proxy holds while the filters have the head.
+    fn placeholder() -> Self;
+}
+
+impl Head for http::request::Parts {
+    fn slot(s: &mut StreamShared) -> (&mut Option<Self>, &mut bool) {
+        (&mut s.request, &mut s.request_live)
+    }
+
+    fn placeholder() -> Self {
+        http::Request::new(()).into_parts().0
+    }
+}
+
+impl Head for http::response::Parts {
+    fn slot(s: &mut StreamShared) -> (&mut Option<Self>, &mut bool) {
+        (&mut s.response, &mut s.response_live)
+    }
+
+    fn placeholder() -> Self {
+        http::Response::new(()).into_parts().0
+    }
+}
+
 /// Lends a head to the filters for one phase and gives it back (keeping a read-only copy
 /// for later phases and `on_log` unless told no filter reads it), also when the phase
 /// future is dropped.
-struct Lend<'a> {
-    lent: Lent<'a>,
+struct Lend<'a, H: Head> {
+    head: &'a mut H,
+    shared: Rc<RefCell<StreamShared>>,
     /// Keep a copy in the stream state (default: yes, the safe answer).
     keep: bool,
 }
 
-enum Lent<'a> {
-    Request(&'a mut http::request::Parts, Rc<RefCell<StreamShared>>),
-    Response(&'a mut http::response::Parts, Rc<RefCell<StreamShared>>),
-    Trailers(&'a mut http::HeaderMap, Dir, Rc<RefCell<StreamShared>>),
-}
-
-impl<'a> Lend<'a> {
-    fn request(shared: &Rc<RefCell<StreamShared>>, head: &'a mut http::request::Parts) -> Self {
-        let taken = std::mem::replace(head, http::Request::new(()).into_parts().0);
+impl<'a, H: Head> Lend<'a, H> {
+    fn new(shared: &Rc<RefCell<StreamShared>>, head: &'a mut H) -> Self {
+        let taken = std::mem::replace(head, H::placeholder());
         let mut s = shared.borrow_mut();
-        s.request = Some(taken);
-        s.request_live = true;
-        Lend { lent: Lent::Request(head, shared.clone()), keep: true }
-    }
-
-    fn response(shared: &Rc<RefCell<StreamShared>>, head: &'a mut http::response::Parts) -> Self {
-        let taken = std::mem::replace(head, http::Response::new(()).into_parts().0);
-        let mut s = shared.borrow_mut();
-        s.response = Some(taken);
-        s.response_live = true;
-        Lend { lent: Lent::Response(head, shared.clone()), keep: true }
-    }
-
-    fn trailers(shared: &Rc<RefCell<StreamShared>>, dir: Dir, t: &'a mut http::HeaderMap) -> Self {
-        let taken = std::mem::take(t);
-        let mut s = shared.borrow_mut();
-        match dir {
-            Dir::Request => {
-                s.request_trailers = Some(Box::new(taken));
-                s.request_trailers_live = true;
-            }
-            Dir::Response => {
-                s.response_trailers = Some(Box::new(taken));
-                s.response_trailers_live = true;
-            }
-        }
-        Lend { lent: Lent::Trailers(t, dir, shared.clone()), keep: true }
+        let (slot, live) = H::slot(&mut s);
+        *slot = Some(taken);
+        *live = true;
+        Lend { head, shared: shared.clone(), keep: true }
     }
 }
 
-impl Drop for Lend<'_> {
+impl<H: Head> Drop for Lend<'_, H> {
     fn drop(&mut self) {
-        let keep = self.keep;
-        match &mut self.lent {
-            Lent::Request(head, shared) => {
-                let Ok(mut s) = shared.try_borrow_mut() else { return };
-                s.request_live = false;
-                if let Some(p) = s.request.take() {
-                    s.request = keep.then(|| p.clone());
-                    **head = p;
-                }
-            }
-            Lent::Response(head, shared) => {
-                let Ok(mut s) = shared.try_borrow_mut() else { return };
-                s.response_live = false;
-                if let Some(p) = s.response.take() {
-                    s.response = keep.then(|| p.clone());
-                    **head = p;
-                }
-            }
-            Lent::Trailers(t, dir, shared) => {
-                let Ok(mut guard) = shared.try_borrow_mut() else { return };
-                let s = &mut *guard;
-                let (slot, live) = match dir {
-                    Dir::Request => (&mut s.request_trailers, &mut s.request_trailers_live),
-                    Dir::Response => (&mut s.response_trailers, &mut s.response_trailers_live),
-                };
-                *live = false;
-                if let Some(h) = slot.take() {
-                    *slot = Some(h.clone());
-                    **t = *h;
-                }
-            }
+        let Ok(mut s) = self.shared.try_borrow_mut() else { return };
+        let (slot, live) = H::slot(&mut s);
+        *live = false;
+        if let Some(p) = slot.take() {
+            *slot = self.keep.then(|| p.clone());
+            *self.head = p;
         }
+    }
+}
+
+/// Lends trailers to the filters for one phase and gives them back (keeping a copy for
+/// later callbacks), also when the phase future is dropped.
+struct TrailersLend<'a> {
+    trailers: &'a mut http::HeaderMap,
+    dir: Dir,
+    shared: Rc<RefCell<StreamShared>>,
+}
+
+impl<'a> TrailersLend<'a> {
+    fn new(shared: &Rc<RefCell<StreamShared>>, dir: Dir, trailers: &'a mut http::HeaderMap) -> Self {
+        let taken = Some(Box::new(std::mem::take(trailers)));
+        let mut guard = shared.borrow_mut();
+        let (slot, live) = trailers_slot(&mut guard, dir);
+        *slot = taken;
+        *live = true;
+        TrailersLend { trailers, dir, shared: shared.clone() }
+    }
+}
+
+impl Drop for TrailersLend<'_> {
+    fn drop(&mut self) {
+        let Ok(mut guard) = self.shared.try_borrow_mut() else { return };
+        let (slot, live) = trailers_slot(&mut guard, self.dir);
+        *live = false;
+        if let Some(h) = slot.take() {
+            *slot = Some(h.clone());
+            *self.trailers = *h;
+        }
+    }
+}
+
+/// The stream state's slot for the trailers of `dir`, and whether they are lent.
+fn trailers_slot(s: &mut StreamShared, dir: Dir) -> (&mut Option<Box<http::HeaderMap>>, &mut bool) {
+    match dir {
+        Dir::Request => (&mut s.request_trailers, &mut s.request_trailers_live),
+        Dir::Response => (&mut s.response_trailers, &mut s.response_trailers_live),
     }
 }
