@@ -83,8 +83,6 @@ struct HostRequest {
     sni: OnceCell<Option<String>>,
     peer: OnceCell<Option<String>>,
     request_principal: OnceCell<Option<String>>,
-    /// `request.auth.principal` as the first batch read it (`None`: not read there).
-    batched_principal: Option<Option<Vec<u8>>>,
     claims: OnceCell<Option<Value>>,
     audiences: OnceCell<Vec<String>>,
     presenter: OnceCell<Option<String>>,
@@ -350,9 +348,10 @@ impl HttpContext for Stream {
         let method = text(1).unwrap_or_default().to_string();
         let host = text(2).unwrap_or_default().to_string();
         let query = query.to_string();
-        let mut req = HostRequest::new(method, host, normalized, query, self.config.trusted_proxies);
-        if self.config.reads_request_principal {
-            req.batched_principal = Some(head.get(3).filter(|b| !b.is_empty()).map(<[u8]>::to_vec));
+        let req = HostRequest::new(method, host, normalized, query, self.config.trusted_proxies);
+        if let Some(p) = head.get(3).filter(|b| !b.is_empty()) {
+            // Read with the head (policies match on it); absent, it is looked up later.
+            let _ = req.request_principal.set(policy::request_principal_from(Some(p), || None));
         }
         self.req = Some(req);
         let Some(req) = self.req.as_ref() else { return Action::Continue };
@@ -407,7 +406,6 @@ impl HostRequest {
             sni: OnceCell::new(),
             peer: OnceCell::new(),
             request_principal: OnceCell::new(),
-            batched_principal: None,
             claims: OnceCell::new(),
             audiences: OnceCell::new(),
             presenter: OnceCell::new(),
@@ -492,18 +490,7 @@ impl Request for HostRequest {
 
     fn request_principal(&self) -> Option<&str> {
         self.request_principal
-            .get_or_init(|| {
-                // Absent from the batch: the filter-state fallback of `prop` (other hosts).
-                let fetched;
-                let raw = match &self.batched_principal {
-                    Some(Some(b)) => Some(b.as_slice()),
-                    _ => {
-                        fetched = prop("request.auth.principal");
-                        fetched.as_deref()
-                    }
-                };
-                policy::request_principal_from(raw, || self.claims())
-            })
+            .get_or_init(|| policy::request_principal_from(prop("request.auth.principal").as_deref(), || self.claims()))
             .as_deref()
     }
 

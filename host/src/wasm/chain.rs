@@ -90,6 +90,14 @@ struct Slot {
     skipped: bool,
 }
 
+impl Slot {
+    /// Whether this filter is to be called where its context `wanted` (a failed VM is,
+    /// to apply its failure policy).
+    fn called(&self, wanted: impl FnOnce(&Vm, u32) -> bool) -> bool {
+        !self.skipped && self.vm.as_ref().is_none_or(|vm| vm.is_broken() || wanted(vm, self.ctx))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
     Request = 0,
@@ -555,9 +563,7 @@ impl HttpStream {
 
     /// Whether any filter is to be called for `cb` (a failed VM is, to apply its policy).
     fn wants(&self, cb: HttpCb) -> bool {
-        self.filters
-            .iter()
-            .any(|slot| !slot.skipped && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants(slot.ctx, cb)))
+        self.filters.iter().any(|slot| slot.called(|vm, ctx| vm.wants(ctx, cb)))
     }
 
     /// Whether any filter may read the head of `dir` after its headers phase (else no
@@ -570,19 +576,14 @@ impl HttpStream {
 
     /// Whether filter `i` must see bodies of `dir` (a failed VM must, to apply its policy).
     fn slot_wants_body(&self, i: usize, dir: Dir) -> bool {
-        let slot = &self.filters[i];
-        !slot.skipped
-            && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body(slot.ctx, dir == Dir::Response))
+        self.filters[i].called(|vm, ctx| vm.wants_body(ctx, dir == Dir::Response))
     }
 
     /// Whether any filter is to see the body or trailers of the response (or request).
     /// When none is, the proxy passes the body through untouched and only reports its
     /// size ([`HttpStream::finish_with_response_bytes`], [`HttpStream::count_request_body`]).
     pub fn wants_body_or_trailers(&self, response: bool) -> bool {
-        self.filters.iter().any(|slot| {
-            !slot.skipped
-                && slot.vm.as_ref().is_none_or(|vm| vm.is_broken() || vm.wants_body_or_trailers(slot.ctx, response))
-        })
+        self.filters.iter().any(|slot| slot.called(|vm, ctx| vm.wants_body_or_trailers(ctx, response)))
     }
 
     /// Records the response body size for `on_log` and finishes the stream (see

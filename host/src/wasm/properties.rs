@@ -326,23 +326,52 @@ fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) ->
             _ => return None,
         },
         ["filter_state", key] => return state(key),
-        _ => {
-            let joined = match path {
-                [one] => Cow::Borrowed(*one),
-                _ => Cow::Owned(path.join(".")),
-            };
-            if joined == "wasmesh.response.flags" {
-                return Some(Value::str(flags(s)));
-            }
-            if let Some(rest) = joined.strip_prefix("wasmesh.cluster.") {
-                // Decimal text, as the wasmesh SDK reads it (`get_decimal_property`).
-                let (cluster, stat) = rest.rsplit_once('.')?;
-                let host = st.host.as_ref()?;
-                return Some(Value::str(host.cluster_stat(cluster, stat)?.to_string()));
-            }
-            return state(&joined);
+        [first, rest @ ..] => {
+            return with_dotted(first, rest, |joined| {
+                if joined == "wasmesh.response.flags" {
+                    return Some(Value::str(flags(s)));
+                }
+                if let Some(rest) = joined.strip_prefix("wasmesh.cluster.") {
+                    // Decimal text, as the wasmesh SDK reads it (`get_decimal_property`).
+                    let (cluster, stat) = rest.rsplit_once('.')?;
+                    let host = st.host.as_ref()?;
+                    return Some(Value::str(host.cluster_stat(cluster, stat)?.to_string()));
+                }
+                state(joined)
+            });
         }
+        [] => return None,
     })
+}
+
+/// Longest dotted name [`with_dotted`] joins on the stack.
+const DOTTED_ON_STACK: usize = 128;
+
+/// Runs `f` on `first` and `rest` joined with `.` (how filter-state keys are named),
+/// joined on the stack when short — real keys are — rather than in a fresh `String`.
+fn with_dotted<T>(first: &str, rest: &[&str], f: impl FnOnce(&str) -> T) -> T {
+    if rest.is_empty() {
+        return f(first);
+    }
+    let len = first.len() + rest.iter().map(|r| r.len() + 1).sum::<usize>();
+    let mut buf = [0u8; DOTTED_ON_STACK];
+    let Some(out) = buf.get_mut(..len) else {
+        let mut key = first.to_string();
+        for r in rest {
+            key.push('.');
+            key.push_str(r);
+        }
+        return f(&key);
+    };
+    out[..first.len()].copy_from_slice(first.as_bytes());
+    let mut at = first.len();
+    for r in rest {
+        out[at] = b'.';
+        out[at + 1..at + 1 + r.len()].copy_from_slice(r.as_bytes());
+        at += 1 + r.len();
+    }
+    // `str`s joined with ASCII dots: valid UTF-8.
+    f(std::str::from_utf8(out).unwrap_or_default())
 }
 
 fn request_property<'a>(s: &'a StreamShared, rest: &[&str]) -> Option<Value<'a>> {
@@ -357,23 +386,7 @@ fn request_property<'a>(s: &'a StreamShared, rest: &[&str]) -> Option<Value<'a>>
     }
     if let ["auth", ..] = rest {
         // `request.auth.*` is published by the authn filter (set_property → filter state).
-        let known = match rest {
-            ["auth", "principal"] => Some("request.auth.principal"),
-            ["auth", "claims"] => Some("request.auth.claims"),
-            ["auth", "audiences"] => Some("request.auth.audiences"),
-            ["auth", "presenter"] => Some("request.auth.presenter"),
-            _ => None,
-        };
-        if let Some(key) = known {
-            return s.filter_state.get(key).cloned().map(Value::Bytes);
-        }
-        let mut key = String::with_capacity(8 + rest.iter().map(|r| r.len() + 1).sum::<usize>());
-        key.push_str("request");
-        for segment in rest {
-            key.push('.');
-            key.push_str(segment);
-        }
-        return s.filter_state.get(&key).cloned().map(Value::Bytes);
+        return with_dotted("request", rest, |key| s.filter_state.get(key).cloned().map(Value::Bytes));
     }
     let req = s.request.as_ref()?;
     let h = &req.headers;
@@ -492,7 +505,15 @@ pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
 
 #[cfg(test)]
 mod tests {
-    use super::{request_property, with_segments, StreamShared};
+    use super::{request_property, with_dotted, with_segments, StreamShared, DOTTED_ON_STACK};
+
+    #[test]
+    fn dotted_names_join_alike_on_the_stack_and_past_it() {
+        let long = "x".repeat(DOTTED_ON_STACK);
+        assert_eq!(with_dotted("a", &["b", "c"], str::to_string), "a.b.c");
+        assert_eq!(with_dotted("a", &[], str::to_string), "a");
+        assert_eq!(with_dotted("a", &[&long], str::to_string), format!("a.{long}"));
+    }
 
     #[test]
     fn request_auth_properties_read_what_authn_published() {

@@ -296,7 +296,7 @@ impl Vm {
     /// Runs an HTTP callback; returns the raw action (0 = continue; absent callbacks
     /// continue).
     pub fn call_http(&self, plugin: &Arc<Plugin>, ctx: u32, cb: HttpCb) -> Result<u32, Failed> {
-        if !self.interest(ctx).wants(cb) {
+        if !self.wants(ctx, cb) {
             return Ok(0);
         }
         let b = |v: bool| v as u32;
