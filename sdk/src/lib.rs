@@ -586,6 +586,15 @@ pub mod ext {
     pub fn access_log(line: &str) -> Result<(), Status> {
         proxy_wasm::hostcalls::call_foreign_function("wasmesh.access_log", Some(line.as_bytes())).map(|_| ())
     }
+
+    /// Hands the host connection-pool limits by cluster, as JSON
+    /// (`{"<cluster>": {"max_requests": N, "max_pending_requests": N, "max_connections":
+    /// N}}`, each field optional), from `on_configure`. The host refuses (503, flag `UO`)
+    /// a request of this filter's chain that would overflow them, before sending it,
+    /// without calling the filter. `NotFound` from a host without the extension.
+    pub fn pool_limits(json: &[u8]) -> Result<(), Status> {
+        proxy_wasm::hostcalls::call_foreign_function("wasmesh.pool_limits", Some(json)).map(|_| ())
+    }
 }
 
 /// This stream's wasmesh extras: pausing, response flags, typed property reads.

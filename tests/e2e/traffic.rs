@@ -89,6 +89,28 @@ async fn retry_replays_a_post_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_requests_are_retried_only_with_an_idempotency_key() {
+    let sick = Upstream::start_failing("sick", 503).await;
+    let filters = "      - name: retry\n        module: builtin:retry\n        config: { attempts: 2, retryOn: \"5xx\", backoff: 1ms }\n";
+    let proxy = TestProxy::start(&chain(filters, &[sick.addr]), 1);
+    let c = Client::http1();
+    let url = proxy.url("main", "/echo");
+    let r = c.request(http::Method::POST, &url, wasmesh_tests::client::full("once")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(sick.hits(), 1, "a POST is not replayed");
+    let keyed = http::Request::post(&url)
+        .header("idempotency-key", "k-1")
+        .body(wasmesh_tests::client::full("again"))
+        .expect("request");
+    assert_eq!(c.send(keyed).await.status, 503);
+    assert_eq!(sick.hits(), 4, "with an idempotency key: the first try and two retries");
+    assert_eq!(c.get(&url).await.status, 503);
+    assert_eq!(sick.hits(), 7, "a GET is retried");
+    let m = metrics(&proxy).await;
+    assert!(m.contains("wasmesh_retry_non_idempotent_total 1"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_delay_and_abort_with_flags() {
     let up = Upstream::start("web").await;
     let filters = "      - name: fault\n        module: builtin:fault\n        config:\n          rules:\n            - match: [ { uri: { prefix: /slow } } ]\n              delay: { fixedDelay: 300ms, percentage: { value: 100 } }\n            - match: [ { uri: { prefix: /broken } } ]\n              abort: { httpStatus: 418, percentage: { value: 100 } }\n";
@@ -132,6 +154,40 @@ async fn circuit_breaker_overflows_with_uo() {
     assert!(statuses.contains(&200), "nothing served among {statuses:?}");
     let m = metrics(&proxy).await;
     assert!(m.contains(r#"response_flags="UO""#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_overflow_is_answered_by_the_host_per_cluster() {
+    // `"*"` covers `web`. One worker: a request counts as in flight before the next one
+    // is looked at, so the split is exact.
+    let up = Upstream::start("web").await;
+    let filters = "      - name: circuit-breaker\n        module: builtin:circuit-breaker\n        config:\n          clusters:\n            \"*\": { connectionPool: { http: { http2MaxRequests: 2 } } }\n";
+    let proxy = TestProxy::start(&chain(filters, &[up.addr]), 1);
+    let url = proxy.url("main", "/delay/1500");
+    let held: Vec<_> = (0..5)
+        .map(|_| {
+            let (c, u) = (Client::http1(), url.clone());
+            tokio::spawn(async move { c.get(&u).await })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for h in held {
+        let r = h.await.expect("join");
+        match r.status.as_u16() {
+            200 => served += 1,
+            503 => {
+                assert!(r.text().ends_with("reset reason: overflow"), "{}", r.text());
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((served, refused), (2, 3));
+    let m = metrics(&proxy).await;
+    assert!(m.contains(r#"wasmesh_circuit_breaker_overflow_total{cluster="web",reason="max_requests"} 3"#), "{m}");
+    assert!(m.contains(r#"response_flags="UO""#), "{m}");
+    // Once they finished, requests pass again.
+    assert_eq!(Client::http1().get(&proxy.url("main", "/")).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,8 +29,10 @@ pub struct Config {
     pub fallback: Option<ClusterPolicy>,
     /// Valid but surprising settings (logged at configure time).
     pub warnings: Vec<String>,
-    /// Some policy sets a pool limit (else the request phase has nothing to check).
-    pub has_limits: bool,
+    /// Some policy sets a pool limit the host applies (`wasmesh.pool_limits`).
+    pub has_pool_limits: bool,
+    /// Some policy sets `maxRetries` (handed to the retry filter per request).
+    pub has_max_retries: bool,
     /// Some policy has outlier detection (else the response phase has nothing to record).
     pub has_outlier: bool,
 }
@@ -117,8 +119,9 @@ impl Config {
             }
         }
         if errors.is_empty() {
-            let mut c = Config { clusters, fallback, warnings, has_limits: false, has_outlier: false };
-            c.has_limits = c.any(|p| !p.limits.is_empty());
+            let mut c = Config { clusters, fallback, warnings, ..Config::default() };
+            c.has_pool_limits = c.any(|p| p.limits.has_pool_limits());
+            c.has_max_retries = c.any(|p| p.limits.max_retries.is_some());
             c.has_outlier = c.any(|p| p.outlier.is_some());
             Ok(c)
         } else {
@@ -129,6 +132,32 @@ impl Config {
     /// The policy of `cluster` (the `"*"` entry when unlisted).
     pub fn policy_for(&self, cluster: &str) -> Option<&ClusterPolicy> {
         self.clusters.get(cluster).or(self.fallback.as_ref())
+    }
+
+    /// The pool limits for the host (`wasmesh.pool_limits`): every listed cluster (one
+    /// without limits too, so it does not fall back) and `"*"`, unset limits left out.
+    pub fn pool_limit_table(&self) -> String {
+        let entry = |p: &ClusterPolicy| {
+            let l = p.limits;
+            let mut m = serde_json::Map::new();
+            let fields = [
+                ("max_connections", l.max_connections),
+                ("max_pending_requests", l.max_pending_requests),
+                ("max_requests", l.max_requests),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), v.into());
+                }
+            }
+            serde_json::Value::Object(m)
+        };
+        let mut table: serde_json::Map<String, serde_json::Value> =
+            self.clusters.iter().map(|(name, p)| (name.clone(), entry(p))).collect();
+        if let Some(p) = &self.fallback {
+            table.insert("*".to_string(), entry(p));
+        }
+        serde_json::Value::Object(table).to_string()
     }
 
     /// Whether some cluster's policy (or the fallback) does `want`.
@@ -274,6 +303,22 @@ mod tests {
         assert!(fallback.any(|p| p.outlier.is_some()));
         assert!(!fallback.any(|p| !p.limits.is_empty()));
         assert!(!ok(r#"{"clusters":{}}"#).any(|_| true));
+    }
+
+    #[test]
+    fn the_host_gets_every_listed_cluster_and_the_fallback_without_max_retries() {
+        let c = ok(r#"{"clusters":{"*":{"connectionPool":{"http":{"http2MaxRequests":5}}},"b":{"outlierDetection":{}},
+            "c":{"connectionPool":{"tcp":{"maxConnections":1},"http":{"http1MaxPendingRequests":2,"maxRetries":3}}}}}"#);
+        assert!(c.has_pool_limits && c.has_max_retries && c.has_outlier);
+        let table: serde_json::Value = serde_json::from_str(&c.pool_limit_table()).unwrap_or_default();
+        assert_eq!(
+            table,
+            serde_json::json!({"*": {"max_requests": 5}, "b": {}, "c": {"max_connections": 1, "max_pending_requests": 2}})
+        );
+        let retries_only = ok(r#"{"clusters":{"a":{"connectionPool":{"http":{"maxRetries":3}}}}}"#);
+        assert!(!retries_only.has_pool_limits && retries_only.has_max_retries);
+        let outlier_only = ok(r#"{"clusters":{"a":{"outlierDetection":{}}}}"#);
+        assert!(!outlier_only.has_pool_limits && !outlier_only.has_max_retries);
     }
 
     #[test]

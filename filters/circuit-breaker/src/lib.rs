@@ -1,13 +1,16 @@
 //! The `circuit-breaker` filter: Istio DestinationRule `connectionPool` limits and
 //! `outlierDetection`, per cluster.
 //!
+//! Pool limits are handed to the host once, at configure time (`wasmesh.pool_limits`): the
+//! host knows each cluster's load where the request is sent and answers an overflow
+//! itself (503, flag `UO`), so a request costs this filter no call for them. Only
+//! `maxRetries` is per request: the filter hands it to `retry` as filter state.
+//!
 //! **Chain position: after `router` and `retry` (last).** Request headers: the router has
-//! chosen `wasmesh.upstream.cluster`, so the pool limits can be checked against the
-//! host's per-cluster load (`wasmesh.cluster.<c>.active_requests`…) and an overflow is
-//! answered locally (503, flag `UO`). Response headers run in reverse chain order, so being
-//! last means this filter sees *every* attempt (before `retry` may drop it) and counts
-//! each endpoint's consecutive errors in shared data; at the threshold it calls
-//! `wasmesh.eject_endpoint`.
+//! chosen `wasmesh.upstream.cluster`, whose `maxRetries` applies. Response headers run in
+//! reverse chain order, so being last means this filter sees *every* attempt (before
+//! `retry` may drop it) and counts each endpoint's consecutive errors in shared data; at
+//! the threshold it calls `wasmesh.eject_endpoint`.
 
 pub mod config;
 pub mod policy;
@@ -29,8 +32,6 @@ use wasmesh_sdk::callbacks::{self, Callbacks};
 
 /// Per-request filter state read by the retry filter: the cluster's `maxRetries`.
 pub const MAX_RETRIES_PROPERTY: &str = props::CIRCUIT_BREAKER_MAX_RETRIES;
-/// Body of an overflow reply (Envoy's text, which users search for: istio/istio#19454).
-pub const OVERFLOW_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 /// CAS attempts on an endpoint's shared record.
 const CAS_ATTEMPTS: u32 = 8;
 
@@ -64,11 +65,21 @@ impl RootContext for Root {
         for w in &c.warnings {
             hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: {w}")).ok();
         }
-        // The callbacks this configuration uses: pool limits act on request headers,
-        // outlier detection on response headers. The host skips the others (Envoy
-        // ignores this).
+        if c.has_pool_limits {
+            if let Err(s) = ext::pool_limits(c.pool_limit_table().as_bytes()) {
+                hostcalls::log(
+                    LogLevel::Error,
+                    &format!("circuit-breaker: the host does not apply pool limits (wasmesh.pool_limits: {s:?})"),
+                )
+                .ok();
+                return false;
+            }
+        }
+        // The callbacks this configuration uses: `maxRetries` is handed on with the
+        // request headers, outlier detection looks at response headers. The host skips
+        // the others (Envoy ignores this).
         let mut wanted = Callbacks::NONE;
-        if c.has_limits {
+        if c.has_max_retries {
             wanted = wanted | Callbacks::REQUEST_HEADERS;
         }
         if c.has_outlier {
@@ -101,42 +112,18 @@ impl Metrics {
     }
 }
 
-// === impl Stream ===
-
-impl Stream {
-    fn overflow(&self, cluster: &str, reason: &str) -> Action {
-        add_flag("UO");
-        self.metrics.inc("wasmesh_circuit_breaker_overflow_total", &[("cluster", cluster), ("reason", reason)]);
-        let headers = vec![("content-type", "text/plain")];
-        if let Err(s) = hostcalls::send_http_response(503, headers, Some(OVERFLOW_BODY.as_bytes())) {
-            hostcalls::log(LogLevel::Warn, &format!("circuit-breaker: could not send the overflow reply ({s:?})")).ok();
-            return Action::Continue;
-        }
-        Action::Pause
-    }
-}
-
 impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if !self.config.has_limits {
+        if !self.config.has_max_retries {
             return Action::Continue;
         }
         let Some(cluster) = stream::upstream_cluster().ok().flatten() else { return Action::Continue };
-        let Some(policy) = self.config.policy_for(&cluster).copied() else { return Action::Continue };
-        if let Some(n) = policy.limits.max_retries {
+        if let Some(n) = self.config.policy_for(&cluster).and_then(|p| p.limits.max_retries) {
             wasmesh_sdk::set_property(MAX_RETRIES_PROPERTY, n.to_string().as_bytes()).ok();
         }
-        if policy.limits.is_empty() {
-            return Action::Continue;
-        }
-        let load =
-            policy.limits.load(|s| stream::get_decimal_property(&props::cluster_stat(&cluster, s)).ok().flatten());
-        match policy.limits.check(&load) {
-            Some(o) => self.overflow(&cluster, o.reason()),
-            None => Action::Continue,
-        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
@@ -201,8 +188,4 @@ impl HttpContext for Stream {
 
 fn text_property(name: &str) -> Option<String> {
     wasmesh_sdk::get_property(name).ok().flatten().map(wasmesh_sdk::text).filter(|s| !s.is_empty())
-}
-
-fn add_flag(flag: &str) {
-    stream::add_response_flag_or_warn("circuit-breaker", flag);
 }

@@ -1,7 +1,8 @@
-//! Pure circuit-breaker decisions (no hostcalls): connection-pool overflow and outlier
+//! Pure circuit-breaker decisions (no hostcalls): connection-pool limits and outlier
 //! detection (consecutive errors, ejection time growth, max ejection / min health percent).
 
-/// Istio `connectionPool` limits that the filter enforces (`None` = unlimited).
+/// Istio `connectionPool` limits (`None` = unlimited): the host applies the first three
+/// (`wasmesh.pool_limits`), the retry filter the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolLimits {
     /// `tcp.maxConnections` (Envoy `max_connections`).
@@ -12,26 +13,6 @@ pub struct PoolLimits {
     pub max_requests: Option<u64>,
     /// `http.maxRetries` (Envoy `max_retries`): handed to the retry filter.
     pub max_retries: Option<u64>,
-}
-
-/// The cluster's load as the host reports it (`None` = the host does not report it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Load {
-    /// `wasmesh.cluster.<c>.active_requests`: in flight, all workers (not counting this one).
-    pub active_requests: Option<u64>,
-    /// `wasmesh.cluster.<c>.active_connections`, if the host reports it.
-    pub active_connections: Option<u64>,
-    /// `wasmesh.cluster.<c>.pending_requests`, if the host reports it.
-    pub pending_requests: Option<u64>,
-}
-
-/// Which limit a request would overflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// `http2MaxRequests`.
-    MaxRequests,
-    /// `http1MaxPendingRequests` (with `maxConnections`).
-    MaxPendingRequests,
 }
 
 /// Outlier detection settings (Istio `outlierDetection`).
@@ -119,59 +100,14 @@ pub const STATE_LEN: usize = 24;
 // === impl PoolLimits ===
 
 impl PoolLimits {
-    /// Whether a new request overflows, given the host's `load`. The request itself is not
-    /// in `load` yet. Without a pending/connection count from the host, HTTP/1 semantics
-    /// are assumed (one request per connection): a request is pending when every one of
-    /// `maxConnections` is busy, so `active ≥ maxConnections + http1MaxPendingRequests`
-    /// overflows. `maxConnections` alone never overflows (Envoy queues the request as
-    /// pending, with Istio's pending default of 2³²−1).
-    pub fn check(&self, load: &Load) -> Option<Overflow> {
-        if let (Some(max), Some(active)) = (self.max_requests, load.active_requests) {
-            if active >= max {
-                return Some(Overflow::MaxRequests);
-            }
-        }
-        let max_pending = self.max_pending_requests?;
-        let conns_full = match (self.max_connections, load.active_connections) {
-            (Some(max), Some(c)) => c >= max,
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        if let Some(pending) = load.pending_requests {
-            return (conns_full && pending >= max_pending).then_some(Overflow::MaxPendingRequests);
-        }
-        let (max_conns, active) = (self.max_connections?, load.active_requests?);
-        (active >= max_conns.saturating_add(max_pending)).then_some(Overflow::MaxPendingRequests)
-    }
-
-    /// The load `check` needs, each stat read through `stat` only when a configured limit
-    /// uses it (a stat read is a hostcall).
-    pub fn load(&self, stat: impl Fn(&str) -> Option<u64>) -> Load {
-        let pending = self.max_pending_requests.is_some();
-        let conns = self.max_connections.is_some();
-        let read = |wanted: bool, name: &str| if wanted { stat(name) } else { None };
-        Load {
-            active_requests: read(self.max_requests.is_some() || (pending && conns), "active_requests"),
-            active_connections: read(pending && conns, "active_connections"),
-            pending_requests: read(pending, "pending_requests"),
-        }
-    }
-
     /// Whether any limit is set.
     pub fn is_empty(&self) -> bool {
         *self == PoolLimits::default()
     }
-}
 
-// === impl Overflow ===
-
-impl Overflow {
-    /// The metric label.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Overflow::MaxRequests => "max_requests",
-            Overflow::MaxPendingRequests => "max_pending_requests",
-        }
+    /// Whether a limit the host applies is set (`maxRetries` is the retry filter's).
+    pub fn has_pool_limits(&self) -> bool {
+        PoolLimits { max_retries: None, ..*self } != PoolLimits::default()
     }
 }
 

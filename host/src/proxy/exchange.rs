@@ -163,6 +163,11 @@ async fn run(
         return Err(fail(&stream, ExchangeError::UnknownCluster(cluster_name)).await);
     };
     let entry: Arc<ClusterEntry> = entry;
+    if let Some(overflow) = listener.chain.overflow(&cluster_name, entry.cluster.active_requests()) {
+        listener.stats.overflowed(&cluster_name, overflow.reason());
+        let refused = UpstreamError::Overflow { cluster: cluster_name };
+        return Err(fail(&stream, ExchangeError::Upstream(refused)).await);
+    }
     let mut hash_key = decision.hash_key.or_else(|| {
         entry.hash_key.as_ref().and_then(|k| route::hash_key_from_request(k, &parts, conn.info.source.ip()))
     });

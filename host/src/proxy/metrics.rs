@@ -18,6 +18,7 @@ pub struct ProxyMetrics {
     connections_total: IntCounterVec,
     downstream_rejected: IntCounterVec,
     tls_errors: IntCounterVec,
+    overflows: IntCounterVec,
 }
 
 /// Handles for one listener, resolved at generation build.
@@ -33,6 +34,7 @@ pub struct ListenerStats {
     pub tls_handshake_errors: IntCounter,
     requests: IntCounterVec,
     duration: HistogramVec,
+    overflows: IntCounterVec,
     listener: std::sync::Arc<str>,
     /// Series already resolved, so the request path compares a few keys instead of
     /// hashing four labels under the family's lock.
@@ -106,7 +108,26 @@ impl ProxyMetrics {
             )
             .expect("static metric definition"),
         );
-        ProxyMetrics { requests, duration, connections_active, connections_total, downstream_rejected, tls_errors }
+        let overflows = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "wasmesh_circuit_breaker_overflow_total",
+                    "Requests refused (503 UO) over a connection-pool limit a filter declared",
+                ),
+                &["cluster", "reason"],
+            )
+            .expect("static metric definition"),
+        );
+        ProxyMetrics {
+            requests,
+            duration,
+            connections_active,
+            connections_total,
+            downstream_rejected,
+            tls_errors,
+            overflows,
+        }
     }
 
     /// Handles for `listener`.
@@ -118,6 +139,7 @@ impl ProxyMetrics {
             tls_handshake_errors: self.tls_errors.with_label_values(&[listener]),
             requests: self.requests.clone(),
             duration: self.duration.clone(),
+            overflows: self.overflows.clone(),
             listener: listener.clone(),
             resolved: Default::default(),
         }
@@ -139,6 +161,11 @@ impl ListenerStats {
         let (counter, histogram) = self.series(cluster, class, flags);
         counter.inc();
         histogram.observe(seconds);
+    }
+
+    /// Counts one request refused over a pool limit of `cluster` (`reason`: the limit).
+    pub fn overflowed(&self, cluster: &str, reason: &str) {
+        self.overflows.with_label_values(&[cluster, reason]).inc();
     }
 
     /// The request counter and duration histogram for these labels.

@@ -248,7 +248,9 @@ impl WorkerChain {
         for p in &self.plugins {
             let vm = self.pool.borrow_mut().vm_for(p);
             let (vm, ctx) = match vm.map(|vm| (vm.create_http(p, &shared), vm)) {
-                Some((Ok(ctx), vm)) => (Some(vm), ctx),
+                Some((Ok(Some(ctx)), vm)) => (Some(vm), ctx),
+                // The filter wants no callback of any stream: it is left out of this one.
+                Some((Ok(None), _)) => continue,
                 Some((Err(f), _)) => {
                     tracing::debug!(plugin = %p.name, kind = f.kind, "no context for the stream");
                     (None, 0)

@@ -6,7 +6,8 @@
 //! (before the request/response body is due: bodies are routed after each direction's
 //! headers have gone through the chain); the default is
 //! every callback, as in Envoy. `on_delete` is always called (an SDK frees the context
-//! there); skipping `on_done` means what an SDK's default does, "done now".
+//! there); skipping `on_done` means what an SDK's default does, "done now". A filter
+//! whose root declared no callback at all gets no HTTP context: nothing would ever call it.
 
 use super::vm::HttpCb;
 
@@ -42,6 +43,11 @@ impl Interest {
     pub fn from_args(args: &[u8]) -> Option<Interest> {
         let mask = u32::from_le_bytes(<[u8; 4]>::try_from(args).ok()?);
         u8::try_from(mask).ok().map(Interest)
+    }
+
+    /// Whether no callback at all is to be called.
+    pub fn is_none(self) -> bool {
+        self.0 == 0
     }
 
     /// Whether `on_done` is to be called.

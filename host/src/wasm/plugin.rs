@@ -2,7 +2,7 @@
 //! configuration of one filter (name, root_id, vm_id, configs, env, failure policy,
 //! limits). Built and validated off the workers; shared by them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use wasmtime::{InstancePre, Module};
@@ -12,6 +12,7 @@ use super::state::HostState;
 use super::vm::Vm;
 use super::WasmError;
 use crate::config::{FailurePolicy, Filter, FilterLimits};
+use crate::upstream::{LimitTable, Overflow};
 
 /// Proxy-wasm ABI versions this host accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct Plugin {
     pub sha256: [u8; 32],
     /// ABI version the module declares.
     pub abi: AbiVersion,
+    /// Connection-pool limits the filter declared (`wasmesh.pool_limits`, from
+    /// `on_configure`), applied by the proxy before each request is sent.
+    pub pool_limits: OnceLock<LimitTable>,
     pub(crate) pre: InstancePre<HostState>,
 }
 
@@ -86,6 +90,7 @@ impl Plugin {
             limits: filter.limits.clone(),
             sha256,
             abi,
+            pool_limits: OnceLock::new(),
             pre,
         });
         Vm::new(rt, None, std::slice::from_ref(&plugin)).map_err(|e| WasmError::Start {
@@ -100,6 +105,14 @@ impl Plugin {
     /// The module's sha256 in hex.
     pub fn sha256_hex(&self) -> String {
         hex(&self.sha256)
+    }
+}
+
+impl ChainSpec {
+    /// Whether a request to `cluster`, with `active` requests already in flight there,
+    /// overflows a pool limit some filter of this chain declared (the first that does).
+    pub fn overflow(&self, cluster: &str, active: u64) -> Option<Overflow> {
+        self.plugins.iter().find_map(|p| p.pool_limits.get()?.get(cluster)?.check(active))
     }
 }
 

@@ -268,14 +268,19 @@ impl Vm {
         Some(id)
     }
 
-    /// Creates an HTTP context of `plugin` for a stream.
-    pub fn create_http(&self, plugin: &Arc<Plugin>, stream: &Rc<RefCell<StreamShared>>) -> Result<u32, Failed> {
+    /// Creates an HTTP context of `plugin` for a stream (`None`: its root declared no
+    /// callback, so it takes no part in streams).
+    pub fn create_http(&self, plugin: &Arc<Plugin>, stream: &Rc<RefCell<StreamShared>>) -> Result<Option<u32>, Failed> {
         if self.is_broken() {
             return Err(Failed { kind: "unavailable" });
         }
         let root = self.root_of(plugin).map_err(|e| Failed { kind: e.kind })?;
-        // A stream starts with the callbacks its filter named from the root context.
+        // A stream starts with the callbacks its filter named from the root context; a
+        // filter that named none gets no context (nothing would call it).
         let interest = self.interest(root);
+        if interest.is_none() {
+            return Ok(None);
+        }
         let id = self
             .new_ctx(Ctx::Http(HttpCtx {
                 root,
@@ -290,7 +295,7 @@ impl Vm {
             self.remove_ctx(id);
             return Err(f);
         }
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Runs an HTTP callback; returns the raw action (0 = continue; absent callbacks

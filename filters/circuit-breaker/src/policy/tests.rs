@@ -1,9 +1,4 @@
 use super::*;
-use std::cell::RefCell;
-
-fn load(active: u64) -> Load {
-    Load { active_requests: Some(active), ..Load::default() }
-}
 
 fn limits(conns: Option<u64>, pending: Option<u64>, requests: Option<u64>) -> PoolLimits {
     PoolLimits { max_connections: conns, max_pending_requests: pending, max_requests: requests, max_retries: None }
@@ -28,54 +23,14 @@ fn feed(s: &mut EndpointState, cfg: &Outlier, obs: Observation, n: u32, now: u64
 }
 
 #[test]
-fn max_requests_overflows_at_the_limit() {
-    let l = limits(None, None, Some(10));
-    assert_eq!(l.check(&load(9)), None);
-    assert_eq!(l.check(&load(10)), Some(Overflow::MaxRequests));
-    assert_eq!(l.check(&Load::default()), None, "no load reported, no decision");
-}
-
-#[test]
-fn pending_limit_with_connection_limit_follows_http1_queueing() {
-    // Istio's circuit-breaking task: maxConnections 1, http1MaxPendingRequests 1.
-    let l = limits(Some(1), Some(1), None);
-    assert_eq!(l.check(&load(0)), None);
-    assert_eq!(l.check(&load(1)), None, "the second request waits as pending");
-    assert_eq!(l.check(&load(2)), Some(Overflow::MaxPendingRequests), "the third overflows");
-}
-
-#[test]
-fn max_connections_alone_never_trips() {
-    let l = limits(Some(1), None, None);
-    assert_eq!(l.check(&load(1_000)), None);
-    assert!(!l.is_empty());
+fn max_retries_alone_is_no_pool_limit_for_the_host() {
     assert!(PoolLimits::default().is_empty());
-}
-
-#[test]
-fn host_reported_pending_and_connections_are_used_when_present() {
-    let l = limits(Some(2), Some(3), None);
-    let busy = Load { active_requests: Some(5), active_connections: Some(2), pending_requests: Some(3) };
-    assert_eq!(l.check(&busy), Some(Overflow::MaxPendingRequests));
-    let spare_conn = Load { active_connections: Some(1), ..busy };
-    assert_eq!(l.check(&spare_conn), None, "a free connection means no queueing");
-    let short_queue = Load { pending_requests: Some(2), ..busy };
-    assert_eq!(l.check(&short_queue), None);
-    // Pending limit without a connection limit: every request may queue.
-    let only_pending = limits(None, Some(1), None);
-    assert_eq!(
-        only_pending.check(&Load { pending_requests: Some(1), ..Load::default() }),
-        Some(Overflow::MaxPendingRequests)
-    );
-    assert_eq!(only_pending.check(&load(100)), None, "unknown pending count, no connection limit: no decision");
-}
-
-#[test]
-fn max_requests_is_checked_before_pending() {
-    let l = limits(Some(1), Some(1), Some(1));
-    assert_eq!(l.check(&load(1)), Some(Overflow::MaxRequests));
-    assert_eq!(Overflow::MaxRequests.reason(), "max_requests");
-    assert_eq!(Overflow::MaxPendingRequests.reason(), "max_pending_requests");
+    let retries = PoolLimits { max_retries: Some(3), ..PoolLimits::default() };
+    assert!(!retries.is_empty());
+    assert!(!retries.has_pool_limits(), "maxRetries is the retry filter's");
+    assert!(limits(Some(1), None, None).has_pool_limits());
+    assert!(limits(None, Some(1), None).has_pool_limits());
+    assert!(limits(None, None, Some(1)).has_pool_limits());
 }
 
 #[test]
@@ -230,28 +185,4 @@ fn state_round_trips_through_shared_data_bytes() {
     assert_eq!(b.len(), STATE_LEN);
     assert_eq!(EndpointState::decode(&b), s);
     assert_eq!(EndpointState::decode(b"junk"), EndpointState::default());
-}
-
-#[test]
-fn load_reads_only_the_stats_configured_limits_use() {
-    let reads = RefCell::new(Vec::new());
-    let stat = |s: &str| {
-        reads.borrow_mut().push(s.to_string());
-        Some(7)
-    };
-    // http2MaxRequests alone: active requests only.
-    let l = limits(None, None, Some(10)).load(stat);
-    assert_eq!(l, Load { active_requests: Some(7), ..Load::default() });
-    assert_eq!(reads.take(), ["active_requests"]);
-    // Pending limit without a connection limit: pending requests only.
-    let l = limits(None, Some(5), None).load(stat);
-    assert_eq!(l, Load { pending_requests: Some(7), ..Load::default() });
-    assert_eq!(reads.take(), ["pending_requests"]);
-    // Pending + connections: all three (the active-requests fallback needs them).
-    let l = limits(Some(2), Some(5), None).load(stat);
-    assert_eq!(l, Load { active_requests: Some(7), active_connections: Some(7), pending_requests: Some(7) });
-    assert_eq!(reads.take(), ["active_requests", "active_connections", "pending_requests"]);
-    // Only maxRetries: nothing read.
-    let _ = PoolLimits { max_retries: Some(3), ..PoolLimits::default() }.load(stat);
-    assert!(reads.take().is_empty());
 }

@@ -16,7 +16,9 @@
 //! to call: from a root context for all its streams to come, from an HTTP context for
 //! that stream; see `wasm::interest`), `wasmesh.answer_buffer` (u32 LE address and
 //! capacity of a guest region that answers may be written to: see
-//! `memory::return_bytes`). Anything else is `NotFound`.
+//! `memory::return_bytes`), `wasmesh.pool_limits` (from a root context: a JSON table of
+//! connection-pool limits by cluster that the proxy applies before each request of the
+//! filter's chain is sent: see `upstream::LimitTable`). Anything else is `NotFound`.
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use wasmtime::Linker;
 
 use super::status::Status;
 use super::{memory, C, R};
+use crate::upstream::LimitTable;
 use crate::wasm::interest::Interest;
 use crate::wasm::properties;
 use crate::wasm::state::{Ctx, HostState};
@@ -50,6 +53,7 @@ enum Act {
     ResumeAfter,
     HttpCallbacks,
     AnswerBuffer,
+    PoolLimits,
 }
 
 impl Foreign {
@@ -65,6 +69,7 @@ impl Foreign {
             b"wasmesh.resume_after" => Foreign::Acts(Act::ResumeAfter),
             b"wasmesh.http_callbacks" => Foreign::Acts(Act::HttpCallbacks),
             b"wasmesh.answer_buffer" => Foreign::Acts(Act::AnswerBuffer),
+            b"wasmesh.pool_limits" => Foreign::Acts(Act::PoolLimits),
             _ => return None,
         })
     }
@@ -110,6 +115,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Act::ResumeAfter => resume_after(st, args),
                 Act::HttpCallbacks => http_callbacks(st, args),
                 Act::AnswerBuffer => answer_buffer(st, args, memory_size),
+                Act::PoolLimits => pool_limits(st, args),
             })?;
             if status == Status::Ok {
                 memory::return_bytes(&mut c, &[], ret_ptr, ret_len)?;
@@ -193,6 +199,28 @@ fn http_callbacks(st: &mut HostState, args: &[u8]) -> Status {
         None => return Status::BadArgument,
     }
     Status::Ok
+}
+
+/// Records the connection-pool limits of the current root context's filter. The first
+/// table holds: a VM started again later configures the same filter the same way.
+fn pool_limits(st: &HostState, args: &[u8]) -> Status {
+    if !matches!(st.contexts.get(&st.current), Some(Ctx::Root(_))) {
+        return Status::BadArgument;
+    }
+    let plugin = st.current_plugin();
+    match LimitTable::parse(args) {
+        Ok(table) => {
+            if plugin.pool_limits.get().is_some_and(|t| *t != table) {
+                tracing::warn!(plugin = %plugin.name, "wasmesh.pool_limits: a different table was declared before; the first one stays");
+            }
+            let _ = plugin.pool_limits.set(table);
+            Status::Ok
+        }
+        Err(e) => {
+            tracing::warn!(plugin = %plugin.name, "wasmesh.pool_limits: {e}");
+            Status::BadArgument
+        }
+    }
 }
 
 /// Asks the proxy for another attempt instead of this response.

@@ -680,7 +680,8 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
 /// A module whose response callbacks, `on_done` and `on_log` trap if called; `configure`
 /// and `request` run in `on_configure` and `on_request_headers`. Memory:
 /// 16 = "wasmesh.http_callbacks", 48 = mask 1 (request headers), 52 = mask 9 (headers),
-/// 56 = mask 256 (unknown bit), 60 = mask 193 (request headers, on_done, on_log).
+/// 56 = mask 256 (unknown bit), 60 = mask 193 (request headers, on_done, on_log),
+/// 64 = mask 0 (none).
 fn interest_module(configure: &str, request: &str) -> String {
     format!(
         r#"(module
@@ -764,6 +765,27 @@ fn http_callbacks_a_filter_did_not_ask_for_are_not_called() {
     let r = interest_request(&interest_module(&expect(2, "(call $set (i32.const 56))"), ""));
     assert!(matches!(r.response, Verdict::LocalReply(_)), "{:?}", r.response);
     assert!(r.wants_body);
+}
+
+#[test]
+fn a_filter_that_wants_no_callback_gets_no_context() {
+    // Mask 0 (at 64) from the root; a stream context's creation traps (its parent is
+    // the root, not 0), so a context made for either stream would break the VM.
+    let wat = declaring(64).replace(
+        r#"(func (export "proxy_on_context_create") (param i32 i32))"#,
+        r#"(func (export "proxy_on_context_create") (param i32) (param $root i32) (if (local.get $root) (then unreachable)))"#,
+    );
+    let r = interest_request(&wat);
+    assert!(matches!(r.response, Verdict::Continue), "{:?}", r.response);
+    assert!(matches!(r.next, Verdict::Continue), "a context was created: {:?}", r.next);
+    assert!(!r.wants_body && !r.request_kept && !r.response_kept);
+    // The same module declaring something does get a context (and traps).
+    let wat = declaring(48).replace(
+        r#"(func (export "proxy_on_context_create") (param i32 i32))"#,
+        r#"(func (export "proxy_on_context_create") (param i32) (param $root i32) (if (local.get $root) (then unreachable)))"#,
+    );
+    let (v, _, _) = one_request(&wat, |_| {});
+    assert!(matches!(v, Verdict::LocalReply(_)), "{v:?}");
 }
 
 #[test]
@@ -866,4 +888,42 @@ fn a_defined_property_set_is_read_by_id_with_the_same_answer() {
     );
     let (v, _, _) = one_request(&wat, |_| {});
     assert!(matches!(v, Verdict::Continue), "the by-id answer differed from the expected one: {v:?}");
+}
+
+/// A module that declares pool limits from `on_configure` (`configure`) or its request
+/// headers (`request`). Memory: 16 = "wasmesh.pool_limits", 48 = a valid table (28
+/// bytes with trailing white space), 96 = a misspelt one (25 bytes).
+fn pool_limits_module(configure: &str, request: &str) -> String {
+    format!(
+        r#"(module
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "wasmesh.pool_limits")
+      (data (i32.const 48) "{{\"web\":{{\"max_requests\":2}}}}  ")
+      (data (i32.const 96) "{{\"web\":{{\"max_request\":2}}}}")
+      {ALLOC}
+      (func $declare (param $at i32) (param $len i32) (result i32)
+        (call $foreign (i32.const 16) (i32.const 19) (local.get $at) (local.get $len) (i32.const 80) (i32.const 84)))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) {configure} i32.const 1)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {request} i32.const 0))"#
+    )
+}
+
+#[test]
+fn pool_limits_are_declared_once_from_the_root_and_checked_by_the_chain() {
+    let (rt, _) = runtime();
+    let load = |wat: String| Plugin::load(&rt, &filter("limits"), wat.as_bytes()).unwrap();
+    let p = load(pool_limits_module(&expect(0, "(call $declare (i32.const 48) (i32.const 28))"), ""));
+    let spec = ChainSpec { plugins: vec![p] };
+    assert_eq!(spec.overflow("web", 1), None);
+    assert_eq!(spec.overflow("web", 2), Some(crate::upstream::Overflow::MaxRequests));
+    assert_eq!(spec.overflow("other", 1_000), None, "only the clusters it names");
+    // A table that does not parse is refused and nothing is recorded.
+    let bad = load(pool_limits_module(&expect(2, "(call $declare (i32.const 96) (i32.const 25))"), ""));
+    assert!(bad.pool_limits.get().is_none());
+    // From a stream: refused (the limits belong to the filter, not to one request).
+    let wat = pool_limits_module("", &expect(2, "(call $declare (i32.const 48) (i32.const 28))"));
+    let (v, _, _) = one_request(&wat, |_| {});
+    assert!(matches!(v, Verdict::Continue), "{v:?}");
 }
