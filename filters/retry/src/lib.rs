@@ -52,7 +52,6 @@ struct Stream {
     metrics: Option<Metrics>,
     /// Index into `config.routes`, `None` = the default policy.
     route: Option<usize>,
-    idempotent: bool,
     rng: Rng,
     /// The shared key of the budget slot this stream holds while its retry is in flight.
     budget_slot: Option<String>,
@@ -92,7 +91,6 @@ impl RootContext for Root {
             config: Rc::clone(&self.config),
             metrics: self.metrics,
             route: None,
-            idempotent: true,
             rng: Rng::new(self.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             budget_slot: None,
             retries_issued: 0,
@@ -173,11 +171,6 @@ impl HttpContext for Stream {
                 self.route = self.config.routes.iter().position(|(n, _)| n.as_bytes() == name.as_slice());
             }
         }
-        self.idempotent = headers::with_request_header(":method", |method| {
-            policy::is_idempotent(method.unwrap_or_default(), || {
-                headers::with_request_header("idempotency-key", |k| k.is_some())
-            })
-        });
         let p = self.policy();
         let (attempts, per_try, buffer) = (p.attempts, p.per_try_timeout_ms, p.max_buffer_bytes);
         if let Some(ms) = per_try {
@@ -209,7 +202,14 @@ impl HttpContext for Stream {
         // The host's count, never below our own: a host that miscounts cannot cause endless retries.
         let host_count = stream::get_decimal_property(props::REQUEST_ATTEMPT_COUNT).ok().flatten().unwrap_or(1);
         let attempt = host_count.max(u64::from(self.retries_issued) + 1);
-        match self.policy().decide(outcome, self.idempotent, attempt) {
+        // The method as sent upstream, read only when a retry is in question (the request
+        // head stays readable: this filter wants a later callback).
+        let idempotent = headers::with_request_header(":method", |method| {
+            policy::is_idempotent(method.unwrap_or_default(), || {
+                headers::with_request_header("idempotency-key", |k| k.is_some())
+            })
+        });
+        match self.policy().decide(outcome, idempotent, attempt) {
             Decision::Pass => {}
             Decision::NonIdempotent => self.count(|m| m.non_idempotent),
             Decision::Exhausted => {
