@@ -16,27 +16,31 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a protocol upgrade that
 /// is being tunnelled. `te: trailers` survives (gRPC needs it end to end).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names; most requests carry none of these.
-    let present: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    if present.is_empty() {
+    // One pass over the names; most requests carry none of these, most responses only
+    // `connection: keep-alive`. The names found are kept on the stack (each distinct name
+    // is listed once and there are `HOP_BY_HOP` of them), so the usual case allocates nothing.
+    let mut present: [Option<HeaderName>; HOP_BY_HOP] = Default::default();
+    for (slot, name) in present.iter_mut().zip(headers.keys().filter(|n| is_hop_by_hop(n))) {
+        *slot = Some(name.clone());
+    }
+    if present[0].is_none() {
         return;
     }
+    // Other headers `Connection` names (hop-by-hop ones go anyway): usually none.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|n| !is_hop_by_hop(n) && !is_end_to_end_essential(n))
         .collect();
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
     let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
-    for name in named.iter().filter(|n| !is_end_to_end_essential(n)) {
-        headers.remove(name);
-    }
-    for name in &present {
+    for name in named.iter().chain(present.iter().flatten()) {
         headers.remove(name);
     }
     if te_trailers {
@@ -47,6 +51,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::UPGRADE, up);
     }
 }
+
+/// How many names [`is_hop_by_hop`] accepts.
+const HOP_BY_HOP: usize = 9;
 
 /// A hop-by-hop header by name (RFC 9110 §7.6.1 plus the de-facto `keep-alive`,
 /// `proxy-connection`). One string match: most names differ in length from all of them.
@@ -166,7 +173,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_names() {
-        for name in [
+        let all = [
             header::CONNECTION,
             header::PROXY_AUTHENTICATE,
             header::PROXY_AUTHORIZATION,
@@ -176,9 +183,20 @@ mod tests {
             header::UPGRADE,
             HeaderName::from_static("keep-alive"),
             HeaderName::from_static("proxy-connection"),
-        ] {
-            assert!(is_hop_by_hop(&name), "{name}");
+        ];
+        for name in &all {
+            assert!(is_hop_by_hop(name), "{name}");
         }
+        assert_eq!(all.len(), HOP_BY_HOP);
+        // All of them at once (more than one value each) are all removed.
+        let mut h = HeaderMap::new();
+        for name in &all {
+            h.append(name.clone(), HeaderValue::from_static("a"));
+            h.append(name.clone(), HeaderValue::from_static("b"));
+        }
+        h.insert(header::HOST, HeaderValue::from_static("h"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
         for name in [header::HOST, header::CONTENT_LENGTH, HeaderName::from_static("x-te")] {
             assert!(!is_hop_by_hop(&name), "{name}");
         }
