@@ -89,6 +89,29 @@ async fn retry_replays_a_post_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_sends_the_head_as_the_filters_left_it() {
+    let sick = Upstream::start_failing("sick", 503).await;
+    let good = Upstream::start("good").await;
+    let filters = "      - name: router\n        module: builtin:router\n        config: { routes: [ { name: all, route: [ { destination: { host: web } } ], headers: { request: { set: { x-routed: \"yes\" }, remove: [ x-drop ] } } } ] }\n      - name: retry\n        module: builtin:retry\n        config: { attempts: 2, retryOn: \"5xx\", backoff: 1ms }\n";
+    let proxy = TestProxy::start(&chain(filters, &[sick.addr, good.addr]), 1);
+    let c = Client::http1();
+    for i in 0..4 {
+        let req = http::Request::get(proxy.url("main", &format!("/anything?n={i}")))
+            .header("x-drop", "1")
+            .header("x-app", "kept")
+            .body(wasmesh_tests::client::full(""))
+            .expect("request");
+        let r = c.send(req).await;
+        assert_eq!(r.status, 200, "request {i}");
+        let h = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(h("x-echo-x-routed").as_deref(), Some("yes"), "request {i}");
+        assert_eq!(h("x-echo-x-app").as_deref(), Some("kept"), "request {i}");
+        assert_eq!(h("x-echo-x-drop"), None, "request {i}");
+    }
+    assert!(sick.hits() >= 2, "round robin sent some first attempts to the failing endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_idempotent_requests_are_retried_only_with_an_idempotency_key() {
     let sick = Upstream::start_failing("sick", 503).await;
     let filters = "      - name: retry\n        module: builtin:retry\n        config: { attempts: 2, retryOn: \"5xx\", backoff: 1ms }\n";

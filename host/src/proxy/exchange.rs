@@ -209,9 +209,9 @@ async fn run(
 
     // With filters: attempts until a response is accepted (the retry filter asks for
     // more through `wasmesh.retry_upstream`).
-    let (retry_limit, per_try) = {
+    let (retry_limit, per_try, head_kept) = {
         let s = stream.lock().await;
-        (route::retry_buffer_bytes(&s), route::per_try_timeout(&s))
+        (route::retry_buffer_bytes(&s), route::per_try_timeout(&s), s.keeps_request_head())
     };
     let replay: Option<SharedReplay> = (retry_limit > 0).then(|| Rc::new(RefCell::new(Replay::new(retry_limit))));
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -270,10 +270,27 @@ async fn run(
                     tried_n += 1;
                 }
                 let _active = endpoint.track();
-                // Without a replayable body there is no second attempt: the head moves.
+                // Without a replayable body there is no second attempt: the head moves. With
+                // one, a later attempt needs the head again: from the copy the stream keeps
+                // for its filters when there is one (the first attempt's head then moves),
+                // else from a copy made now.
                 let head = match &replay {
-                    Some(_) => parts.clone(),
-                    None => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
+                    Some(_) if !head_kept => parts.clone(),
+                    Some(_) if attempt > 1 => match stream.lock().await.request_head() {
+                        Some(mut head) => {
+                            head.version = parts.version;
+                            head
+                        }
+                        // The copy lives as long as the stream: answered like a replay
+                        // body that is gone, should it ever be missing.
+                        None => break Err(fail_stream(&stream, ExchangeError::Timeout).await),
+                    },
+                    _ => {
+                        let version = parts.version;
+                        let mut placeholder = Request::new(()).into_parts().0;
+                        placeholder.version = version;
+                        std::mem::replace(&mut parts, placeholder)
+                    }
                 };
                 let req = Request::from_parts(head, upstream_body);
                 let send = worker.pools.send(&entry.cluster, &endpoint, req);

@@ -676,6 +676,23 @@ impl Drop for HttpStream {
     }
 }
 
+impl HttpStream {
+    /// A copy of the request head as the filters left it, when the stream keeps one for
+    /// later callbacks (`None` while it is lent, or when no filter reads it later).
+    pub fn request_head(&self) -> Option<http::request::Parts> {
+        let s = self.shared.as_ref()?.borrow();
+        s.request.as_ref().filter(|_| !s.request_live).cloned()
+    }
+
+    /// Whether [`HttpStream::request_head`] has a copy to give.
+    pub fn keeps_request_head(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| {
+            let s = s.borrow();
+            s.request.is_some() && !s.request_live
+        })
+    }
+}
+
 #[cfg(test)]
 impl HttpStream {
     /// Whether the stream state holds a copy of the request and of the response head.
