@@ -7,7 +7,7 @@ mod exchange;
 mod headers;
 mod local_reply;
 pub mod metrics;
-mod route;
+pub(crate) mod route;
 mod upgrade;
 
 use std::cell::RefCell;

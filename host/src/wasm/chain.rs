@@ -389,7 +389,7 @@ impl HttpStream {
     /// change it).
     pub fn set_property(&mut self, path: &str, value: Bytes) {
         if let Some(shared) = &self.shared {
-            shared.borrow_mut().filter_state.insert(path.to_string(), value);
+            shared.borrow_mut().filter_state.insert(super::state::state_key(path), value);
         }
     }
 

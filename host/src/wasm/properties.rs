@@ -16,7 +16,7 @@ use http::header::{HeaderMap, CONTENT_LENGTH, REFERER, USER_AGENT};
 use super::abi::status::Status;
 use super::maps::encode_pairs;
 use super::plugin::Plugin;
-use super::state::{HostState, StreamShared};
+use super::state::{state_key, HostState, StateKey, StreamShared};
 use super::text::lossy;
 use crate::config::Direction;
 
@@ -476,7 +476,13 @@ fn joined_map(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// `set_property`: filter state of the current stream (ignored outside a stream).
 pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
-    let key = with_segments(path, |s| s.join("."));
+    // A name without NULs keys as it is (segmenting it and joining the segments with dots
+    // gives it back); a NUL-separated path is joined.
+    let text = lossy(path);
+    let key: StateKey = match text.contains('\0') {
+        false => state_key(&text),
+        true => Cow::Owned(with_segments(path, |s| s.join("."))),
+    };
     match st.current_stream() {
         Some(stream) => {
             let Ok(mut s) = stream.try_borrow_mut() else { return };
@@ -499,7 +505,7 @@ pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
                 s.filter_state.insert(key, value);
             }
         }
-        None => tracing::debug!(key, "set_property outside a stream; ignored"),
+        None => tracing::debug!(key = %key, "set_property outside a stream; ignored"),
     }
 }
 
@@ -519,7 +525,7 @@ mod tests {
     fn request_auth_properties_read_what_authn_published() {
         let mut s = StreamShared::new(crate::wasm::tests::info(0));
         for (k, v) in [("request.auth.principal", "iss/sub"), ("request.auth.claims.group", "dev")] {
-            s.filter_state.insert(k.to_string(), bytes::Bytes::from_static(v.as_bytes()));
+            s.filter_state.insert(k.into(), bytes::Bytes::from_static(v.as_bytes()));
         }
         let read = |rest: &[&str]| {
             request_property(&s, rest).map(|v| {

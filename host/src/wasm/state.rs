@@ -5,6 +5,7 @@
 
 use super::interest::Interest;
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -132,10 +133,42 @@ pub(crate) struct StreamShared {
     /// The body the active (or holding) filter sees.
     pub request_body: Option<BytesMut>,
     pub response_body: Option<BytesMut>,
-    /// `set_property` values (`wasmesh.upstream.cluster`, anything else), by dotted path.
-    pub filter_state: FxHashMap<String, Bytes>,
+    /// `set_property` values (`wasmesh.upstream.cluster`, anything else), by dotted path
+    /// ([`state_key`]).
+    pub filter_state: FxHashMap<StateKey, Bytes>,
     pub signals: Signals,
     pub notify: Rc<tokio::sync::Notify>,
+}
+
+/// A filter-state key: the names filters set on most requests are static (no allocation
+/// per set and per stream), any other name is owned.
+pub(crate) type StateKey = Cow<'static, str>;
+
+/// Filter-state names set on most requests (routing intents, retry settings, flags, the
+/// request identity). Others work the same, at the price of an allocation.
+const WELL_KNOWN_KEYS: &[&str] = &[
+    "wasmesh.upstream.cluster",
+    "wasmesh.upstream.subset",
+    "wasmesh.upstream.hash_key",
+    "wasmesh.upstream.per_try_timeout_ms",
+    "wasmesh.route.name",
+    "wasmesh.route.timeout_ms",
+    "wasmesh.request.buffer_for_retry",
+    "wasmesh.response.flag",
+    "wasmesh.eject_endpoint",
+    "circuit_breaker.max_retries",
+    "request.auth.principal",
+    "request.auth.claims",
+    "request.auth.audiences",
+    "request.auth.presenter",
+];
+
+/// The filter-state key for `name`.
+pub(crate) fn state_key(name: &str) -> StateKey {
+    match WELL_KNOWN_KEYS.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_owned()),
+    }
 }
 
 /// Stream control requested by filters; acted on after the guest call returns.
@@ -230,5 +263,34 @@ impl StreamShared {
     /// Wakes the phase waiting on this stream (it re-checks the signals).
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::route;
+
+    #[test]
+    fn the_names_set_on_most_requests_key_without_allocating() {
+        let proxy_reads = [
+            route::PROP_CLUSTER,
+            route::PROP_SUBSET,
+            route::PROP_HASH_KEY,
+            route::PROP_TIMEOUT_MS,
+            route::PROP_BUFFER_FOR_RETRY,
+            route::PROP_PER_TRY_TIMEOUT_MS,
+            super::super::properties::RESPONSE_FLAG,
+        ];
+        for k in proxy_reads {
+            assert!(matches!(state_key(k), Cow::Borrowed(b) if b == k), "{k}");
+        }
+        assert!(matches!(state_key("my.own.key"), Cow::Owned(s) if s == "my.own.key"));
+        // Either kind finds the same entry.
+        let mut state: FxHashMap<StateKey, Bytes> = FxHashMap::default();
+        state.insert(state_key(route::PROP_CLUSTER), Bytes::from_static(b"a"));
+        state.insert(state_key("my.own.key"), Bytes::from_static(b"b"));
+        assert_eq!(state.get(route::PROP_CLUSTER).map(|b| &b[..]), Some(&b"a"[..]));
+        assert_eq!(state.get("my.own.key").map(|b| &b[..]), Some(&b"b"[..]));
     }
 }

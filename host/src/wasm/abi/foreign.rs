@@ -132,7 +132,7 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 fn eject_endpoint(st: &HostState, args: &[u8]) -> Status {
     let Some(stream) = st.current_stream() else { return Status::BadArgument };
     let Ok(mut s) = stream.try_borrow_mut() else { return Status::InternalFailure };
-    s.filter_state.insert("wasmesh.eject_endpoint".to_string(), Bytes::copy_from_slice(args));
+    s.filter_state.insert("wasmesh.eject_endpoint".into(), Bytes::copy_from_slice(args));
     Status::Ok
 }
 
