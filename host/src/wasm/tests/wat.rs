@@ -683,23 +683,35 @@ fn get_properties_answers_values_and_absent_markers_in_one_call() {
 /// 56 = mask 256 (unknown bit), 60 = mask 193 (request headers, on_done, on_log),
 /// 64 = mask 0 (none).
 fn interest_module(configure: &str, request: &str) -> String {
-    format!(
-        r#"(module
-      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (data (i32.const 16) "wasmesh.http_callbacks")
-      (data (i32.const 48) "\01\00\00\00\09\00\00\00\00\01\00\00\c1\00\00\00")
-      {ALLOC}
+    foreign_module(
+        "wasmesh.http_callbacks",
+        r#"(data (i32.const 48) "\01\00\00\00\09\00\00\00\00\01\00\00\c1\00\00\00")
       (func $set (param $mask_at i32) (result i32)
         (call $foreign (i32.const 16) (i32.const 22) (local.get $mask_at) (i32.const 4) (i32.const 80) (i32.const 84)))
-      (func (export "proxy_on_context_create") (param i32 i32))
-      (func (export "proxy_on_configure") (param i32 i32) (result i32) {configure} i32.const 1)
-      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {request} i32.const 0)
       (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) unreachable)
       (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) unreachable)
       (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) unreachable)
       (func (export "proxy_on_done") (param i32) (result i32) unreachable)
-      (func (export "proxy_on_log") (param i32) unreachable))"#
+      (func (export "proxy_on_log") (param i32) unreachable)"#,
+        configure,
+        request,
+    )
+}
+
+/// A module with `proxy_call_foreign_function` as `$foreign`, the function's `name` at
+/// 16, `rest` (data and functions), and `configure` / `request` run in `on_configure` /
+/// `on_request_headers`. Out-pointers at 80 and 84.
+fn foreign_module(name: &str, rest: &str, configure: &str, request: &str) -> String {
+    format!(
+        r#"(module
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "{name}")
+      {ALLOC}
+      {rest}
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) {configure} i32.const 1)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {request} i32.const 0))"#
     )
 }
 
@@ -894,19 +906,14 @@ fn a_defined_property_set_is_read_by_id_with_the_same_answer() {
 /// headers (`request`). Memory: 16 = "wasmesh.pool_limits", 48 = a valid table (28
 /// bytes with trailing white space), 96 = a misspelt one (25 bytes).
 fn pool_limits_module(configure: &str, request: &str) -> String {
-    format!(
-        r#"(module
-      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (data (i32.const 16) "wasmesh.pool_limits")
-      (data (i32.const 48) "{{\"web\":{{\"max_requests\":2}}}}  ")
-      (data (i32.const 96) "{{\"web\":{{\"max_request\":2}}}}")
-      {ALLOC}
+    foreign_module(
+        "wasmesh.pool_limits",
+        r#"(data (i32.const 48) "{\"web\":{\"max_requests\":2}}  ")
+      (data (i32.const 96) "{\"web\":{\"max_request\":2}}")
       (func $declare (param $at i32) (param $len i32) (result i32)
-        (call $foreign (i32.const 16) (i32.const 19) (local.get $at) (local.get $len) (i32.const 80) (i32.const 84)))
-      (func (export "proxy_on_context_create") (param i32 i32))
-      (func (export "proxy_on_configure") (param i32 i32) (result i32) {configure} i32.const 1)
-      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {request} i32.const 0))"#
+        (call $foreign (i32.const 16) (i32.const 19) (local.get $at) (local.get $len) (i32.const 80) (i32.const 84)))"#,
+        configure,
+        request,
     )
 }
 
