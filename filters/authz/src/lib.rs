@@ -375,12 +375,13 @@ impl HttpContext for Stream {
     }
 }
 
+/// What every request needs: `:path`, `:method`, `:authority` (`host` as fallback); then
+/// the request principal, read in the same batch for policies that match on it.
+const HEAD_PATHS: [&str; 4] = ["request.path", "request.method", "request.host", "request.auth.principal"];
+
 thread_local! {
-    /// What every request needs: `:path`, `:method`, `:authority` (`host` as fallback).
-    static HEAD: PropertyBatch = PropertyBatch::new(&["request.path", "request.method", "request.host"]);
-    /// The same and the request principal, for policies that match on it.
-    static HEAD_AND_PRINCIPAL: PropertyBatch =
-        PropertyBatch::new(&["request.path", "request.method", "request.host", "request.auth.principal"]);
+    static HEAD: PropertyBatch = PropertyBatch::new(&HEAD_PATHS[..3]);
+    static HEAD_AND_PRINCIPAL: PropertyBatch = PropertyBatch::new(&HEAD_PATHS);
 }
 
 fn is_hop_by_hop(name: &str) -> bool {

@@ -137,27 +137,10 @@ impl Config {
     /// The pool limits for the host (`wasmesh.pool_limits`): every listed cluster (one
     /// without limits too, so it does not fall back) and `"*"`, unset limits left out.
     pub fn pool_limit_table(&self) -> String {
-        let entry = |p: &ClusterPolicy| {
-            let l = p.limits;
-            let mut m = serde_json::Map::new();
-            let fields = [
-                ("max_connections", l.max_connections),
-                ("max_pending_requests", l.max_pending_requests),
-                ("max_requests", l.max_requests),
-            ];
-            for (k, v) in fields {
-                if let Some(v) = v {
-                    m.insert(k.to_string(), v.into());
-                }
-            }
-            serde_json::Value::Object(m)
-        };
-        let mut table: serde_json::Map<String, serde_json::Value> =
-            self.clusters.iter().map(|(name, p)| (name.clone(), entry(p))).collect();
-        if let Some(p) = &self.fallback {
-            table.insert("*".to_string(), entry(p));
-        }
-        serde_json::Value::Object(table).to_string()
+        let listed = self.clusters.iter().map(|(name, p)| (name.as_str(), &p.limits));
+        let table: BTreeMap<&str, &PoolLimits> =
+            listed.chain(self.fallback.as_ref().map(|p| ("*", &p.limits))).collect();
+        serde_json::to_string(&table).unwrap_or_default()
     }
 
     /// Whether some cluster's policy (or the fallback) does `want`.

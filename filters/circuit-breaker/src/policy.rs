@@ -2,16 +2,20 @@
 //! detection (consecutive errors, ejection time growth, max ejection / min health percent).
 
 /// Istio `connectionPool` limits (`None` = unlimited): the host applies the first three
-/// (`wasmesh.pool_limits`), the retry filter the last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// (`wasmesh.pool_limits`, serialized as it reads them), the retry filter the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct PoolLimits {
     /// `tcp.maxConnections` (Envoy `max_connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
     /// `http.http1MaxPendingRequests` (Envoy `max_pending_requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u64>,
     /// `http.http2MaxRequests` (Envoy `max_requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u64>,
     /// `http.maxRetries` (Envoy `max_retries`): handed to the retry filter.
+    #[serde(skip)]
     pub max_retries: Option<u64>,
 }
 

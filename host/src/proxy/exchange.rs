@@ -214,6 +214,8 @@ async fn run(
         (route::retry_buffer_bytes(&s), route::per_try_timeout(&s), s.keeps_request_head())
     };
     let replay: Option<SharedReplay> = (retry_limit > 0).then(|| Rc::new(RefCell::new(Replay::new(retry_limit))));
+    // The cluster's HTTP version, for a later attempt's head taken from the kept copy.
+    let version = parts.version;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut first_body = Some(body);
     let mut body_reply: Option<tokio::sync::oneshot::Receiver<LocalReply>> = None;
@@ -278,19 +280,14 @@ async fn run(
                     Some(_) if !head_kept => parts.clone(),
                     Some(_) if attempt > 1 => match stream.lock().await.request_head() {
                         Some(mut head) => {
-                            head.version = parts.version;
+                            head.version = version;
                             head
                         }
                         // The copy lives as long as the stream: answered like a replay
                         // body that is gone, should it ever be missing.
                         None => break Err(fail_stream(&stream, ExchangeError::Timeout).await),
                     },
-                    _ => {
-                        let version = parts.version;
-                        let mut placeholder = Request::new(()).into_parts().0;
-                        placeholder.version = version;
-                        std::mem::replace(&mut parts, placeholder)
-                    }
+                    _ => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
                 };
                 let req = Request::from_parts(head, upstream_body);
                 let send = worker.pools.send(&entry.cluster, &endpoint, req);

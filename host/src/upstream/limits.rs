@@ -11,13 +11,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct PoolLimits {
     /// `tcp.maxConnections` (Envoy `max_connections`).
-    #[serde(default)]
     pub max_connections: Option<u64>,
     /// `http.http1MaxPendingRequests` (Envoy `max_pending_requests`).
-    #[serde(default)]
     pub max_pending_requests: Option<u64>,
     /// `http.http2MaxRequests` (Envoy `max_requests`).
-    #[serde(default)]
     pub max_requests: Option<u64>,
 }
 

@@ -680,16 +680,18 @@ impl HttpStream {
     /// A copy of the request head as the filters left it, when the stream keeps one for
     /// later callbacks (`None` while it is lent, or when no filter reads it later).
     pub fn request_head(&self) -> Option<http::request::Parts> {
-        let s = self.shared.as_ref()?.borrow();
-        s.request.as_ref().filter(|_| !s.request_live).cloned()
+        self.kept_request(Clone::clone)
     }
 
     /// Whether [`HttpStream::request_head`] has a copy to give.
     pub fn keeps_request_head(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| {
-            let s = s.borrow();
-            s.request.is_some() && !s.request_live
-        })
+        self.kept_request(|_| ()).is_some()
+    }
+
+    /// `f` on the request head the stream keeps after its phase, if any.
+    fn kept_request<T>(&self, f: impl FnOnce(&http::request::Parts) -> T) -> Option<T> {
+        let s = self.shared.as_ref()?.borrow();
+        s.request.as_ref().filter(|_| !s.request_live).map(f)
     }
 }
 

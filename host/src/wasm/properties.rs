@@ -476,12 +476,15 @@ fn joined_map(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// `set_property`: filter state of the current stream (ignored outside a stream).
 pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
-    // A name without NULs keys as it is (segmenting it and joining the segments with dots
-    // gives it back); a NUL-separated path is joined.
+    // A name without NULs (what SDKs send) keys as it is: segmenting it and joining the
+    // segments again gives it back, for more work than the set itself.
     let text = lossy(path);
     let key: StateKey = match text.contains('\0') {
         false => state_key(&text),
-        true => Cow::Owned(with_segments(path, |s| s.join("."))),
+        true => with_segments(path, |s| match s {
+            [first, rest @ ..] => with_dotted(first, rest, state_key),
+            [] => state_key(""),
+        }),
     };
     match st.current_stream() {
         Some(stream) => {

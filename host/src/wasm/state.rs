@@ -154,7 +154,7 @@ const WELL_KNOWN_KEYS: &[&str] = &[
     "wasmesh.route.name",
     "wasmesh.route.timeout_ms",
     "wasmesh.request.buffer_for_retry",
-    "wasmesh.response.flag",
+    super::properties::RESPONSE_FLAG,
     "wasmesh.eject_endpoint",
     "circuit_breaker.max_retries",
     "request.auth.principal",
