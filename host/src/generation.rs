@@ -169,7 +169,8 @@ impl Generation {
                 let reused = ctx.previous.and_then(|p| p.find_plugin(l, f, sha.as_slice()));
                 let plugin = match reused {
                     Some(p) => p,
-                    None => Plugin::load(ctx.wasm, f, &bytes).map_err(|e| err(e.to_string()))?,
+                    None => Plugin::load_on(ctx.wasm, f, &bytes, Some((l.name.as_str().into(), l.direction)))
+                        .map_err(|e| err(e.to_string()))?,
                 };
                 plugins.push(plugin);
             }

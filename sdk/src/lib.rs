@@ -595,6 +595,33 @@ pub mod ext {
     pub fn pool_limits(json: &[u8]) -> Result<(), Status> {
         proxy_wasm::hostcalls::call_foreign_function("wasmesh.pool_limits", Some(json)).map(|_| ())
     }
+
+    /// Defines request metrics the host records at the end of each stream that uses
+    /// them, from a JSON template (metric names, and labels each a literal or a fact of
+    /// the request: see docs/host-extensions.md); its id for [`use_request_metrics`].
+    /// `NotFound` from a host without the extension, `BadArgument` for a malformed
+    /// template (the host logs why).
+    pub fn define_request_metrics(json: &[u8]) -> Result<u32, Status> {
+        let answer = proxy_wasm::hostcalls::call_foreign_function("wasmesh.define_request_metrics", Some(json))?;
+        answer
+            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map(u32::from_le_bytes)
+            .ok_or(Status::SerializationFailure)
+    }
+
+    /// Records template `id` for every stream of this filter from now on (root context)
+    /// or for this stream instead of the root's (HTTP context).
+    pub fn use_request_metrics(id: u32) -> Result<(), Status> {
+        proxy_wasm::hostcalls::call_foreign_function("wasmesh.request_metrics", Some(&id.to_le_bytes())).map(|_| ())
+    }
+
+    /// This stream's gRPC message counts for its request metrics (from `on_log`).
+    pub fn request_messages(request: u64, response: u64) -> Result<(), Status> {
+        let mut args = [0u8; 16];
+        args[..8].copy_from_slice(&request.to_le_bytes());
+        args[8..].copy_from_slice(&response.to_le_bytes());
+        proxy_wasm::hostcalls::call_foreign_function("wasmesh.request_messages", Some(&args)).map(|_| ())
+    }
 }
 
 /// This stream's wasmesh extras: pausing, response flags, typed property reads.

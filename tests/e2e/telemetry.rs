@@ -239,3 +239,92 @@ async fn grpc_streams_still_reach_the_body_callbacks_for_message_counts() {
     assert_eq!(counter(&s, "istio_request_messages_total", &[]), 3.0);
     assert_eq!(counter(&s, "istio_response_messages_total", &[]), 3.0);
 }
+
+/// Sidecar A (outbound, the frontend) calls sidecar B (inbound, the api) over mutual TLS;
+/// both run telemetry with metadata exchange. Each side reports the other's workload as
+/// learnt from the exchanged headers, B the certificates' SPIFFE ids and `mutual_tls`, A
+/// the service of its Istio-style cluster name — the labels the proxy fills in per
+/// request from the filter's template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_exchange_and_mtls_fill_both_reporters_labels() {
+    use wasmesh_tests::pki::Ca;
+    const FRONTEND_ID: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
+    const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
+    let dir = wasmesh_tests::temp_dir("telemetry-mtls");
+    let ca = Ca::new("telemetry test CA");
+    ca.write(&dir, "ca.pem");
+    ca.leaf(&dir, "frontend", &[], &[FRONTEND_ID]);
+    ca.leaf(&dir, "api", &["localhost", "127.0.0.1"], &[API_ID]);
+    let d = dir.display();
+    let app = Upstream::start("app").await;
+    let telemetry =
+        "    filters:\n      - { name: telemetry, module: builtin:telemetry, config: { metadata_exchange: true } }\n";
+    let b = TestProxy::start(
+        &format!(
+            "admin: {{ address: \"127.0.0.1:0\" }}\nnode: {{ id: sidecar~api, metadata: {{ WORKLOAD_NAME: api-v2, NAMESPACE: shop, app: api, version: v2 }} }}\nlisteners:\n  - name: inbound\n    address: \"127.0.0.1:0\"\n    direction: inbound\n    default_cluster: \"inbound|8080||\"\n    tls: {{ cert: \"{d}/api.pem\", key: \"{d}/api.key\", client_ca: \"{d}/ca.pem\", mode: mutual }}\n{telemetry}clusters:\n{}",
+            cluster_yaml("inbound|8080||", "round_robin", &[(app.addr, &[])])
+        ),
+        1,
+    );
+    let cluster = "outbound|8080||api.shop.svc.cluster.local";
+    let a = TestProxy::start(
+        &format!(
+            "admin: {{ address: \"127.0.0.1:0\" }}\nnode: {{ id: sidecar~frontend, metadata: {{ WORKLOAD_NAME: frontend-v1, NAMESPACE: web, app: frontend, version: v1 }} }}\nlisteners:\n  - name: outbound\n    address: \"127.0.0.1:0\"\n    direction: outbound\n    default_cluster: \"{cluster}\"\n{telemetry}clusters:\n  - name: \"{cluster}\"\n    connect_timeout: 1s\n    endpoints:\n      - address: \"{}\"\n    tls: {{ mode: mutual, ca: \"{d}/ca.pem\", cert: \"{d}/frontend.pem\", key: \"{d}/frontend.key\", subject_alt_names: [\"{API_ID}\"] }}\n",
+            b.addr("inbound")
+        ),
+        1,
+    );
+    let c = Client::http1();
+    for path in ["/ok", "/ok", "/status/404"] {
+        let r = c.get(&a.url("outbound", path)).await;
+        assert_eq!(r.header("x-envoy-peer-metadata"), None, "the exchange headers stop at the sidecar");
+        assert_ne!(r.status.as_u16(), 503, "{}", r.text());
+    }
+    let (sa, sb) = (scrape(&a).await, scrape(&b).await);
+    let dest = [
+        ("reporter", "destination"),
+        ("source_workload", "frontend-v1"),
+        ("source_workload_namespace", "web"),
+        ("source_canonical_service", "frontend"),
+        ("source_principal", FRONTEND_ID),
+        ("destination_workload", "api-v2"),
+        ("destination_principal", API_ID),
+        ("destination_version", "v2"),
+        ("destination_service_namespace", "shop"),
+        ("connection_security_policy", "mutual_tls"),
+        ("request_protocol", "http"),
+        ("response_flags", "-"),
+    ];
+    let with = |base: &[(&'static str, &'static str)], code: &'static str| {
+        let mut v = base.to_vec();
+        v.push(("response_code", code));
+        v
+    };
+    assert_eq!(counter(&sb, "istio_requests_total", &with(&dest, "200")), 2.0, "{:?}", sb.samples);
+    assert_eq!(counter(&sb, "istio_requests_total", &with(&dest, "404")), 1.0);
+    assert_eq!(counter(&sb, "istio_requests_total", &[]), 3.0, "every request on one label set per code");
+    let src = [
+        ("reporter", "source"),
+        ("source_workload", "frontend-v1"),
+        ("source_principal", "unknown"),
+        ("destination_workload", "api-v2"),
+        ("destination_app", "api"),
+        ("destination_canonical_revision", "v2"),
+        ("destination_service", "api.shop.svc.cluster.local"),
+        ("destination_service_name", "api"),
+        ("destination_service_namespace", "shop"),
+        ("connection_security_policy", "unknown"),
+        ("grpc_response_status", ""),
+    ];
+    assert_eq!(counter(&sa, "istio_requests_total", &with(&src, "200")), 2.0, "{:?}", sa.samples);
+    assert_eq!(counter(&sa, "istio_requests_total", &with(&src, "404")), 1.0);
+    // Sizes and durations land in the histograms of the same label sets.
+    for name in ["istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes"] {
+        let count = format!("{name}_count");
+        assert_eq!(counter(&sa, &count, &with(&src, "200")), 2.0, "{name} on A");
+        assert_eq!(counter(&sb, &count, &with(&dest, "404")), 1.0, "{name} on B");
+    }
+    let sum = |s: &prometheus_parse::Scrape, name: &str| counter(s, name, &[]);
+    assert!(sum(&sb, "istio_request_bytes_sum") > 3.0 * 30.0, "request heads counted");
+    assert!(sum(&sb, "istio_response_bytes_sum") > 3.0 * 30.0, "response heads counted");
+}

@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rustc_hash::FxHashMap;
-
-use wasmesh_sdk::metrics::{Counter, Histogram};
+use wasmesh_sdk::metrics::Counter;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -23,25 +21,26 @@ use wasmesh_sdk::{ext, props, PropertyBatch};
 use config::{Config, TagSource, TracingConfig};
 use policy::export::ExportQueue;
 use policy::grpc::FrameCounter;
-use policy::labels::{self, LabelKey, Reporter, Workload};
+use policy::labels::{self, Reporter, Workload};
 use policy::otlp::{self, AttrValue, Span, SpanKind, SpanStatics};
 use policy::rng::Rng;
 use policy::trace::{self, Hop};
 use policy::{flags, peer, Record};
 use wasmesh_sdk::callbacks::{self, Callbacks};
 
-/// Istio's standard HTTP metrics.
-const REQUESTS_TOTAL: &str = "istio_requests_total";
-const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
-const REQUEST_BYTES: &str = "istio_request_bytes";
-const RESPONSE_BYTES: &str = "istio_response_bytes";
-const REQUEST_MESSAGES: &str = "istio_request_messages_total";
-const RESPONSE_MESSAGES: &str = "istio_response_messages_total";
+/// Istio's standard HTTP metrics: requests, duration, request bytes, response bytes,
+/// request messages, response messages (gRPC).
+const ISTIO_METRICS: [&str; 6] = [
+    "istio_requests_total",
+    "istio_request_duration_milliseconds",
+    "istio_request_bytes",
+    "istio_response_bytes",
+    "istio_request_messages_total",
+    "istio_response_messages_total",
+];
 /// The filter's own span-export metrics.
 const SPANS_DROPPED: &str = "wasmesh_telemetry_spans_dropped_total";
 const SPANS_EXPORTED: &str = "wasmesh_telemetry_spans_exported_total";
-/// Most distinct label sets whose metric ids are cached (more are defined per request).
-const MAX_CACHED_LABEL_SETS: usize = 10_000;
 /// Most decoded peer headers cached per VM.
 const MAX_CACHED_PEERS: usize = 256;
 /// Most export requests in flight per VM.
@@ -54,16 +53,6 @@ proxy_wasm::main! {{
 fn log(level: LogLevel, msg: &str) {
     // Logging is best effort: there is nowhere else to report a failed log call.
     let _ = hostcalls::log(level, msg);
-}
-
-/// The metric series of one label set.
-struct Series {
-    requests: Counter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
-    /// gRPC label sets only.
-    messages: Option<(Counter, Counter)>,
 }
 
 /// Span-export counters.
@@ -84,15 +73,15 @@ struct Shared {
     /// This workload's `x-envoy-peer-metadata` value and node id.
     local_header: String,
     node_id: String,
-    /// Decoded peer headers (header value → workload).
-    peers: RefCell<HashMap<String, Rc<Workload>>>,
-    rng: RefCell<Rng>,
-    series: RefCell<FxHashMap<LabelKey, Series>>,
-    /// The reporter learnt from the first stream's `listener_direction` (a root context
+    /// The reporter: configured, else from the listener's direction (a root context
     /// serves one listener, whose direction a reload cannot change under it).
-    learnt_reporter: Cell<Option<Reporter>>,
-    /// `on_log`'s property reads: common, destination, and with the direction.
-    record_reads: [PropertyBatch; 3],
+    reporter: Reporter,
+    /// The request-metrics template of each peer learnt by metadata exchange (header
+    /// value → template id; `None` when metrics are off or the host refused it).
+    peers: RefCell<HashMap<String, Option<u32>>>,
+    rng: RefCell<Rng>,
+    /// `on_log`'s property reads: common, and as the destination.
+    record_reads: [PropertyBatch; 2],
     spans: RefCell<ExportQueue>,
     export_metrics: ExportMetrics,
 }
@@ -110,29 +99,8 @@ struct PassThrough;
 struct Stream {
     shared: Rc<Shared>,
     hop: Option<Hop>,
-    reporter: Option<Reporter>,
-    /// The remote workload, learnt by metadata exchange.
-    peer: Option<Rc<Workload>>,
     /// gRPC message counters (request, response); `None` for other requests.
     frames: Option<(FrameCounter, FrameCounter)>,
-}
-
-// === impl Series ===
-
-impl Series {
-    fn observe(&self, r: &Record, messages: Option<(u64, u64)>) {
-        // Metric updates are best effort: a failed hostcall must not fail the request.
-        let _ = self.requests.add(1);
-        if let Some(ms) = r.duration_ms() {
-            let _ = self.duration.record(ms);
-        }
-        let _ = self.request_bytes.record(r.bytes_received.unwrap_or(0));
-        let _ = self.response_bytes.record(r.bytes_sent.unwrap_or(0));
-        if let (Some((req, resp)), Some((n_req, n_resp))) = (&self.messages, messages) {
-            let _ = req.add(n_req);
-            let _ = resp.add(n_resp);
-        }
-    }
 }
 
 // === impl Shared ===
@@ -160,56 +128,26 @@ impl Shared {
         }
     }
 
-    /// Decodes a peer's `x-envoy-peer-metadata` (cached; `None` when malformed).
-    fn peer(&self, header: &str) -> Option<Rc<Workload>> {
-        if let Some(w) = self.peers.borrow().get(header) {
-            return Some(w.clone());
+    /// The request metrics of a peer's `x-envoy-peer-metadata` (cached; `None` when
+    /// malformed or metrics are off).
+    fn peer_metrics(&self, header: &str) -> Option<u32> {
+        if let Some(id) = self.peers.borrow().get(header) {
+            return *id;
         }
-        let w = Rc::new(peer::decode(header)?);
+        let id = self.config.metrics.then(|| peer::decode(header)).flatten().and_then(|w| self.define_metrics(&w).ok());
         let mut peers = self.peers.borrow_mut();
         if peers.len() >= MAX_CACHED_PEERS {
             peers.clear();
         }
-        peers.insert(header.to_string(), w.clone());
-        Some(w)
+        peers.insert(header.to_string(), id);
+        id
     }
 
-    fn record_metrics(&self, key: LabelKey, r: &Record, messages: Option<(u64, u64)>) {
-        let mut cache = self.series.borrow_mut();
-        if let Some(series) = cache.get(&key) {
-            series.observe(r, messages);
-            return;
-        }
-        let Some(series) = self.define_series(&key) else { return };
-        series.observe(r, messages);
-        if cache.len() < MAX_CACHED_LABEL_SETS {
-            cache.insert(key, series);
-        }
-    }
-
-    fn define_series(&self, key: &LabelKey) -> Option<Series> {
-        let values = labels::values(key, &self.local, &self.config.peer);
-        let pairs = labels::pairs(&values);
-        let defined = (|| {
-            Ok::<_, proxy_wasm::types::Status>(Series {
-                requests: Counter::new(REQUESTS_TOTAL, &pairs)?,
-                duration: Histogram::new(REQUEST_DURATION, &pairs)?,
-                request_bytes: Histogram::new(REQUEST_BYTES, &pairs)?,
-                response_bytes: Histogram::new(RESPONSE_BYTES, &pairs)?,
-                messages: if key.grpc {
-                    Some((Counter::new(REQUEST_MESSAGES, &pairs)?, Counter::new(RESPONSE_MESSAGES, &pairs)?))
-                } else {
-                    None
-                },
-            })
-        })();
-        match defined {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log(LogLevel::Warn, &format!("telemetry: defining istio metrics failed: {e:?}"));
-                None
-            }
-        }
+    /// Has the host record Istio's standard metrics with `peer` as the other side; the
+    /// template's id.
+    fn define_metrics(&self, peer: &Workload) -> Result<u32, proxy_wasm::types::Status> {
+        let labels = labels::template(self.reporter, &self.local, peer);
+        ext::define_request_metrics(labels::template_json(&labels, ISTIO_METRICS).as_bytes())
     }
 }
 
@@ -217,6 +155,8 @@ impl Shared {
 
 impl Root {
     fn build(&self, config: Config) -> Shared {
+        let reporter =
+            config.reporter.unwrap_or_else(|| Reporter::from_direction(prop_int(vec!["listener_direction"])));
         let node = |k: &str| prop_str(vec!["node", "metadata", k]);
         let local = Workload::from_node_metadata(node);
         let node_id = prop_str(vec!["node", "id"]).unwrap_or_default();
@@ -253,14 +193,12 @@ impl Root {
             peers: RefCell::new(HashMap::new()),
             config,
             local,
+            reporter,
             statics,
             service_name,
             log_headers,
             rng: RefCell::new(Rng::new(seed(self.now_ns()))),
-            series: RefCell::new(FxHashMap::default()),
-            learnt_reporter: Cell::new(None),
-            record_reads: [rec::COMMON, rec::DESTINATION, RECORD_PROPERTIES.len()]
-                .map(|n| PropertyBatch::new(&RECORD_PROPERTIES[..n])),
+            record_reads: [rec::COMMON, RECORD_PROPERTIES.len()].map(|n| PropertyBatch::new(&RECORD_PROPERTIES[..n])),
             spans: RefCell::new(queue),
             export_metrics,
         }
@@ -343,6 +281,22 @@ impl RootContext for Root {
         // this).
         let _ = callbacks::only(stream_callbacks(&config));
         let shared = self.build(config);
+        if shared.config.metrics {
+            // The host records the metrics at the end of each stream; the filter only
+            // names them (and, per stream, the peer metadata exchange learnt).
+            let defined = shared.define_metrics(&shared.config.peer).and_then(ext::use_request_metrics);
+            if let Err(e) = defined {
+                let why = match e {
+                    proxy_wasm::types::Status::NotFound => {
+                        "the host does not record request metrics (wasmesh.define_request_metrics); set metrics: { enabled: false }"
+                            .to_string()
+                    }
+                    e => format!("the host refused the metrics template: {e:?}"),
+                };
+                log(LogLevel::Error, &format!("telemetry: {why}"));
+                return false;
+            }
+        }
         let was_exporting = self.shared.as_ref().is_some_and(|s| s.exporting());
         let period = match shared.tracing().filter(|_| shared.exporting()) {
             Some(t) => Some(Duration::from_millis(t.flush_interval_ms)),
@@ -371,29 +325,32 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`; without a config (the host refused it) pass through.
         Some(match self.shared.clone() {
-            Some(shared) => Box::new(Stream { shared, hop: None, reporter: None, peer: None, frames: None }),
+            Some(shared) => Box::new(Stream { shared, hop: None, frames: None }),
             None => Box::new(PassThrough),
         })
     }
 }
 
-/// The callbacks a stream needs: request headers (trace context, metadata exchange, gRPC
-/// detection) and `on_log`; response headers only for metadata exchange. Bodies only for
-/// gRPC message counts: such a stream asks for them from its request headers.
+/// The callbacks every stream needs: request headers (trace context, metadata exchange,
+/// gRPC detection), response headers only for metadata exchange, `on_log` only for access
+/// logs. The host records the metrics itself; a stream whose span is sampled asks for
+/// `on_log`, a gRPC one for the bodies (message counts) and `on_log` (to report them),
+/// from its request headers.
 fn stream_callbacks(config: &Config) -> Callbacks {
-    let base = Callbacks::REQUEST_HEADERS | Callbacks::LOG;
+    let mut base = Callbacks::REQUEST_HEADERS;
     if config.metadata_exchange {
-        base | Callbacks::RESPONSE_HEADERS
-    } else {
-        base
+        base = base | Callbacks::RESPONSE_HEADERS;
     }
+    if config.access_log.is_some() {
+        base = base | Callbacks::LOG;
+    }
+    base
 }
 
 /// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call:
-/// the first [`rec::COMMON`] for every request, the next ones (peer identity, mTLS) only
-/// when this proxy is the destination, the last (the listener's direction) only while the
-/// reporter is not known yet; indices in [`rec`].
-const RECORD_PROPERTIES: [&str; 13] = [
+/// the first [`rec::COMMON`] for every request, the others (peer identity, mTLS) only
+/// when this proxy is the destination; indices in [`rec`].
+const RECORD_PROPERTIES: [&str; 12] = [
     props::RESPONSE_FLAGS,
     "request.headers.content-type",
     "request.duration",
@@ -406,15 +363,12 @@ const RECORD_PROPERTIES: [&str; 13] = [
     "source.principal",
     "connection.uri_san_peer_certificate",
     "connection.uri_san_local_certificate",
-    "listener_direction",
 ];
 
 /// Indices into [`RECORD_PROPERTIES`].
 mod rec {
     /// How many every request reads.
     pub const COMMON: usize = 8;
-    /// How many a destination reads.
-    pub const DESTINATION: usize = 12;
     pub const FLAGS: usize = 0;
     pub const CONTENT_TYPE: usize = 1;
     pub const DURATION: usize = 2;
@@ -427,52 +381,24 @@ mod rec {
     pub const SOURCE_PRINCIPAL: usize = 9;
     pub const PEER_URI_SAN: usize = 10;
     pub const LOCAL_URI_SAN: usize = 11;
-    pub const DIRECTION: usize = 12;
 }
 
 // === impl Stream ===
 
 impl Stream {
-    fn reporter(&mut self) -> Reporter {
-        self.settle_reporter(|| prop_int(vec!["listener_direction"]))
-    }
-
-    /// The reporter: configured, else from the listener's direction (`direction`, read
-    /// only if needed); decided once per stream.
-    fn settle_reporter(&mut self, direction: impl FnOnce() -> Option<i64>) -> Reporter {
-        if let Some(r) = self.known_reporter() {
-            return *self.reporter.insert(r);
-        }
-        let r = Reporter::from_direction(direction());
-        self.shared.learnt_reporter.set(Some(r));
-        *self.reporter.insert(r)
-    }
-
-    /// The reporter when no property read is needed to know it.
-    fn known_reporter(&self) -> Option<Reporter> {
-        self.reporter.or(self.shared.config.reporter).or(self.shared.learnt_reporter.get())
-    }
-
     fn now_ns(&self) -> u64 {
         self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     }
 
-    /// Reads what metrics and the access-log filter need about the finished request (one
+    /// Reads what spans and the access-log filter need about the finished request (one
     /// hostcall for the common properties; fallbacks and gRPC status on their own).
-    fn record(&mut self) -> Record {
-        // The direction rides along in the batch (with the destination-only properties,
-        // since which of those are wanted depends on it) instead of costing a hostcall.
-        let batch = match self.known_reporter() {
-            Some(r) if r.local_is_destination() => 1,
-            Some(_) => 0,
-            None => 2,
-        };
-        let v = self.shared.record_reads[batch].read();
+    fn record(&self) -> Record {
+        let destination = self.shared.reporter.local_is_destination();
+        let v = self.shared.record_reads[destination as usize].read();
         let bytes = |i: usize| v.get(i);
         let int = |i: usize| bytes(i).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes);
         let text =
             |i: usize| bytes(i).and_then(|b| std::str::from_utf8(b).ok()).filter(|s| !s.is_empty()).map(str::to_string);
-        let destination = self.settle_reporter(|| int(rec::DIRECTION)).local_is_destination();
         let flags = match bytes(rec::FLAGS) {
             Some(b) => flags::decode(b),
             None => prop_bytes(vec!["response", "flags"]).and_then(|b| flags::decode(&b)),
@@ -558,17 +484,19 @@ impl HttpContext for Stream {
         // than one batched property read per header.
         let headers = wasmesh_sdk::headers::request_headers();
         let header = |name: &str| headers.get(name).map(str::to_string);
+        let base = stream_callbacks(&shared.config);
+        let mut wanted = base;
         if shared.config.metrics && headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc")) {
             self.frames = Some(Default::default());
-            // Message counts read the bodies (plain HTTP bodies pass untouched).
-            let _ =
-                callbacks::only(stream_callbacks(&shared.config) | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY);
+            // Message counts read the bodies (plain HTTP bodies pass untouched) and are
+            // reported to the host's metrics from `on_log`.
+            wanted = wanted | Callbacks::REQUEST_BODY | Callbacks::RESPONSE_BODY | Callbacks::LOG;
         }
         if shared.config.metadata_exchange {
-            if self.reporter().local_is_destination() {
+            if shared.reporter.local_is_destination() {
                 // Learn the client and strip its headers before the app sees them.
                 if let Some(h) = headers.get(peer::HEADER) {
-                    self.peer = shared.peer(h);
+                    self.use_peer_metrics(h);
                     self.set_http_request_header(peer::HEADER, None);
                     self.set_http_request_header(peer::ID_HEADER, None);
                 }
@@ -577,17 +505,25 @@ impl HttpContext for Stream {
                 self.set_http_request_header(peer::ID_HEADER, Some(&shared.node_id));
             }
         }
-        let Some(t) = shared.tracing() else { return Action::Continue };
-        let incoming = trace::extract(header);
-        let forced = headers.contains("x-client-trace-id") || headers.contains("x-envoy-force-trace");
-        let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
-        for (name, value) in hop.outgoing_headers(&t.propagation, &incoming).iter() {
-            // Removing a header the request does not carry is a hostcall for nothing.
-            if value.is_some() || headers.contains(name) {
-                self.set_http_request_header(name, value);
+        if let Some(t) = shared.tracing() {
+            let incoming = trace::extract(header);
+            let forced = headers.contains("x-client-trace-id") || headers.contains("x-envoy-force-trace");
+            let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
+            for (name, value) in hop.outgoing_headers(&t.propagation, &incoming).iter() {
+                // Removing a header the request does not carry is a hostcall for nothing.
+                if value.is_some() || headers.contains(name) {
+                    self.set_http_request_header(name, value);
+                }
             }
+            if hop.sampled && shared.exporting() {
+                // The span is written from `on_log`.
+                wanted = wanted | Callbacks::LOG;
+            }
+            self.hop = Some(hop);
         }
-        self.hop = Some(hop);
+        if wanted != base {
+            let _ = callbacks::only(wanted);
+        }
         Action::Continue
     }
 
@@ -610,12 +546,12 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.shared.clone();
         if shared.config.metadata_exchange {
-            if self.reporter().local_is_destination() {
+            if shared.reporter.local_is_destination() {
                 self.set_http_response_header(peer::HEADER, Some(&shared.local_header));
                 self.set_http_response_header(peer::ID_HEADER, Some(&shared.node_id));
             } else if let Some(h) = wasmesh_sdk::headers::response_header(peer::HEADER) {
                 // Learn the server and strip its headers before the app sees them.
-                self.peer = shared.peer(&h);
+                self.use_peer_metrics(&h);
                 self.set_http_response_header(peer::HEADER, None);
                 self.set_http_response_header(peer::ID_HEADER, None);
             }
@@ -625,25 +561,16 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         let shared = self.shared.clone();
-        let mut r = self.record();
-        let reporter = self.reporter();
-        if shared.config.metrics {
-            let key = LabelKey {
-                reporter,
-                mtls: r.mtls,
-                peer_principal: r.peer_principal.clone(),
-                local_principal: r.local_principal.clone(),
-                service_host: labels::service_host(r.upstream_cluster.as_deref(), r.authority.as_deref()),
-                grpc: r.is_grpc(),
-                response_code: r.response_code,
-                grpc_status: r.grpc_status,
-                response_flags: r.flags_text(),
-                peer: self.peer.clone(),
-            };
-            let messages = self.frames.as_ref().map(|(q, p)| (q.messages, p.messages));
-            shared.record_metrics(key, &r, messages);
+        if let Some((req, resp)) = &self.frames {
+            if let Err(e) = ext::request_messages(req.messages, resp.messages) {
+                log(LogLevel::Warn, &format!("telemetry: wasmesh.request_messages failed: {e:?}"));
+            }
         }
         let span = self.hop.as_ref().is_some_and(|h| h.sampled) && shared.exporting();
+        if !span && shared.config.access_log.is_none() {
+            return;
+        }
+        let mut r = self.record();
         let line = shared
             .config
             .access_log
@@ -654,7 +581,7 @@ impl HttpContext for Stream {
         }
         self.add_details(&mut r, line.is_some());
         if let Some(hop) = self.hop.as_ref().filter(|_| span) {
-            let kind = if reporter.local_is_destination() { SpanKind::Server } else { SpanKind::Client };
+            let kind = if shared.reporter.local_is_destination() { SpanKind::Server } else { SpanKind::Client };
             let mut span = Span::from_record(hop, kind, &r, &shared.statics, self.now_ns());
             for tag in shared.tracing().map(|t| t.custom_tags.as_slice()).unwrap_or_default() {
                 let value = match &tag.source {
@@ -673,6 +600,17 @@ impl HttpContext for Stream {
             if let Err(e) = ext::access_log(&a.format.render(&r)) {
                 log(LogLevel::Warn, &format!("telemetry: wasmesh.access_log failed: {e:?}"));
             }
+        }
+    }
+}
+
+impl Stream {
+    /// Records this stream's metrics with the peer of `header` (metadata exchange) as
+    /// the other side.
+    fn use_peer_metrics(&self, header: &str) {
+        if let Some(id) = self.shared.peer_metrics(header) {
+            // Best effort: without it the stream is recorded with the configured peer.
+            let _ = ext::use_request_metrics(id);
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::plugin::{ChainSpec, Plugin};
+use super::request_metrics::HeadFacts;
 use super::runtime::WasmRuntime;
 use super::state::StreamShared;
 use super::types::{BodyVerdict, HostServices, LocalReply, StreamInfo, UpstreamInfo, Verdict};
@@ -81,6 +82,8 @@ pub struct HttpStream {
     /// Request body bytes counted by a body that bypasses the filters
     /// ([`HttpStream::count_request_body`]).
     request_bytes: Option<Arc<AtomicU64>>,
+    /// Where the request metrics filters asked for are recorded.
+    rt: Option<Arc<WasmRuntime>>,
 }
 
 struct Slot {
@@ -238,6 +241,7 @@ impl WorkerChain {
             held: [Vec::new(), Vec::new()],
             tail: [None, None],
             request_bytes: None,
+            rt: None,
         };
         if self.plugins.is_empty() {
             stream.finished = true;
@@ -262,6 +266,9 @@ impl WorkerChain {
                 }
             };
             stream.filters.push(Slot { plugin: p.clone(), vm, ctx, skipped: false });
+        }
+        if shared.borrow().metrics.is_some() {
+            stream.rt = Some(self.pool.borrow().rt.clone());
         }
         stream.shared = Some(shared);
         stream
@@ -293,11 +300,14 @@ impl HttpStream {
             if self.reads_after_headers(dir) {
                 *H::slot(&mut shared.borrow_mut()).0 = Some(head.clone());
             }
+            note_head(&shared, head);
             return Verdict::Continue;
         }
         let mut lend = Lend::new(&shared, head);
         let verdict = self.headers_phase(dir, cb).await;
         lend.keep = self.reads_after_headers(dir);
+        drop(lend);
+        note_head(&shared, head);
         verdict
     }
 
@@ -315,8 +325,13 @@ impl HttpStream {
     pub async fn response_trailers(&mut self, trailers: &mut http::HeaderMap) -> Verdict {
         let Some(shared) = self.shared.clone() else { return Verdict::Continue };
         self.publish_upstream();
-        let _lend = TrailersLend::new(&shared, Dir::Response, trailers);
-        self.trailers_phase(Dir::Response).await
+        let lend = TrailersLend::new(&shared, Dir::Response, trailers);
+        let verdict = self.trailers_phase(Dir::Response).await;
+        drop(lend);
+        if let Some(m) = shared.borrow_mut().metrics.as_mut() {
+            m.head.note_trailers(trailers);
+        }
+        verdict
     }
 
     /// Runs `on_request_body` for one chunk. `Hold` means a filter buffers: feed the next
@@ -416,6 +431,11 @@ impl HttpStream {
             if let Some(vm) = slot.vm.take() {
                 vm.finish_http(&slot.plugin, slot.ctx);
             }
+        }
+        // After `on_log`, where a filter reports its stream's gRPC message counts.
+        let metrics = shared.borrow_mut().metrics.take();
+        if let (Some(m), Some(rt)) = (metrics, &self.rt) {
+            m.record(&rt.custom, &shared.borrow());
         }
     }
 
@@ -765,6 +785,15 @@ trait Head: Clone {
     fn slot(s: &mut StreamShared) -> (&mut Option<Self>, &mut bool);
     /// What the proxy holds while the filters have the head.
     fn placeholder() -> Self;
+    /// Takes what request metrics need from this head.
+    fn note(&self, facts: &mut HeadFacts);
+}
+
+/// Notes what the stream's request metrics need from `head` (as the filters left it).
+fn note_head<H: Head>(shared: &Rc<RefCell<StreamShared>>, head: &H) {
+    if let Some(m) = shared.borrow_mut().metrics.as_mut() {
+        head.note(&mut m.head);
+    }
 }
 
 impl Head for http::request::Parts {
@@ -775,6 +804,10 @@ impl Head for http::request::Parts {
     fn placeholder() -> Self {
         http::Request::new(()).into_parts().0
     }
+
+    fn note(&self, facts: &mut HeadFacts) {
+        facts.note_request(self);
+    }
 }
 
 impl Head for http::response::Parts {
@@ -784,6 +817,10 @@ impl Head for http::response::Parts {
 
     fn placeholder() -> Self {
         http::Response::new(()).into_parts().0
+    }
+
+    fn note(&self, facts: &mut HeadFacts) {
+        facts.note_response(self);
     }
 }
 

@@ -11,6 +11,7 @@ mod maps;
 mod metrics;
 mod plugin;
 mod properties;
+mod request_metrics;
 mod runtime;
 mod shared;
 mod state;

@@ -11,7 +11,7 @@ use super::runtime::{hex, WasmRuntime};
 use super::state::HostState;
 use super::vm::Vm;
 use super::WasmError;
-use crate::config::{FailurePolicy, Filter, FilterLimits};
+use crate::config::{Direction, FailurePolicy, Filter, FilterLimits};
 use crate::upstream::{LimitTable, Overflow};
 
 /// Proxy-wasm ABI versions this host accepts.
@@ -50,6 +50,9 @@ pub struct Plugin {
     /// Connection-pool limits the filter declared (`wasmesh.pool_limits`, from
     /// `on_configure`), applied by the proxy before each request is sent.
     pub pool_limits: OnceLock<LimitTable>,
+    /// The listener whose chain this filter is in (`listener_name`, `listener_direction`
+    /// in its root context too); `None` outside a listener (tests, tools).
+    pub listener: Option<(Arc<str>, Direction)>,
     pub(crate) pre: InstancePre<HostState>,
 }
 
@@ -66,6 +69,16 @@ impl Plugin {
     /// Compiles (or loads from cache) and VALIDATES: instantiates a throwaway VM and runs
     /// `on_vm_start` + `on_configure`; `false` or a trap is an error naming the plugin.
     pub fn load(rt: &Arc<WasmRuntime>, filter: &Filter, module_bytes: &[u8]) -> Result<Arc<Plugin>, WasmError> {
+        Self::load_on(rt, filter, module_bytes, None)
+    }
+
+    /// [`Plugin::load`] for the chain of `listener` (its name and direction).
+    pub fn load_on(
+        rt: &Arc<WasmRuntime>,
+        filter: &Filter,
+        module_bytes: &[u8],
+        listener: Option<(Arc<str>, Direction)>,
+    ) -> Result<Arc<Plugin>, WasmError> {
         let name = filter.name.clone();
         let (module, sha256) = rt.module(&name, module_bytes)?;
         let abi = abi_version(&module).ok_or_else(|| WasmError::Abi {
@@ -91,6 +104,7 @@ impl Plugin {
             sha256,
             abi,
             pool_limits: OnceLock::new(),
+            listener,
             pre,
         });
         Vm::new(rt, None, std::slice::from_ref(&plugin)).map_err(|e| WasmError::Start {

@@ -245,7 +245,12 @@ fn value<'a>(
         },
         _ => match stream {
             Some(stream) => stream_property(st, stream, s),
-            None => None,
+            // A root context knows its listener (a plugin serves one).
+            None => match (s, &plugin.listener) {
+                (["listener_direction"] | ["xds", "listener_direction"], Some((_, d))) => Some(direction(*d)),
+                (["listener_name"] | ["xds", "listener_name"], Some((name, _))) => Some(Value::str(&**name)),
+                _ => None,
+            },
         },
     };
     Ok(v)
@@ -267,10 +272,7 @@ fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) ->
             Some(r) => Value::str(&**r),
             None => return state("wasmesh.route.name"),
         },
-        ["listener_direction"] | ["xds", "listener_direction"] => Value::Int(match info.direction {
-            Direction::Inbound => 1,
-            Direction::Outbound => 2,
-        }),
+        ["listener_direction"] | ["xds", "listener_direction"] => direction(info.direction),
         ["listener_name"] | ["xds", "listener_name"] => Value::str(&*info.listener),
         ["request", rest @ ..] => return request_property(s, rest),
         ["response", rest @ ..] => match rest {
@@ -279,7 +281,7 @@ fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) ->
                 None => up.response_code? as i64,
             }),
             ["code_details"] => Value::str(up.code_details.as_deref()?),
-            ["flags"] => Value::str(flags(s)),
+            ["flags"] => Value::str(flags_text(s)),
             ["grpc_status"] => {
                 let v = resp
                     .and_then(|r| r.headers.get("grpc-status"))
@@ -329,7 +331,7 @@ fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) ->
         [first, rest @ ..] => {
             return with_dotted(first, rest, |joined| {
                 if joined == "wasmesh.response.flags" {
-                    return Some(Value::str(flags(s)));
+                    return Some(Value::str(flags_text(s)));
                 }
                 if let Some(rest) = joined.strip_prefix("wasmesh.cluster.") {
                     // Decimal text, as the wasmesh SDK reads it (`get_decimal_property`).
@@ -341,6 +343,14 @@ fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) ->
             });
         }
         [] => return None,
+    })
+}
+
+/// Envoy's `listener_direction`: 1 inbound, 2 outbound.
+fn direction(d: Direction) -> Value<'static> {
+    Value::Int(match d {
+        Direction::Inbound => 1,
+        Direction::Outbound => 2,
     })
 }
 
@@ -432,7 +442,7 @@ pub(crate) const RESPONSE_FLAG: &str = "wasmesh.response.flag";
 
 /// Response flags as short codes joined with `,` (empty when none): the proxy's flags and
 /// the ones filters added.
-fn flags(s: &StreamShared) -> String {
+pub(crate) fn flags_text(s: &StreamShared) -> String {
     let mut out = String::new();
     let push = |out: &mut String, code: &str| {
         if !out.is_empty() {

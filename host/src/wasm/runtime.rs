@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, Linker, Module};
 
 use super::custom_metrics::CustomMetrics;
 use super::metrics::WasmMetrics;
+use super::request_metrics::RequestMetrics;
 use super::shared::{SharedData, SharedQueues};
 use super::state::HostState;
 use super::WasmError;
@@ -56,6 +57,8 @@ pub struct WasmRuntime {
     pub(crate) queues: SharedQueues,
     pub(crate) metrics: WasmMetrics,
     pub(crate) custom: CustomMetrics,
+    /// Request-metric templates filters declared (`wasmesh.define_request_metrics`).
+    pub(crate) request_metrics: RequestMetrics,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -100,6 +103,7 @@ impl WasmRuntime {
             queues: SharedQueues::default(),
             metrics,
             custom: CustomMetrics::new(registry.clone()),
+            request_metrics: RequestMetrics::default(),
             ticker_stop,
         }))
     }

@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 use wasmtime::{Memory, StoreLimits, TypedFunc};
 
 use super::plugin::Plugin;
+use super::request_metrics::{StreamMetrics, Template};
 use super::runtime::WasmRuntime;
 use super::types::{HostServices, LocalReply, StreamInfo, UpstreamInfo};
 use super::vm::Vm;
@@ -64,6 +65,8 @@ pub(crate) struct RootCtx {
     pub calls: FxHashMap<u32, AbortHandle>,
     /// The HTTP callbacks its streams start with.
     pub interest: Interest,
+    /// The request metrics its streams record (`wasmesh.request_metrics`).
+    pub request_metrics: Option<Arc<Template>>,
 }
 
 /// A filter's context for one HTTP stream.
@@ -138,6 +141,8 @@ pub(crate) struct StreamShared {
     pub filter_state: FxHashMap<StateKey, Bytes>,
     pub signals: Signals,
     pub notify: Rc<tokio::sync::Notify>,
+    /// Request metrics the proxy records at the end (boxed: most chains have none).
+    pub metrics: Option<Box<StreamMetrics>>,
 }
 
 /// A filter-state key: the names filters set on most requests are static (no allocation
@@ -257,6 +262,7 @@ impl StreamShared {
             filter_state: FxHashMap::default(),
             signals: Signals::default(),
             notify: Rc::new(tokio::sync::Notify::new()),
+            metrics: None,
         }
     }
 

@@ -16,6 +16,7 @@ use super::abi::memory::GuestFault;
 use super::abi::wasi::ProcExit;
 use super::interest::Interest;
 use super::plugin::Plugin;
+use super::request_metrics::{Owner, Template};
 use super::runtime::{WasmRuntime, EPOCH_TICK};
 use super::state::{CallResponse, Ctx, GrpcResult, HostState, HttpCtx, RootCtx, Scope, StreamShared};
 use super::types::{CalloutError, HostServices};
@@ -227,6 +228,7 @@ impl Vm {
                 tick: None,
                 calls: Default::default(),
                 interest: Interest::ALL,
+                request_metrics: None,
             }))
             .ok_or(StartError::new("VM is not running", "start"))?;
         let failed = |f: Failed| StartError {
@@ -276,8 +278,12 @@ impl Vm {
         }
         let root = self.root_of(plugin).map_err(|e| Failed { kind: e.kind })?;
         // A stream starts with the callbacks its filter named from the root context; a
-        // filter that named none gets no context (nothing would call it).
-        let interest = self.interest(root);
+        // filter that named none gets no context (nothing would call it). Its request
+        // metrics are the proxy's to record either way.
+        let (interest, metrics) = self.root_settings(root);
+        if let Some(template) = metrics {
+            stream.borrow_mut().metrics.get_or_insert_default().set(self.owner(root), template);
+        }
         if interest.is_none() {
             return Ok(None);
         }
@@ -391,6 +397,19 @@ impl Vm {
     }
 
     /// The callbacks context `ctx` wants (all when unknown).
+    /// A root context's callbacks and request metrics for its streams.
+    fn root_settings(&self, root: u32) -> (Interest, Option<Arc<Template>>) {
+        let Ok(guard) = self.inner.try_borrow() else { return (Interest::ALL, None) };
+        match guard.as_ref().map(|i| i.store.data().contexts.get(&root)) {
+            Some(Some(Ctx::Root(r))) => (r.interest, r.request_metrics.clone()),
+            _ => (Interest::ALL, None),
+        }
+    }
+
+    fn owner(&self, root: u32) -> Owner {
+        Owner::new(self, root)
+    }
+
     fn interest(&self, ctx: u32) -> Interest {
         self.inner.try_borrow().ok().and_then(|g| g.as_ref().map(|i| ctx_interest(i, ctx))).unwrap_or(Interest::ALL)
     }

@@ -1,8 +1,7 @@
 //! Istio's standard metric labels, in Istio's emitted order, with `unknown` for what is
 //! not known (as Kiali expects). The local side comes from the node metadata, the remote
-//! side from the plugin's `peer:` defaults; which side is which follows the reporter.
-
-use std::rc::Rc;
+//! side from metadata exchange or the plugin's `peer:` defaults; which side is which
+//! follows the reporter. The labels only a request knows are the host's facts.
 
 /// Label names in Istio's order (`istio/proxy testdata/metric/*_request_total.yaml.tmpl`).
 pub const LABEL_NAMES: [&str; 25] = [
@@ -69,30 +68,19 @@ pub struct Workload {
     pub canonical_revision: Option<String>,
 }
 
-/// The per-request inputs of the labels (the workloads are fixed per VM). Hashable: the
-/// filter caches metric ids per key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LabelKey {
-    /// Who reports.
-    pub reporter: Reporter,
-    /// `connection.mtls`.
-    pub mtls: Option<bool>,
-    /// Principal of the downstream peer certificate.
-    pub peer_principal: Option<String>,
-    /// Principal of the local certificate.
-    pub local_principal: Option<String>,
-    /// Destination service host (see [`service_host`]).
-    pub service_host: Option<String>,
-    /// gRPC request.
-    pub grpc: bool,
-    /// Response code (`None`: no response, reported as `0`).
-    pub response_code: Option<u16>,
-    /// gRPC status.
-    pub grpc_status: Option<u64>,
-    /// Response flags (`-` when none).
-    pub response_flags: String,
-    /// The remote side learnt by metadata exchange (`None`: the configured defaults).
-    pub peer: Option<Rc<Workload>>,
+/// Where a label's value comes from: the same for every request of the filter, or a
+/// fact of the request that the host fills in (`wasmesh.define_request_metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelValue {
+    /// Fixed.
+    Literal(String),
+    /// The host's fact of this name, else `default`.
+    Fact {
+        /// The host's fact name (`response_code`, `peer_principal`, …).
+        fact: &'static str,
+        /// The value when the request does not have the fact.
+        default: String,
+    },
 }
 
 // === impl Reporter ===
@@ -165,122 +153,88 @@ impl Workload {
     }
 }
 
-/// The destination service host: the host of an Istio-style cluster name
-/// (`outbound|9080|v1|reviews.default.svc.cluster.local`), else the cluster name, else
-/// the authority without its port.
-pub fn service_host(cluster: Option<&str>, authority: Option<&str>) -> Option<String> {
-    if let Some(c) = cluster.filter(|c| !c.is_empty()) {
-        // Istio's `direction|port|subset|host` names the host last; other names are hosts.
-        let mut parts = c.split('|');
-        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(_), Some(_), Some(_), Some(host), None) => {
-                if !host.is_empty() {
-                    return Some(host.to_string());
-                }
-            }
-            _ => return Some(c.to_string()),
-        }
-    }
-    let a = authority.filter(|a| !a.is_empty())?;
-    Some(strip_port(a).to_string())
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // [v6]:port
-        return match authority.find(']') {
-            Some(i) => &authority[..=i],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
-        _ => authority,
-    }
-}
-
-/// Service name and namespace of a host: `reviews.default.svc…` → (`reviews`, `default`);
-/// any other host (`ratings`, `api.example.com`, an IP) is its own name and keeps
-/// `fallback_ns`.
-pub fn service_name_namespace<'a>(host: &'a str, fallback_ns: Option<&'a str>) -> (&'a str, Option<&'a str>) {
-    let mut it = host.split('.');
-    match (it.next(), it.next(), it.next()) {
-        (Some(name), Some(ns), Some("svc")) if !name.is_empty() && !ns.is_empty() => (name, Some(ns)),
-        _ => (host, fallback_ns),
-    }
-}
-
-/// The 25 label values in [`LABEL_NAMES`] order.
-pub fn values(key: &LabelKey, local: &Workload, default_peer: &Workload) -> Vec<String> {
-    let peer = key.peer.as_deref().unwrap_or(default_peer);
-    let u = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_string();
-    let (src, dst) = if key.reporter.local_is_destination() { (peer, local) } else { (local, peer) };
-    let (src_principal, dst_principal, policy) = if key.reporter.local_is_destination() {
-        let policy = match key.mtls {
-            Some(true) => "mutual_tls",
-            Some(false) => "none",
-            None => UNKNOWN,
-        };
+/// Istio's 25 labels in [`LABEL_NAMES`] order as reported by `reporter`, with `local`
+/// this workload and `peer` the other side (learnt by metadata exchange, else
+/// configured). What only the request knows (code, flags, protocol, service, the peer
+/// certificate's principal, mTLS) is left to the host as facts.
+pub fn template(reporter: Reporter, local: &Workload, peer: &Workload) -> Vec<(&'static str, LabelValue)> {
+    let u = |v: Option<&str>| LabelValue::Literal(v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_string());
+    let fact = |fact, default: &str| LabelValue::Fact { fact, default: default.to_string() };
+    let or_unknown = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_string();
+    let destination = reporter.local_is_destination();
+    let (src, dst) = if destination { (peer, local) } else { (local, peer) };
+    let (src_principal, dst_principal, policy) = if destination {
+        // The downstream connection is the peer's: its certificates name both sides.
         (
-            key.peer_principal.as_deref().or(peer.principal.as_deref()),
-            key.local_principal.as_deref().or(local.principal.as_deref()),
-            policy,
+            fact("peer_principal", &or_unknown(peer.principal.as_deref())),
+            fact("local_principal", &or_unknown(local.principal.as_deref())),
+            fact("connection_security_policy", UNKNOWN),
         )
     } else {
         // Istio: connection_security_policy is always `unknown` on source reports; the
         // downstream connection is the local app's, so its certificates say nothing.
-        (local.principal.as_deref(), peer.principal.as_deref(), UNKNOWN)
+        (u(local.principal.as_deref()), u(peer.principal.as_deref()), u(None))
     };
-    let host = key.service_host.as_deref();
-    let (svc_name, svc_ns) = match host {
-        Some(h) => {
-            let (n, ns) = service_name_namespace(h, dst.namespace.as_deref());
-            (Some(n), ns)
-        }
-        None => (None, None),
-    };
-    let response_code = key.response_code.unwrap_or(0).to_string();
-    let grpc_status = match (key.grpc, key.grpc_status) {
-        (true, Some(s)) => s.to_string(),
-        _ => String::new(),
-    };
-    vec![
-        key.reporter.as_str().to_string(),
+    let values = [
+        LabelValue::Literal(reporter.as_str().to_string()),
         u(src.name.as_deref()),
         u(src.canonical_service()),
         u(src.canonical_revision()),
         u(src.namespace.as_deref()),
-        u(src_principal),
+        src_principal,
         u(src.app.as_deref()),
         u(src.version.as_deref()),
         u(src.cluster.as_deref()),
         u(dst.name.as_deref()),
         u(dst.namespace.as_deref()),
-        u(dst_principal),
+        dst_principal,
         u(dst.app.as_deref()),
         u(dst.version.as_deref()),
-        u(host),
+        fact("destination_service", UNKNOWN),
         u(dst.canonical_service()),
         u(dst.canonical_revision()),
-        u(svc_name),
-        u(svc_ns),
+        fact("destination_service_name", UNKNOWN),
+        fact("destination_service_namespace", &or_unknown(dst.namespace.as_deref())),
         u(dst.cluster.as_deref()),
-        if key.grpc { "grpc" } else { "http" }.to_string(),
-        response_code,
-        grpc_status,
-        key.response_flags.clone(),
-        policy.to_string(),
-    ]
+        fact("request_protocol", "http"),
+        fact("response_code", "0"),
+        fact("grpc_response_status", ""),
+        fact("response_flags", "-"),
+        policy,
+    ];
+    LABEL_NAMES.into_iter().zip(values).collect()
 }
 
-/// `(name, value)` pairs for [`wasmesh_sdk::metrics`].
-pub fn pairs(values: &[String]) -> Vec<(&'static str, &str)> {
-    LABEL_NAMES.iter().copied().zip(values.iter().map(String::as_str)).collect()
+/// The template as `wasmesh.define_request_metrics` takes it, recording Istio's standard
+/// request metrics (`names`: requests, duration, request bytes, response bytes, request
+/// messages, response messages).
+pub fn template_json(labels: &[(&'static str, LabelValue)], names: [&str; 6]) -> String {
+    let labels: Vec<serde_json::Value> = labels
+        .iter()
+        .map(|(name, v)| match v {
+            LabelValue::Literal(s) => serde_json::json!([name, s]),
+            LabelValue::Fact { fact, default } => serde_json::json!([name, {"fact": fact, "default": default}]),
+        })
+        .collect();
+    let [requests, duration, request_bytes, response_bytes, request_messages, response_messages] = names;
+    serde_json::json!({
+        "metrics": {
+            "requests": requests,
+            "duration_ms": duration,
+            "request_bytes": request_bytes,
+            "response_bytes": response_bytes,
+            "request_messages": request_messages,
+            "response_messages": response_messages,
+        },
+        "labels": labels,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn local() -> Workload {
         Workload::from_node_metadata(|k| {
@@ -298,23 +252,19 @@ mod tests {
         })
     }
 
-    fn key(reporter: Reporter) -> LabelKey {
-        LabelKey {
-            reporter,
-            mtls: Some(true),
-            peer_principal: Some("spiffe://cluster.local/ns/bookinfo/sa/productpage".into()),
-            local_principal: Some("spiffe://cluster.local/ns/bookinfo/sa/reviews".into()),
-            service_host: service_host(Some("outbound|9080|v1|reviews.bookinfo.svc.cluster.local"), None),
-            grpc: false,
-            response_code: Some(200),
-            grpc_status: None,
-            response_flags: "-".into(),
-            peer: None,
-        }
+    /// The label values for a request with `facts` (what the host would fill in).
+    fn resolve(t: &[(&'static str, LabelValue)], facts: &[(&str, &str)]) -> Vec<String> {
+        let facts: HashMap<&str, &str> = facts.iter().copied().collect();
+        t.iter()
+            .map(|(_, v)| match v {
+                LabelValue::Literal(s) => s.clone(),
+                LabelValue::Fact { fact, default } => facts.get(fact).map_or(default.clone(), |v| v.to_string()),
+            })
+            .collect()
     }
 
-    fn map(values: &[String]) -> std::collections::HashMap<&'static str, &str> {
-        pairs(values).into_iter().collect()
+    fn map(t: &[(&'static str, LabelValue)], facts: &[(&str, &str)]) -> HashMap<&'static str, String> {
+        t.iter().map(|(n, _)| *n).zip(resolve(t, facts)).collect()
     }
 
     #[test]
@@ -325,8 +275,21 @@ mod tests {
             app: Some("productpage".into()),
             ..Workload::default()
         };
-        let v = values(&key(Reporter::Destination), &local(), &peer);
-        assert_eq!(v.len(), LABEL_NAMES.len());
+        let t = template(Reporter::Destination, &local(), &peer);
+        assert_eq!(t.iter().map(|(n, _)| *n).collect::<Vec<_>>(), LABEL_NAMES);
+        let v = resolve(
+            &t,
+            &[
+                ("peer_principal", "spiffe://cluster.local/ns/bookinfo/sa/productpage"),
+                ("local_principal", "spiffe://cluster.local/ns/bookinfo/sa/reviews"),
+                ("destination_service", "reviews.bookinfo.svc.cluster.local"),
+                ("destination_service_name", "reviews"),
+                ("destination_service_namespace", "bookinfo"),
+                ("request_protocol", "http"),
+                ("response_code", "200"),
+                ("connection_security_policy", "mutual_tls"),
+            ],
+        );
         let want = [
             "destination",
             "productpage-v1",
@@ -359,70 +322,62 @@ mod tests {
 
     #[test]
     fn source_report_swaps_sides_and_hides_security_policy() {
-        let mut k = key(Reporter::Source);
-        k.service_host = service_host(Some("ratings"), Some("ignored:80"));
-        k.grpc = true;
-        k.grpc_status = Some(14);
-        k.response_code = None;
-        k.response_flags = "UF,URX".into();
-        let v = values(&k, &local(), &Workload::default());
-        let m = map(&v);
+        let t = template(Reporter::Source, &local(), &Workload::default());
+        let m = map(&t, &[("connection_security_policy", "mutual_tls"), ("peer_principal", "spiffe://x")]);
         assert_eq!(m["reporter"], "source");
         assert_eq!(m["source_workload"], "reviews-v1");
         assert_eq!(m["source_canonical_service"], "reviews");
-        assert_eq!(m["source_principal"], "unknown");
+        assert_eq!(m["source_principal"], "unknown", "the local app's connection names nobody");
         assert_eq!(m["destination_workload"], "unknown");
         assert_eq!(m["destination_canonical_revision"], "unknown");
-        assert_eq!(m["destination_service"], "ratings");
-        assert_eq!(m["destination_service_name"], "ratings");
-        assert_eq!(m["destination_service_namespace"], "unknown");
-        assert_eq!(m["request_protocol"], "grpc");
-        assert_eq!(m["response_code"], "0");
-        assert_eq!(m["grpc_response_status"], "14");
-        assert_eq!(m["response_flags"], "UF,URX");
         assert_eq!(m["connection_security_policy"], "unknown");
+        assert_eq!(m["destination_service_namespace"], "unknown");
     }
 
     #[test]
-    fn missing_facts_are_unknown() {
-        let k = LabelKey {
-            reporter: Reporter::Destination,
-            mtls: Some(false),
-            peer_principal: None,
-            local_principal: Some(String::new()),
-            service_host: None,
-            grpc: false,
-            response_code: Some(503),
-            grpc_status: Some(2),
-            response_flags: "UH".into(),
-            peer: None,
-        };
-        let v = values(&k, &Workload::default(), &Workload::default());
-        let m = map(&v);
+    fn missing_facts_take_istio_defaults() {
+        let t = template(Reporter::Destination, &Workload::default(), &Workload::default());
+        let m = map(&t, &[]);
         for l in ["source_workload", "destination_workload", "destination_principal", "destination_service"] {
             assert_eq!(m[l], "unknown", "{l}");
         }
-        assert_eq!(m["connection_security_policy"], "none");
+        assert_eq!(m["response_code"], "0", "no response");
+        assert_eq!(m["response_flags"], "-");
         assert_eq!(m["grpc_response_status"], "", "HTTP requests carry no gRPC status");
-        let mut k2 = k;
-        k2.mtls = None;
+        assert_eq!(m["request_protocol"], "http");
+        // The configured identities stand in for certificates that say nothing.
+        let named =
+            |p: &str| Workload { principal: Some(p.into()), namespace: Some("ns".into()), ..Workload::default() };
+        let t = template(Reporter::Destination, &named("spiffe://local"), &named("spiffe://peer"));
+        let m = map(&t, &[]);
         assert_eq!(
-            map(&values(&k2, &Workload::default(), &Workload::default()))["connection_security_policy"],
-            "unknown"
+            (m["source_principal"].as_str(), m["destination_principal"].as_str()),
+            ("spiffe://peer", "spiffe://local")
         );
+        assert_eq!(m["destination_service_namespace"], "ns", "a host outside .svc keeps the local namespace");
     }
 
     #[test]
     fn exchanged_peer_replaces_the_configured_one() {
         let configured = Workload { name: Some("configured".into()), ..Workload::default() };
-        let mut k = key(Reporter::Destination);
-        assert_eq!(map(&values(&k, &local(), &configured))["source_workload"], "configured");
-        k.peer =
-            Some(Rc::new(Workload { name: Some("exchanged".into()), app: Some("web".into()), ..Workload::default() }));
-        let v = values(&k, &local(), &configured);
-        assert_eq!(map(&v)["source_workload"], "exchanged");
-        assert_eq!(map(&v)["source_canonical_service"], "web");
-        assert_eq!(map(&v)["destination_workload"], "reviews-v1");
+        assert_eq!(map(&template(Reporter::Destination, &local(), &configured), &[])["source_workload"], "configured");
+        let exchanged = Workload { name: Some("exchanged".into()), app: Some("web".into()), ..Workload::default() };
+        let m = map(&template(Reporter::Destination, &local(), &exchanged), &[]);
+        assert_eq!(m["source_workload"], "exchanged");
+        assert_eq!(m["source_canonical_service"], "web");
+        assert_eq!(m["destination_workload"], "reviews-v1");
+    }
+
+    #[test]
+    fn the_json_names_each_fact_and_metric() {
+        let t = template(Reporter::Destination, &local(), &Workload::default());
+        let names = ["r_total", "d_ms", "q_bytes", "p_bytes", "qm_total", "pm_total"];
+        let v: serde_json::Value = serde_json::from_str(&template_json(&t, names)).expect("valid JSON");
+        assert_eq!(v["metrics"]["duration_ms"], "d_ms");
+        assert_eq!(v["metrics"]["response_messages"], "pm_total");
+        assert_eq!(v["labels"][0], serde_json::json!(["reporter", "destination"]));
+        assert_eq!(v["labels"][21], serde_json::json!(["response_code", {"fact": "response_code", "default": "0"}]));
+        assert_eq!(v["labels"].as_array().map(Vec::len), Some(25));
     }
 
     #[test]
@@ -432,25 +387,6 @@ mod tests {
         assert_eq!(Reporter::from_direction(None), Reporter::Source);
         assert_eq!(Reporter::parse("waypoint"), Some(Reporter::Waypoint));
         assert_eq!(Reporter::parse("client"), None);
-    }
-
-    #[test]
-    fn service_hosts_and_names() {
-        assert_eq!(
-            service_host(Some("outbound|80||web.prod.svc.cluster.local"), None).as_deref(),
-            Some("web.prod.svc.cluster.local")
-        );
-        assert_eq!(
-            service_host(Some("inbound|8080||"), Some("api.example.com:8443")).as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(service_host(None, Some("[::1]:80")).as_deref(), Some("[::1]"));
-        assert_eq!(service_host(Some(""), Some("web")).as_deref(), Some("web"));
-        assert_eq!(service_host(None, None), None);
-        assert_eq!(service_name_namespace("web.prod.svc.cluster.local", Some("x")), ("web", Some("prod")));
-        assert_eq!(service_name_namespace("api.example.com", Some("x")), ("api.example.com", Some("x")));
-        assert_eq!(service_name_namespace("127.0.0.1", None), ("127.0.0.1", None));
-        assert_eq!(service_name_namespace("reviews", Some("x")), ("reviews", Some("x")));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use super::{memory, C, R};
 use crate::upstream::LimitTable;
 use crate::wasm::interest::Interest;
 use crate::wasm::properties;
+use crate::wasm::request_metrics::{DefineError, Owner};
 use crate::wasm::state::{Ctx, HostState};
 
 /// A foreign function that answers bytes.
@@ -54,6 +55,8 @@ enum Act {
     HttpCallbacks,
     AnswerBuffer,
     PoolLimits,
+    RequestMetrics,
+    RequestMessages,
 }
 
 impl Foreign {
@@ -70,6 +73,9 @@ impl Foreign {
             b"wasmesh.http_callbacks" => Foreign::Acts(Act::HttpCallbacks),
             b"wasmesh.answer_buffer" => Foreign::Acts(Act::AnswerBuffer),
             b"wasmesh.pool_limits" => Foreign::Acts(Act::PoolLimits),
+            b"wasmesh.define_request_metrics" => Foreign::Answers(define_request_metrics),
+            b"wasmesh.request_metrics" => Foreign::Acts(Act::RequestMetrics),
+            b"wasmesh.request_messages" => Foreign::Acts(Act::RequestMessages),
             _ => return None,
         })
     }
@@ -116,6 +122,8 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Act::HttpCallbacks => http_callbacks(st, args),
                 Act::AnswerBuffer => answer_buffer(st, args, memory_size),
                 Act::PoolLimits => pool_limits(st, args),
+                Act::RequestMetrics => request_metrics(st, args),
+                Act::RequestMessages => request_messages(st, args),
             })?;
             if status == Status::Ok {
                 memory::return_bytes(&mut c, &[], ret_ptr, ret_len)?;
@@ -220,6 +228,51 @@ fn pool_limits(st: &HostState, args: &[u8]) -> Status {
             tracing::warn!(plugin = %plugin.name, "wasmesh.pool_limits: {e}");
             Status::BadArgument
         }
+    }
+}
+
+/// Defines a request-metrics template (JSON, see `request_metrics`); answers its id.
+fn define_request_metrics(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    match st.rt.request_metrics.define(args) {
+        Ok(id) => Ok(id.to_le_bytes().to_vec()),
+        Err(e) => {
+            tracing::warn!(plugin = %st.current_plugin().name, "wasmesh.define_request_metrics: {e}");
+            Err(match e {
+                DefineError::Spec(_) => Status::BadArgument,
+                DefineError::Full => Status::InternalFailure,
+            })
+        }
+    }
+}
+
+/// Makes template `args` (u32 LE id) the request metrics of the current root context's
+/// streams to come, or of the current stream.
+fn request_metrics(st: &mut HostState, args: &[u8]) -> Status {
+    let Ok(id) = <[u8; 4]>::try_from(args).map(u32::from_le_bytes) else { return Status::BadArgument };
+    let Some(template) = st.rt.request_metrics.get(id) else { return Status::NotFound };
+    let vm = st.vm.as_ptr();
+    match st.contexts.get_mut(&st.current) {
+        Some(Ctx::Root(r)) => r.request_metrics = Some(template),
+        Some(Ctx::Http(h)) => {
+            let Ok(mut s) = h.stream.try_borrow_mut() else { return Status::InternalFailure };
+            s.metrics.get_or_insert_default().set(Owner::new(vm, h.root), template);
+        }
+        None => return Status::BadArgument,
+    }
+    Status::Ok
+}
+
+/// The current stream's gRPC message counts (u64 LE request, u64 LE response) for the
+/// request metrics its filter uses; `NotFound` when it uses none.
+fn request_messages(st: &HostState, args: &[u8]) -> Status {
+    let field = |i: usize| args.get(i..i + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes);
+    let (Some(req), Some(resp), 16) = (field(0), field(8), args.len()) else { return Status::BadArgument };
+    let Some(Ctx::Http(h)) = st.contexts.get(&st.current) else { return Status::BadArgument };
+    let Ok(mut s) = h.stream.try_borrow_mut() else { return Status::InternalFailure };
+    let owner = Owner::new(st.vm.as_ptr(), h.root);
+    match s.metrics.as_mut().is_some_and(|m| m.set_messages(owner, (req, resp))) {
+        true => Status::Ok,
+        false => Status::NotFound,
     }
 }
 

@@ -123,7 +123,21 @@ impl CustomMetrics {
     /// Defines (or finds) a metric; always succeeds (a name that cannot be exported
     /// gets a detached metric and a warning, since the SDK accepts only `Ok`).
     pub fn define(&self, kind: MetricKind, name: &str) -> u32 {
-        let parsed = name::parse(name);
+        self.define_parsed(kind, name::parse(name))
+    }
+
+    /// [`CustomMetrics::define`] with the labels as unescaped `(name, value)` pairs.
+    pub fn define_labeled<'a>(
+        &self,
+        kind: MetricKind,
+        base: &str,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> u32 {
+        self.define_parsed(kind, name::from_pairs(base, labels))
+    }
+
+    fn define_parsed(&self, kind: MetricKind, parsed: name::MetricName) -> u32 {
+        let name = parsed.base.as_str();
         let mut catalog = lock(&self.catalog);
         let base = catalog.by_name.get_key_value(parsed.base.as_str()).map(|(k, _)| k.clone());
         let base = base.unwrap_or_else(|| Arc::from(parsed.base.as_str()));

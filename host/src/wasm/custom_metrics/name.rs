@@ -22,18 +22,33 @@ pub(crate) fn parse(name: &str) -> MetricName {
     let mut out = MetricName { base: sanitize(base, true), label_names: Vec::new(), labels: String::new() };
     for part in rest.map(split_labels).unwrap_or_default() {
         let Some((k, v)) = part.split_once('=') else { continue };
-        let key = sanitize(k.trim(), false);
-        let value = v.trim().trim_matches('"').replace("\\\"", "\"");
-        if !out.labels.is_empty() {
-            out.labels.push(',');
-        }
-        out.labels.push_str(&key);
-        out.labels.push_str("=\"");
-        escape_into(&value, &mut out.labels);
-        out.labels.push('"');
-        out.label_names.push(key);
+        out.push_label(k.trim(), &v.trim().trim_matches('"').replace("\\\"", "\""));
     }
     out
+}
+
+/// A metric named `base` with labels given as unescaped `(name, value)` pairs (the
+/// host's own definitions: no text form to parse).
+pub(crate) fn from_pairs<'a>(base: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> MetricName {
+    let mut out = MetricName { base: sanitize(base, true), label_names: Vec::new(), labels: String::new() };
+    for (k, v) in pairs {
+        out.push_label(k, v);
+    }
+    out
+}
+
+impl MetricName {
+    fn push_label(&mut self, name: &str, value: &str) {
+        let key = sanitize(name, false);
+        if !self.labels.is_empty() {
+            self.labels.push(',');
+        }
+        self.labels.push_str(&key);
+        self.labels.push_str("=\"");
+        escape_into(value, &mut self.labels);
+        self.labels.push('"');
+        self.label_names.push(key);
+    }
 }
 
 /// Escapes a label value for the text format (`\`, `"` and newline).
@@ -91,6 +106,9 @@ mod tests {
         assert_eq!(n.base, "istio_requests_total");
         assert_eq!(n.label_names, ["code", "app", "q", "x_y"]);
         assert_eq!(n.labels, r#"code="200",app="a,b",q="say \"hi\"\nx",x_y="1""#);
+        let p =
+            from_pairs("istio_requests_total", [("code", "200"), ("app", "a,b"), ("q", "say \"hi\"\nx"), ("x:y", "1")]);
+        assert_eq!(p, n, "pairs render as the text form parses");
     }
 
     #[test]
