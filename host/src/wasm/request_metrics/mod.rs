@@ -14,6 +14,7 @@ mod template;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
@@ -29,18 +30,21 @@ pub(crate) use template::SpecError;
 
 use template::{Label, Spec};
 
-/// Most templates per runtime (a filter defines one per peer workload it learns).
+/// Most templates per runtime (a filter defines one per peer workload it learns; a
+/// template is never dropped, so this bounds what hostile peer headers can make).
 const MAX_TEMPLATES: usize = 4096;
 
-/// Most distinct label sets a template caches the series of (more are looked up in the
-/// metric store per request).
-const MAX_CACHED_SERIES: usize = 10_000;
+/// Most distinct label sets whose series ids the templates of a runtime cache together
+/// (the metric store's own cap); more are looked up in the store per request.
+const MAX_CACHED_SERIES: usize = 50_000;
 
 /// The templates of one runtime, by id (the same template gets the same id on every
 /// worker).
 #[derive(Default)]
 pub(crate) struct RequestMetrics {
     inner: Mutex<Templates>,
+    /// Label sets cached by all templates.
+    cached: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -54,6 +58,8 @@ pub(crate) struct Template {
     spec: Spec,
     facts: FactSet,
     series: Mutex<SeriesCache>,
+    /// The runtime's count of cached label sets.
+    cached: Arc<AtomicUsize>,
 }
 
 /// Series ids by label set: facts hashed, collisions told apart by comparing them.
@@ -138,7 +144,7 @@ impl RequestMetrics {
             }
         }
         let id = t.all.len() as u32;
-        t.all.push(Arc::new(Template { spec, facts, series: Mutex::default() }));
+        t.all.push(Arc::new(Template { spec, facts, series: Mutex::default(), cached: self.cached.clone() }));
         t.by_text.insert(json.into(), id);
         Ok(id)
     }
@@ -214,9 +220,11 @@ impl Template {
             return ids.clone();
         }
         let ids = Arc::new(self.define_series(store, facts));
-        if cache.len < MAX_CACHED_SERIES {
+        if self.cached.fetch_add(1, Ordering::Relaxed) < MAX_CACHED_SERIES {
             cache.map.entry(hash).or_default().push((facts.to_owned_facts(), ids.clone()));
             cache.len += 1;
+        } else {
+            self.cached.fetch_sub(1, Ordering::Relaxed);
         }
         ids
     }
