@@ -98,7 +98,7 @@ pub struct ListenerSpec {
     /// Inbound or outbound.
     pub direction: Direction,
     /// Cluster for requests no filter routed.
-    pub default_cluster: Option<String>,
+    pub default_cluster: Option<DefaultCluster>,
     /// HTTP limits and timeouts.
     pub http: HttpSettings,
     /// Downstream protocol policy.
@@ -206,7 +206,7 @@ impl Generation {
                 name,
                 address,
                 direction: l.direction,
-                default_cluster: l.default_cluster.clone(),
+                default_cluster: l.default_cluster.as_deref().map(DefaultCluster::new),
                 http: l.http.clone(),
                 protocol: l.protocol,
                 chain,
@@ -256,4 +256,24 @@ pub fn module_bytes(module: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
     }
     let path = base_dir.join(module);
     std::fs::read(&path).map_err(|e| format!("cannot read module {}: {e}", path.display()))
+}
+
+/// A listener's default cluster: its name, and the same as the property value filters
+/// see (`wasmesh.upstream.cluster`), both shared so a request copies neither.
+#[derive(Debug, Clone)]
+pub struct DefaultCluster {
+    /// The cluster name.
+    pub name: Arc<str>,
+    /// The name as a property value.
+    pub value: bytes::Bytes,
+}
+
+impl DefaultCluster {
+    fn new(name: &str) -> DefaultCluster {
+        let value = bytes::Bytes::copy_from_slice(name.as_bytes());
+        // A `Bytes` made from a vector becomes shareable on its first clone (which
+        // allocates): done here, so a request's clone only counts a reference.
+        drop(value.clone());
+        DefaultCluster { name: name.into(), value }
+    }
 }

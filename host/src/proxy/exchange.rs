@@ -98,7 +98,7 @@ impl std::error::Error for StreamReset {}
 
 /// Facts gathered along the way for metrics and logs.
 struct Outcome {
-    cluster: Option<String>,
+    cluster: Option<Arc<str>>,
     flags: ResponseFlags,
     /// A `Set-Cookie` for a generated session-affinity cookie.
     set_cookie: Option<HeaderValue>,
@@ -137,7 +137,7 @@ async fn run(
         let mut stream = chain.stream(info);
         stream.upstream_info().request_header_bytes = header_bytes(&parts.headers);
         if let Some(default) = &listener.default_cluster {
-            stream.set_property(route::PROP_CLUSTER, Bytes::copy_from_slice(default.as_bytes()));
+            stream.set_property(route::PROP_CLUSTER, default.value.clone());
         }
         Some(Rc::new(Mutex::new(stream)))
     };
@@ -159,13 +159,13 @@ async fn run(
         return Err(fail(&stream, ExchangeError::NoRoute).await);
     };
     outcome.cluster = Some(cluster_name.clone());
-    let Some(entry) = generation.clusters.get(&cluster_name).cloned() else {
-        return Err(fail(&stream, ExchangeError::UnknownCluster(cluster_name)).await);
+    let Some(entry) = generation.clusters.get(&*cluster_name).cloned() else {
+        return Err(fail(&stream, ExchangeError::UnknownCluster(cluster_name.to_string())).await);
     };
     let entry: Arc<ClusterEntry> = entry;
     if let Some(overflow) = listener.chain.overflow(&cluster_name, entry.cluster.active_requests()) {
         listener.stats.overflowed(&cluster_name, overflow.reason());
-        let refused = UpstreamError::Overflow { cluster: cluster_name };
+        let refused = UpstreamError::Overflow { cluster: cluster_name.to_string() };
         return Err(fail(&stream, ExchangeError::Upstream(refused)).await);
     }
     let mut hash_key = decision.hash_key.or_else(|| {

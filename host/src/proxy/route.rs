@@ -2,6 +2,7 @@
 //! listener's default, and the consistent-hash key a request provides.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::HashKey;
@@ -26,7 +27,7 @@ pub const PROP_PER_TRY_TIMEOUT_MS: &str = "wasmesh.upstream.per_try_timeout_ms";
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Decision {
     /// Target cluster, if any.
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
     /// Subset within it.
     pub subset: Option<String>,
     /// Consistent-hash key.
@@ -60,8 +61,20 @@ pub fn decide(stream: Option<&HttpStream>, listener: &ListenerSpec) -> Decision 
     let text = |name: &str| {
         stream.and_then(|s| s.property(name)).and_then(|b| String::from_utf8(b.to_vec()).ok()).filter(|s| !s.is_empty())
     };
+    let default = listener.default_cluster.as_ref().map(|d| &d.name);
+    let cluster = match stream {
+        Some(s) => s.with_property(PROP_CLUSTER, |v| {
+            match v.and_then(|b| std::str::from_utf8(b).ok()).filter(|c| !c.is_empty()) {
+                // Most requests go where the listener sends them: its name is shared.
+                Some(c) if default.is_some_and(|d| **d == *c) => default.cloned(),
+                Some(c) => Some(Arc::from(c)),
+                None => default.cloned(),
+            }
+        }),
+        None => default.cloned(),
+    };
     Decision {
-        cluster: text(PROP_CLUSTER).or_else(|| listener.default_cluster.clone()),
+        cluster,
         subset: text(PROP_SUBSET),
         hash_key: stream.and_then(|s| s.property(PROP_HASH_KEY)).map(|b| b.to_vec()),
         timeout: text(PROP_TIMEOUT_MS).and_then(|t| t.trim().parse::<u64>().ok()).map(|ms| match ms {

@@ -394,6 +394,14 @@ impl HttpStream {
         &mut self.upstream
     }
 
+    /// `f` on a property a filter set, borrowed (see [`HttpStream::property`]).
+    pub fn with_property<T>(&self, path: &str, f: impl FnOnce(Option<&[u8]>) -> T) -> T {
+        match &self.shared {
+            Some(s) => f(s.borrow().filter_state.get(path).map(|b| &b[..])),
+            None => f(None),
+        }
+    }
+
     /// A property a filter set (e.g. `wasmesh.upstream.cluster`), by dotted path.
     pub fn property(&self, path: &str) -> Option<Bytes> {
         self.shared.as_ref()?.borrow().filter_state.get(path).cloned()
