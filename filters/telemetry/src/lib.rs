@@ -82,6 +82,8 @@ struct Shared {
     rng: RefCell<Rng>,
     /// `on_log`'s property reads: common, and as the destination.
     record_reads: [PropertyBatch; 2],
+    /// The request-headers phase's reads ([`REQUEST_HEADER_PROPERTIES`]).
+    request_reads: PropertyBatch,
     spans: RefCell<ExportQueue>,
     export_metrics: ExportMetrics,
 }
@@ -199,6 +201,7 @@ impl Root {
             log_headers,
             rng: RefCell::new(Rng::new(seed(self.now_ns()))),
             record_reads: [rec::COMMON, RECORD_PROPERTIES.len()].map(|n| PropertyBatch::new(&RECORD_PROPERTIES[..n])),
+            request_reads: PropertyBatch::new(&REQUEST_HEADER_PROPERTIES),
             spans: RefCell::new(queue),
             export_metrics,
         }
@@ -347,6 +350,34 @@ fn stream_callbacks(config: &Config) -> Callbacks {
     base
 }
 
+/// The request headers the request phase reads, read as `request.headers.*` properties
+/// in one batch: its own ([`hdr`]), then every trace-context header it reads or
+/// rewrites ([`trace::HEADERS`], from [`hdr::TRACE`] on).
+const REQUEST_HEADER_PROPERTIES: [&str; 12] = [
+    "request.headers.content-type",
+    "request.headers.x-envoy-peer-metadata",
+    "request.headers.x-client-trace-id",
+    "request.headers.x-envoy-force-trace",
+    "request.headers.traceparent",
+    "request.headers.tracestate",
+    "request.headers.b3",
+    "request.headers.x-b3-traceid",
+    "request.headers.x-b3-spanid",
+    "request.headers.x-b3-parentspanid",
+    "request.headers.x-b3-sampled",
+    "request.headers.x-b3-flags",
+];
+
+/// Indices into [`REQUEST_HEADER_PROPERTIES`].
+mod hdr {
+    pub const CONTENT_TYPE: usize = 0;
+    pub const PEER_METADATA: usize = 1;
+    pub const CLIENT_TRACE_ID: usize = 2;
+    pub const FORCE_TRACE: usize = 3;
+    /// Where [`crate::policy::trace::HEADERS`] start.
+    pub const TRACE: usize = 4;
+}
+
 /// What `Stream::record` reads at `on_log`, in one `wasmesh_sdk::get_properties` call:
 /// the first [`rec::COMMON`] for every request, the others (peer identity, mTLS) only
 /// when this proxy is the destination; indices in [`rec`].
@@ -480,13 +511,12 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         // One hostcall for every header this phase reads (content type, peer metadata,
-        // trace context: up to thirteen lookups), looked up in place. Measured: cheaper
-        // than one batched property read per header.
-        let headers = wasmesh_sdk::headers::request_headers();
-        let header = |name: &str| headers.get(name).map(str::to_string);
+        // trace context), as a property set the host resolved to header names once.
+        let values = shared.request_reads.read();
+        let get = |i: usize| values.get(i).and_then(|b| std::str::from_utf8(b).ok());
         let base = stream_callbacks(&shared.config);
         let mut wanted = base;
-        if shared.config.metrics && headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc")) {
+        if shared.config.metrics && get(hdr::CONTENT_TYPE).is_some_and(|c| c.starts_with("application/grpc")) {
             self.frames = Some(Default::default());
             // Message counts read the bodies (plain HTTP bodies pass untouched) and are
             // reported to the host's metrics from `on_log`.
@@ -495,7 +525,7 @@ impl HttpContext for Stream {
         if shared.config.metadata_exchange {
             if shared.reporter.local_is_destination() {
                 // Learn the client and strip its headers before the app sees them.
-                if let Some(h) = headers.get(peer::HEADER) {
+                if let Some(h) = get(hdr::PEER_METADATA) {
                     self.use_peer_metrics(h);
                     self.set_http_request_header(peer::HEADER, None);
                     self.set_http_request_header(peer::ID_HEADER, None);
@@ -506,12 +536,12 @@ impl HttpContext for Stream {
             }
         }
         if let Some(t) = shared.tracing() {
-            let incoming = trace::extract(header);
-            let forced = headers.contains("x-client-trace-id") || headers.contains("x-envoy-force-trace");
+            let incoming = trace::extract(|i| get(hdr::TRACE + i));
+            let forced = get(hdr::CLIENT_TRACE_ID).is_some() || get(hdr::FORCE_TRACE).is_some();
             let hop = Hop::start(&incoming, forced, t.sampling, &mut shared.rng.borrow_mut());
-            for (name, value) in hop.outgoing_headers(&t.propagation, &incoming).iter() {
+            for (i, name, value) in hop.outgoing_headers(&t.propagation, &incoming).iter() {
                 // Removing a header the request does not carry is a hostcall for nothing.
-                if value.is_some() || headers.contains(name) {
+                if value.is_some() || get(hdr::TRACE + i).is_some() {
                     self.set_http_request_header(name, value);
                 }
             }
@@ -636,4 +666,22 @@ fn seed(now_ns: u64) -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now_ns);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_phase_reads_its_headers_at_their_indices() {
+        let name = |i: usize| REQUEST_HEADER_PROPERTIES[i].strip_prefix("request.headers.");
+        assert_eq!(name(hdr::CONTENT_TYPE), Some("content-type"));
+        assert_eq!(name(hdr::PEER_METADATA), Some(peer::HEADER));
+        assert_eq!(name(hdr::CLIENT_TRACE_ID), Some("x-client-trace-id"));
+        assert_eq!(name(hdr::FORCE_TRACE), Some("x-envoy-force-trace"));
+        assert_eq!(REQUEST_HEADER_PROPERTIES.len(), hdr::TRACE + trace::HEADERS.len());
+        for (i, h) in trace::HEADERS.iter().enumerate() {
+            assert_eq!(name(hdr::TRACE + i), Some(*h));
+        }
+    }
 }

@@ -131,8 +131,21 @@ pub(crate) fn get_many(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
 /// Most property sets one VM defines (`wasmesh.define_properties`).
 pub(crate) const MAX_SETS: usize = 64;
 
-/// A set of property paths split into segments once (`wasmesh.define_properties`).
-pub(crate) type PropertySet = Vec<Vec<Box<str>>>;
+/// A set of property paths resolved once (`wasmesh.define_properties`).
+pub(crate) struct PropertySet {
+    paths: Vec<SetPath>,
+    /// [`name_bit`] of every request header the set names (0: none).
+    header_bits: u64,
+}
+
+/// One path of a [`PropertySet`].
+pub(crate) enum SetPath {
+    /// `request.headers.<name>` with a valid header name: looked up by the parsed name
+    /// (filters read trace and routing headers this way on every request).
+    RequestHeader(http::HeaderName),
+    /// Any other path, split into segments.
+    Segments(Vec<Box<str>>),
+}
 
 /// `wasmesh.define_properties`: the paths of `args` (as `wasmesh.get_properties` takes
 /// them), split once and kept by the VM; answers the set's id (u32 LE) for
@@ -142,9 +155,19 @@ pub(crate) fn define(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status>
     if st.property_sets.len() >= MAX_SETS {
         return Err(Status::InternalFailure);
     }
-    let set: PropertySet =
-        paths(args)?.into_iter().map(|p| with_segments(p, |s| s.iter().map(|seg| Box::from(*seg)).collect())).collect();
-    st.property_sets.push(set);
+    let resolve = |s: &[&str]| match s {
+        ["request", "headers", name] => match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => SetPath::RequestHeader(h),
+            Err(_) => SetPath::Segments(s.iter().map(|seg| Box::from(*seg)).collect()),
+        },
+        _ => SetPath::Segments(s.iter().map(|seg| Box::from(*seg)).collect()),
+    };
+    let paths: Vec<SetPath> = paths(args)?.into_iter().map(|p| with_segments(p, resolve)).collect();
+    let header_bits = paths.iter().fold(0, |bits, p| match p {
+        SetPath::RequestHeader(h) => bits | name_bit(h.as_str()),
+        SetPath::Segments(_) => bits,
+    });
+    st.property_sets.push(PropertySet { paths, header_bits });
     Ok(((st.property_sets.len() - 1) as u32).to_le_bytes().to_vec())
 }
 
@@ -155,10 +178,54 @@ pub(crate) fn get_set(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
     let set = st.property_sets.get(u32::from_le_bytes(id) as usize).ok_or(Status::NotFound)?;
     let reader = Reader::new(st);
     let mut out = Vec::with_capacity(256);
-    for segments in set {
-        answer(&mut out, |out| with_parts(segments.iter().map(|s| &**s), |s| reader.get(s, out)));
+    let request = reader.stream.as_deref().and_then(|s| s.request.as_ref());
+    let mut headers = match request {
+        Some(r) if set.header_bits != 0 => request_headers(set, &r.headers),
+        _ => Vec::new(),
+    };
+    for (i, path) in set.paths.iter().enumerate() {
+        answer(&mut out, |out| match path {
+            SetPath::RequestHeader(_) => Ok(match headers.get_mut(i).and_then(Option::take) {
+                Some(v) => {
+                    out.extend_from_slice(v.as_bytes());
+                    true
+                }
+                None => false,
+            }),
+            SetPath::Segments(segments) => with_parts(segments.iter().map(|s| &**s), |s| reader.get(s, out)),
+        });
     }
     Ok(out)
+}
+
+/// The values of the request headers `set` names, by path index (repeated headers
+/// joined with `,`), in one pass over the head: most requests carry few of the names a
+/// set asks for (trace context), and a hashed lookup per name cost more than the pass.
+fn request_headers<'a>(set: &PropertySet, h: &'a HeaderMap) -> Vec<Option<Cow<'a, str>>> {
+    let mut found: Vec<Option<Cow<'a, str>>> = vec![None; set.paths.len()];
+    for (name, value) in h {
+        if set.header_bits & name_bit(name.as_str()) == 0 {
+            continue;
+        }
+        let slot = set.paths.iter().position(|p| matches!(p, SetPath::RequestHeader(n) if n == name));
+        let Some(v) = slot.and_then(|i| found.get_mut(i)) else { continue };
+        let text = lossy(value.as_bytes());
+        match v {
+            Some(joined) => {
+                let joined = joined.to_mut();
+                joined.push(',');
+                joined.push_str(&text);
+            }
+            None => *v = Some(text),
+        }
+    }
+    found
+}
+
+/// A header name's bit in [`PropertySet::header_bits`] (from its length and last byte).
+fn name_bit(name: &str) -> u64 {
+    let last = name.as_bytes().last().copied().unwrap_or(0) as usize;
+    1 << ((name.len().wrapping_mul(7) ^ last) & 63)
 }
 
 /// The paths of a `wasmesh.get_properties` argument.
@@ -289,9 +356,9 @@ fn stream_property<'a>(st: &'a HostState, s: &'a StreamShared, path: &[&str]) ->
                 Value::Int(v.to_str().ok()?.parse().ok()?)
             }
             ["headers"] => Value::Map(joined_map(&resp?.headers)),
-            ["headers", name] => Value::str(joined(&resp?.headers, name)?),
+            ["headers", name] => Value::str(joined(&resp?.headers, *name)?),
             ["trailers"] => Value::Map(joined_map(s.response_trailers.as_ref()?)),
-            ["trailers", name] => Value::str(joined(s.response_trailers.as_ref()?, name)?),
+            ["trailers", name] => Value::str(joined(s.response_trailers.as_ref()?, *name)?),
             ["size"] => Value::Int(up.response_body_bytes as i64),
             ["total_size"] => Value::Int((up.response_body_bytes + up.response_header_bytes) as i64),
             ["headers_bytes"] => Value::Int(up.response_header_bytes as i64),
@@ -415,7 +482,7 @@ fn request_property<'a>(s: &'a StreamShared, rest: &[&str]) -> Option<Value<'a>>
         }),
         ["method"] => Value::str(req.method.as_str()),
         ["headers"] => Value::Map(joined_map(h)),
-        ["headers", name] => Value::str(joined(h, name)?),
+        ["headers", name] => Value::str(joined(h, *name)?),
         ["referer"] => Value::str(hs(REFERER)?),
         ["useragent"] => Value::str(hs(USER_AGENT)?),
         ["id"] => Value::str(hs(http::HeaderName::from_static("x-request-id"))?),
@@ -466,7 +533,7 @@ pub(crate) fn flags_text(s: &StreamShared) -> String {
 }
 
 /// Header values of `name`, repeated ones joined with `,` (borrowed when there is one).
-fn joined<'a>(h: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
+fn joined<'a, K: http::header::AsHeaderName>(h: &'a HeaderMap, name: K) -> Option<Cow<'a, str>> {
     let mut values = h.get_all(name).iter();
     let first = lossy(values.next()?.as_bytes());
     let Some(second) = values.next() else { return Some(first) };
@@ -524,7 +591,34 @@ pub(crate) fn set(st: &HostState, path: &[u8], value: Bytes) {
 
 #[cfg(test)]
 mod tests {
+    use super::{request_headers, PropertySet, SetPath};
     use super::{request_property, with_dotted, with_segments, StreamShared, DOTTED_ON_STACK};
+
+    #[test]
+    fn a_sets_request_headers_are_found_in_one_pass_and_joined() {
+        let paths = vec![
+            SetPath::RequestHeader(http::HeaderName::from_static("traceparent")),
+            SetPath::Segments(vec!["request".into(), "path".into()]),
+            SetPath::RequestHeader(http::HeaderName::from_static("x-b3-flags")),
+            SetPath::RequestHeader(http::HeaderName::from_static("accept")),
+        ];
+        let header_bits = paths.iter().fold(0, |b, p| match p {
+            SetPath::RequestHeader(h) => b | super::name_bit(h.as_str()),
+            SetPath::Segments(_) => b,
+        });
+        let set = PropertySet { paths, header_bits };
+        let mut h = http::HeaderMap::new();
+        h.append("accept", http::HeaderValue::from_static("a/b"));
+        h.append("traceparent", http::HeaderValue::from_static("00-ab"));
+        h.append("accept", http::HeaderValue::from_static("c/d"));
+        h.append("x-other", http::HeaderValue::from_static("1"));
+        let found = request_headers(&set, &h);
+        assert_eq!(found.len(), 4);
+        assert_eq!(found[0].as_deref(), Some("00-ab"));
+        assert_eq!(found[1], None, "not a header path");
+        assert_eq!(found[2], None, "absent");
+        assert_eq!(found[3].as_deref(), Some("a/b,c/d"), "repeated values joined in order");
+    }
 
     #[test]
     fn dotted_names_join_alike_on_the_stack_and_past_it() {

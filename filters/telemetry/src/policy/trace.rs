@@ -5,6 +5,29 @@
 
 use super::rng::{percent_hit, Rng};
 
+/// The trace-context request headers this module reads and rewrites, in the order
+/// [`extract`] asks for their values by index.
+pub const HEADERS: [&str; 8] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+
+/// Indices into [`HEADERS`].
+const TRACEPARENT: usize = 0;
+const TRACESTATE: usize = 1;
+const B3: usize = 2;
+const X_B3_TRACEID: usize = 3;
+const X_B3_SPANID: usize = 4;
+const X_B3_PARENTSPANID: usize = 5;
+const X_B3_SAMPLED: usize = 6;
+const X_B3_FLAGS: usize = 7;
+
 /// A header format written to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Propagation {
@@ -109,7 +132,7 @@ impl Hop {
         // B3 keeps 64-bit trace ids at 16 digits.
         let b3_digits = if self.trace_id >> 64 == 0 { 16 } else { 32 };
         if formats.contains(&Propagation::W3c) || incoming.seen_w3c {
-            out.set("traceparent", |t| {
+            out.set(TRACEPARENT, |t| {
                 t.push_str("00-");
                 push_hex(t, self.trace_id, 32);
                 t.push('-');
@@ -117,29 +140,29 @@ impl Hop {
                 t.push_str(if self.sampled { "-01" } else { "-00" });
             });
             match &self.tracestate {
-                Some(state) => out.set("tracestate", |t| t.push_str(state)),
-                None => out.remove("tracestate"),
+                Some(state) => out.set(TRACESTATE, |t| t.push_str(state)),
+                None => out.remove(TRACESTATE),
             }
         }
         if formats.contains(&Propagation::B3) || incoming.seen_b3 {
-            out.set("x-b3-traceid", |t| push_hex(t, self.trace_id, b3_digits));
-            out.set("x-b3-spanid", |t| push_hex(t, self.span_id.into(), 16));
+            out.set(X_B3_TRACEID, |t| push_hex(t, self.trace_id, b3_digits));
+            out.set(X_B3_SPANID, |t| push_hex(t, self.span_id.into(), 16));
             match self.parent_span_id {
-                Some(p) => out.set("x-b3-parentspanid", |t| push_hex(t, p.into(), 16)),
-                None => out.remove("x-b3-parentspanid"),
+                Some(p) => out.set(X_B3_PARENTSPANID, |t| push_hex(t, p.into(), 16)),
+                None => out.remove(X_B3_PARENTSPANID),
             }
             if self.debug {
                 // B3: debug implies an accept decision; do not also send X-B3-Sampled.
-                out.set("x-b3-flags", |t| t.push('1'));
-                out.remove("x-b3-sampled");
+                out.set(X_B3_FLAGS, |t| t.push('1'));
+                out.remove(X_B3_SAMPLED);
             } else {
-                out.set("x-b3-sampled", |t| t.push_str(sampled));
-                out.remove("x-b3-flags");
+                out.set(X_B3_SAMPLED, |t| t.push_str(sampled));
+                out.remove(X_B3_FLAGS);
             }
         }
         if formats.contains(&Propagation::B3Single) || incoming.seen_b3_single {
             let state = if self.debug { "d" } else { sampled };
-            out.set("b3", |t| {
+            out.set(B3, |t| {
                 push_hex(t, self.trace_id, b3_digits);
                 t.push('-');
                 push_hex(t, self.span_id.into(), 16);
@@ -160,57 +183,69 @@ impl Hop {
 #[derive(Debug, Default)]
 pub struct Outgoing {
     text: String,
-    /// Header name and the value's range in `text`; `None` removes the header.
-    edits: Vec<(&'static str, Option<(usize, usize)>)>,
+    /// Header (index into [`HEADERS`]) and the value's range in `text`; `None` removes
+    /// the header.
+    edits: Vec<(usize, Option<(usize, usize)>)>,
 }
 
 impl Outgoing {
-    fn set(&mut self, name: &'static str, write: impl FnOnce(&mut String)) {
+    fn set(&mut self, header: usize, write: impl FnOnce(&mut String)) {
         let start = self.text.len();
         write(&mut self.text);
-        self.edits.push((name, Some((start, self.text.len()))));
+        self.edits.push((header, Some((start, self.text.len()))));
     }
 
-    fn remove(&mut self, name: &'static str) {
-        self.edits.push((name, None));
+    fn remove(&mut self, header: usize) {
+        self.edits.push((header, None));
     }
 
-    /// The edits in order: `(name, Some(value))` sets, `(name, None)` removes.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> + '_ {
-        self.edits.iter().map(|(name, range)| (*name, range.and_then(|(a, b)| self.text.get(a..b))))
+    /// The edits in order: `(index in HEADERS, name, Some(value))` sets, `(…, None)`
+    /// removes.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &'static str, Option<&str>)> + '_ {
+        self.edits.iter().map(|&(i, range)| (i, HEADERS[i], range.and_then(|(a, b)| self.text.get(a..b))))
     }
 }
 
 /// Appends the low `digits * 4` bits of `v` as `digits` lower-case hex digits.
 fn push_hex(out: &mut String, v: u128, digits: usize) {
     // wasm32 has no 128-bit shifts (each is a libcall): the halves are written as u64s,
-    // a byte (two digits) at a time.
-    // Only the halves the digits reach (span ids and 64-bit trace ids: the low one).
-    let mut buf = [0u8; 32];
-    let halves: &[(u64, usize)] =
-        if digits > 16 { &[((v >> 64) as u64, 0), (v as u64, 16)] } else { &[(v as u64, 16)] };
-    for &(half, at) in halves {
-        for (i, byte) in half.to_be_bytes().into_iter().enumerate() {
-            let [a, b] = HEX_PAIRS[byte as usize];
-            buf[at + 2 * i] = a;
-            buf[at + 2 * i + 1] = b;
-        }
+    // only those the digits reach (span ids and 64-bit trace ids: the low one).
+    let digits = digits.min(32);
+    if digits > 16 {
+        push_ascii(out, &hex16((v >> 64) as u64)[32 - digits..]);
     }
-    // ASCII digits: always valid UTF-8 (checked word-at-a-time).
-    out.push_str(std::str::from_utf8(&buf[32 - digits.min(32)..]).unwrap_or_default());
+    let low = hex16(v as u64);
+    push_ascii(out, &low[16 - digits.min(16)..]);
 }
 
-/// Each byte as two lower-case hex digits.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
-        i += 1;
-    }
-    t
-};
+/// Appends hex digits made by [`hex16`].
+fn push_ascii(out: &mut String, digits: &[u8]) {
+    debug_assert!(digits.is_ascii());
+    // SAFETY: `hex16` writes only the ASCII bytes `0-9a-f`, which are valid UTF-8; a
+    // validating conversion cost more than the formatting itself.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(digits) });
+}
+
+/// `v` as 16 lower-case hex digits, computed on whole words (a table lookup per byte
+/// cost ~28 guest instructions a byte).
+fn hex16(v: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hex8((v >> 32) as u32));
+    out[8..].copy_from_slice(&hex8(v as u32));
+    out
+}
+
+/// `x` as 8 lower-case hex digits: each nibble spread into its own byte (most
+/// significant first), then turned into ASCII without a branch.
+fn hex8(x: u32) -> [u8; 8] {
+    let x = u64::from(x);
+    let x = ((x & 0xffff_0000) << 16) | (x & 0x0000_ffff);
+    let x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
+    let x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
+    // 1 in each byte whose nibble is 10 or more (adding 6 carries it into bit 4).
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'0' - 10)).to_be_bytes()
+}
 
 /// The low `digits * 4` bits of `v` as `digits` lower-case hex digits (zero-padded;
 /// `format!`'s u128 path costs more in a guest).
@@ -238,25 +273,25 @@ pub fn decide(incoming: &Incoming, forced: bool, percent: f64, trace_id: u128) -
     }
 }
 
-/// Reads the trace context from request headers (`get` returns a header's value by
-/// lower-case name). Precedence: `traceparent`, then `b3`, then `x-b3-*`.
-pub fn extract(get: impl Fn(&str) -> Option<String>) -> Incoming {
+/// Reads the trace context from request headers (`get` returns the value of
+/// `HEADERS[i]`). Precedence: `traceparent`, then `b3`, then `x-b3-*`.
+pub fn extract<'a>(get: impl Fn(usize) -> Option<&'a str>) -> Incoming {
     let mut inc = Incoming::default();
-    let traceparent = get("traceparent");
-    let b3 = get("b3");
-    let x_trace = get("x-b3-traceid");
-    let x_span = get("x-b3-spanid");
-    let x_sampled = get("x-b3-sampled");
-    let x_flags = get("x-b3-flags");
+    let traceparent = get(TRACEPARENT);
+    let b3 = get(B3);
+    let x_trace = get(X_B3_TRACEID);
+    let x_span = get(X_B3_SPANID);
+    let x_sampled = get(X_B3_SAMPLED);
+    let x_flags = get(X_B3_FLAGS);
     inc.seen_w3c = traceparent.is_some();
     inc.seen_b3_single = b3.is_some();
     inc.seen_b3 = x_trace.is_some() || x_span.is_some() || x_sampled.is_some() || x_flags.is_some();
 
-    if let Some((ctx, flags)) = traceparent.as_deref().and_then(parse_traceparent) {
+    if let Some((ctx, flags)) = traceparent.and_then(parse_traceparent) {
         inc.parent = Some(ctx);
         inc.sampled = Some(flags & 1 == 1);
-        inc.tracestate = get("tracestate").filter(|s| !s.trim().is_empty() && s.len() <= 512);
-    } else if let Some(single) = b3.as_deref().and_then(parse_b3_single) {
+        inc.tracestate = get(TRACESTATE).filter(|s| !s.trim().is_empty() && s.len() <= 512).map(str::to_string);
+    } else if let Some(single) = b3.and_then(parse_b3_single) {
         inc.parent = single.ctx;
         match single.sampling {
             Some(Sampling::Debug) => inc.debug = true,
@@ -265,12 +300,12 @@ pub fn extract(get: impl Fn(&str) -> Option<String>) -> Incoming {
             None => {}
         }
     } else {
-        if let (Some(t), Some(s)) = (x_trace.as_deref(), x_span.as_deref()) {
+        if let (Some(t), Some(s)) = (x_trace, x_span) {
             if let (Some(trace_id), Some(span_id)) = (parse_b3_trace_id(t), parse_id64(s)) {
                 inc.parent = Some(SpanContext { trace_id, span_id });
             }
         }
-        inc.sampled = match x_sampled.as_deref().map(str::trim) {
+        inc.sampled = match x_sampled.map(str::trim) {
             Some("1") | Some("true") => Some(true),
             Some("0") | Some("false") => Some(false),
             Some("d") => {
@@ -280,7 +315,7 @@ pub fn extract(get: impl Fn(&str) -> Option<String>) -> Incoming {
             _ => None,
         };
     }
-    if x_flags.as_deref().map(str::trim) == Some("1") {
+    if x_flags.map(str::trim) == Some("1") {
         inc.debug = true;
     }
     inc

@@ -8,11 +8,11 @@ const SPAN: u64 = 0x00f067aa0ba902b7;
 
 fn headers(pairs: &[(&str, &str)]) -> Incoming {
     let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    extract(|k| map.get(k).cloned())
+    extract(|i| map.get(HEADERS[i]).map(String::as_str))
 }
 
 fn edits_map(edits: &Outgoing) -> HashMap<&'static str, Option<String>> {
-    edits.iter().map(|(name, value)| (name, value.map(str::to_string))).collect()
+    edits.iter().map(|(_, name, value)| (name, value.map(str::to_string))).collect()
 }
 
 #[test]
@@ -228,4 +228,14 @@ fn hex_matches_format_zero_padded() {
         assert_eq!(hex(v, 16), format!("{:016x}", v & u128::from(u64::MAX)));
     }
     assert_eq!(hex64(0xff), "00000000000000ff");
+    // Every nibble value in every position, and pseudo-random words.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for shift in 0..16 {
+        for n in 0..16u64 {
+            let v = n << (shift * 4);
+            assert_eq!(hex64(v), format!("{v:016x}"));
+        }
+        x = x.rotate_left(7).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        assert_eq!(hex64(x), format!("{x:016x}"));
+    }
 }
