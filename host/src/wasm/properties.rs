@@ -119,13 +119,12 @@ pub(crate) const ABSENT: u32 = u32::MAX;
 /// `wasmesh.get_properties`: `args` is a sequence of `[u32 LE length][path]` (paths as
 /// `proxy_get_property` takes them); the answer, per path in order, `[u32 LE length][value]`
 /// or [`ABSENT`]. Malformed or over [`MAX_BATCH`] paths: `BadArgument`.
-pub(crate) fn get_many(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+pub(crate) fn get_many(st: &HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
     let reader = Reader::new(st);
-    let mut out = Vec::with_capacity(256);
     for path in paths(args)? {
-        answer(&mut out, |out| with_segments(path, |s| reader.get(s, out)));
+        answer(out, |out| with_segments(path, |s| reader.get(s, out)));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Most property sets one VM defines (`wasmesh.define_properties`).
@@ -151,7 +150,7 @@ pub(crate) enum SetPath {
 /// them), split once and kept by the VM; answers the set's id (u32 LE) for
 /// `wasmesh.get_properties_by_id`. Malformed: `BadArgument`; over [`MAX_SETS`] sets:
 /// `InternalFailure` (the caller falls back to naming its paths).
-pub(crate) fn define(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+pub(crate) fn define(st: &mut HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
     if st.property_sets.len() >= MAX_SETS {
         return Err(Status::InternalFailure);
     }
@@ -168,23 +167,23 @@ pub(crate) fn define(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status>
         SetPath::Segments(_) => bits,
     });
     st.property_sets.push(PropertySet { paths, header_bits });
-    Ok(((st.property_sets.len() - 1) as u32).to_le_bytes().to_vec())
+    out.extend_from_slice(&((st.property_sets.len() - 1) as u32).to_le_bytes());
+    Ok(())
 }
 
 /// `wasmesh.get_properties_by_id`: `args` is a set id (u32 LE); the answer as
 /// `wasmesh.get_properties` gives it for the set's paths. Unknown id: `NotFound`.
-pub(crate) fn get_set(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+pub(crate) fn get_set(st: &HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
     let id = <[u8; 4]>::try_from(args).map_err(|_| Status::BadArgument)?;
     let set = st.property_sets.get(u32::from_le_bytes(id) as usize).ok_or(Status::NotFound)?;
     let reader = Reader::new(st);
-    let mut out = Vec::with_capacity(256);
     let request = reader.stream.as_deref().and_then(|s| s.request.as_ref());
     let mut headers = match request {
         Some(r) if set.header_bits != 0 => request_headers(set, &r.headers),
         _ => Vec::new(),
     };
     for (i, path) in set.paths.iter().enumerate() {
-        answer(&mut out, |out| match path {
+        answer(out, |out| match path {
             SetPath::RequestHeader(_) => Ok(match headers.get_mut(i).and_then(Option::take) {
                 Some(v) => {
                     out.extend_from_slice(v.as_bytes());
@@ -195,7 +194,7 @@ pub(crate) fn get_set(st: &HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
             SetPath::Segments(segments) => with_parts(segments.iter().map(|s| &**s), |s| reader.get(s, out)),
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The values of the request headers `set` names, by path index (repeated headers
@@ -258,10 +257,10 @@ fn answer(out: &mut Vec<u8>, read: impl FnOnce(&mut Vec<u8>) -> Result<bool, Sta
     }
 }
 
-/// Resolves a property for the current context: `Ok(None)` is `NotFound`.
-pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    let mut out = Vec::new();
-    Ok(with_segments(path, |s| Reader::new(st).get(s, &mut out))?.then_some(out))
+/// Resolves a property for the current context, appending its value to `out`; `Ok(false)`
+/// is `NotFound`.
+pub(crate) fn get_into(st: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
+    with_segments(path, |s| Reader::new(st).get(s, out))
 }
 
 /// What property reads look at: the current context's plugin and stream, found once

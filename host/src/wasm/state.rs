@@ -36,6 +36,9 @@ pub(crate) struct HostState {
     /// A guest region (address, capacity) that answers may be written to instead of a
     /// fresh allocation, when the guest offers it (`wasmesh.answer_buffer`).
     pub answer_buffer: Option<(u32, u32)>,
+    /// Where answers are assembled before they are copied into the guest, reused from
+    /// call to call ([`super::abi::memory::answer_from_scratch`]).
+    pub scratch: Vec<u8>,
     /// Property sets the guest defined (`wasmesh.define_properties`), by id.
     pub property_sets: Vec<super::properties::PropertySet>,
     pub contexts: FxHashMap<u32, Ctx>,

@@ -158,6 +158,7 @@ impl Vm {
             memory: None,
             allocator: None,
             answer_buffer: None,
+            scratch: Vec::new(),
             property_sets: Vec::new(),
             contexts: Default::default(),
             current: 0,

@@ -33,8 +33,8 @@ use crate::wasm::properties;
 use crate::wasm::request_metrics::{DefineError, Owner};
 use crate::wasm::state::{Ctx, HostState};
 
-/// A foreign function that answers bytes.
-type Answering = fn(&mut HostState, &[u8]) -> Result<Vec<u8>, Status>;
+/// A foreign function that answers bytes (appended to the buffer it is given).
+type Answering = fn(&mut HostState, &[u8], &mut Vec<u8>) -> Result<(), Status>;
 
 /// The foreign functions this host implements: those that answer bytes, and those that
 /// act and answer only a status.
@@ -62,9 +62,9 @@ enum Act {
 impl Foreign {
     fn parse(name: &[u8]) -> Option<Foreign> {
         Some(match name {
-            b"wasmesh.get_properties" => Foreign::Answers(|st, args| properties::get_many(st, args)),
+            b"wasmesh.get_properties" => Foreign::Answers(|st, args, out| properties::get_many(st, args, out)),
             b"wasmesh.define_properties" => Foreign::Answers(properties::define),
-            b"wasmesh.get_properties_by_id" => Foreign::Answers(|st, args| properties::get_set(st, args)),
+            b"wasmesh.get_properties_by_id" => Foreign::Answers(|st, args, out| properties::get_set(st, args, out)),
             b"clear_route_cache" => Foreign::Acts(Act::ClearRouteCache),
             b"wasmesh.access_log" => Foreign::Acts(Act::AccessLog),
             b"wasmesh.retry_upstream" => Foreign::Acts(Act::RetryUpstream),
@@ -93,13 +93,13 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let act = match function {
                 None => return Ok(Status::NotFound.raw()),
                 Some(Foreign::Answers(answering)) => {
-                    return match memory::with_bytes(&mut c, aptr, alen, |args, st| answering(st, args))? {
-                        Ok(values) => {
-                            memory::return_bytes(&mut c, &values, ret_ptr, ret_len)?;
-                            Ok(Status::Ok.raw())
-                        }
-                        Err(s) => Ok(s.raw()),
-                    };
+                    let answered = memory::answer_from_scratch(&mut c, ret_ptr, ret_len, |c, out| {
+                        memory::with_bytes(c, aptr, alen, |args, st| answering(st, args, out).map(|()| true))
+                    })?;
+                    return Ok(match answered {
+                        Ok(_) => Status::Ok.raw(),
+                        Err(s) => s.raw(),
+                    });
                 }
                 Some(Foreign::Acts(act)) => act,
             };
@@ -232,9 +232,12 @@ fn pool_limits(st: &HostState, args: &[u8]) -> Status {
 }
 
 /// Defines a request-metrics template (JSON, see `request_metrics`); answers its id.
-fn define_request_metrics(st: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+fn define_request_metrics(st: &mut HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
     match st.rt.request_metrics.define(args) {
-        Ok(id) => Ok(id.to_le_bytes().to_vec()),
+        Ok(id) => {
+            out.extend_from_slice(&id.to_le_bytes());
+            Ok(())
+        }
         Err(e) => {
             tracing::warn!(plugin = %st.current_plugin().name, "wasmesh.define_request_metrics: {e}");
             Err(match e {

@@ -101,28 +101,25 @@ pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_value",
         |mut c: C<'_>, ty: u32, kptr: u32, klen: u32, ret_ptr: u32, ret_len: u32| -> R {
             let v01 = c.data().first.abi == crate::wasm::plugin::AbiVersion::V0_1_0;
-            let value = memory::with_bytes(&mut c, kptr, klen, |key, st| {
-                let key = lossy(key);
-                with_map(st, ty, |m| {
-                    let (m, _) = m?;
-                    m.get(&key).map(|v| lossy_bytes(v).into_owned())
+            let found = memory::answer_from_scratch(&mut c, ret_ptr, ret_len, |c, out| {
+                memory::with_bytes(c, kptr, klen, |key, st| {
+                    let key = lossy(key);
+                    with_map(st, ty, |m| {
+                        let value =
+                            m.and_then(|(m, _)| m.get(&key).map(|v| out.extend_from_slice(lossy_bytes(v).as_ref())));
+                        value.is_some()
+                    })
                 })
             })?;
-            let value = match value {
-                Ok(v) => v,
-                Err(s) => return Ok(s.raw()),
-            };
-            match value {
-                Some(v) => {
-                    memory::return_bytes(&mut c, &v, ret_ptr, ret_len)?;
-                    Ok(Status::Ok.raw())
-                }
+            match found {
+                Ok(true) => Ok(Status::Ok.raw()),
                 // v0.1.0: a missing key is OK with an empty value.
-                None if v01 => {
+                Ok(false) if v01 => {
                     memory::return_bytes(&mut c, &[], ret_ptr, ret_len)?;
                     Ok(Status::Ok.raw())
                 }
-                None => Ok(Status::NotFound.raw()),
+                Ok(false) => Ok(Status::NotFound.raw()),
+                Err(s) => Ok(s.raw()),
             }
         },
     )?;

@@ -5,6 +5,7 @@
 
 use wasmtime::{Caller, Extern, Memory};
 
+use super::status::Status;
 use crate::wasm::state::HostState;
 
 /// A guest broke the memory contract (bad pointer, missing memory or allocator). Raised as
@@ -146,6 +147,30 @@ pub fn return_bytes(caller: &mut Caller<'_, HostState>, data: &[u8], ret_ptr: u3
     write(caller, ptr, data)?;
     write_u32(caller, ret_ptr, ptr)?;
     write_u32(caller, ret_len, len)
+}
+
+/// Largest scratch buffer kept between calls (a rare large answer does not pin memory).
+const MAX_KEPT_SCRATCH: usize = 64 * 1024;
+
+/// Runs `fill` on the VM's reusable scratch buffer (emptied) and, when it answers
+/// `Ok(true)`, returns the bytes it wrote to the guest: assembling an answer allocates
+/// nothing on the host once the buffer has grown.
+pub fn answer_from_scratch(
+    caller: &mut Caller<'_, HostState>,
+    ret_ptr: u32,
+    ret_len: u32,
+    fill: impl FnOnce(&mut Caller<'_, HostState>, &mut Vec<u8>) -> Res<Result<bool, Status>>,
+) -> Res<Result<bool, Status>> {
+    let mut out = std::mem::take(&mut caller.data_mut().scratch);
+    out.clear();
+    let answered = fill(caller, &mut out)?;
+    if let Ok(true) = answered {
+        return_bytes(caller, &out, ret_ptr, ret_len)?;
+    }
+    if out.capacity() <= MAX_KEPT_SCRATCH {
+        caller.data_mut().scratch = out;
+    }
+    Ok(answered)
 }
 
 /// Calls the guest allocator (`proxy_on_memory_allocate`, else `malloc`).

@@ -10,12 +10,12 @@ use crate::wasm::state::HostState;
 
 pub(super) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_get_property", |mut c: C<'_>, ptr: u32, len: u32, ret_ptr: u32, ret_len: u32| -> R {
-        match memory::with_bytes(&mut c, ptr, len, |path, st| properties::get(st, path))? {
-            Ok(Some(v)) => {
-                memory::return_bytes(&mut c, &v, ret_ptr, ret_len)?;
-                Ok(Status::Ok.raw())
-            }
-            Ok(None) => Ok(Status::NotFound.raw()),
+        let found = memory::answer_from_scratch(&mut c, ret_ptr, ret_len, |c, out| {
+            memory::with_bytes(c, ptr, len, |path, st| properties::get_into(st, path, out))
+        })?;
+        match found {
+            Ok(true) => Ok(Status::Ok.raw()),
+            Ok(false) => Ok(Status::NotFound.raw()),
             Err(s) => Ok(s.raw()),
         }
     })?;
