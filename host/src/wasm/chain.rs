@@ -267,9 +267,9 @@ impl WorkerChain {
             };
             stream.filters.push(Slot { plugin: p.clone(), vm, ctx, skipped: false });
         }
-        if shared.borrow().metrics.is_some() {
-            stream.rt = Some(self.pool.borrow().rt.clone());
-        }
+        // Also for a stream that has no request metrics yet: a filter may choose some
+        // from its HTTP context.
+        stream.rt = Some(self.pool.borrow().rt.clone());
         stream.shared = Some(shared);
         stream
     }

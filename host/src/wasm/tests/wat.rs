@@ -934,3 +934,43 @@ fn pool_limits_are_declared_once_from_the_root_and_checked_by_the_chain() {
     let (v, _, _) = one_request(&wat, |_| {});
     assert!(matches!(v, Verdict::Continue), "{v:?}");
 }
+
+#[test]
+fn a_stream_chooses_request_metrics_from_its_http_context() {
+    // The root declares nothing; the stream defines a template and uses it for itself:
+    // the proxy records the stream when it ends. Memory: 16 = define, 200 = use, 300 =
+    // the template; the id answered at *80 is copied to 60.
+    let json = r#"{"metrics":{"requests":"wat_requests_total"},"labels":[["code",{"fact":"response_code","default":"0"}],["via","wat"]]}"#;
+    let define = format!(
+        "(call $foreign (i32.const 16) (i32.const 30) (i32.const 300) (i32.const {}) (i32.const 80) (i32.const 84))",
+        json.len()
+    );
+    let wat = foreign_module(
+        "wasmesh.define_request_metrics",
+        &format!(
+            r#"(data (i32.const 200) "wasmesh.request_metrics")
+      (data (i32.const 300) "{}")"#,
+            json.replace('"', "\\\"")
+        ),
+        "",
+        &format!(
+            "{}(i32.store (i32.const 60) (i32.load (i32.load (i32.const 80))))\n{}",
+            expect(0, &define),
+            expect(0, "(call $foreign (i32.const 200) (i32.const 23) (i32.const 60) (i32.const 4) (i32.const 80) (i32.const 84))")
+        ),
+    );
+    let mut text = String::new();
+    run(async {
+        let (rt, _) = runtime();
+        let p = Plugin::load(&rt, &filter("wat"), wat.as_bytes()).unwrap();
+        let (_w, chain, _spec) = worker(&rt, Rc::new(TestHost::default()), vec![p]);
+        let mut s = chain.stream(info(1024));
+        let v = s.request_headers(&mut request("/", &[]), true).await;
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+        let r = s.response_headers(&mut response(204, &[]), true).await;
+        assert!(matches!(r, Verdict::Continue), "{r:?}");
+        s.finish();
+        text = rt.custom.render_all();
+    });
+    assert!(text.contains(r#"wat_requests_total{code="204",via="wat"} 1"#), "{text}");
+}
