@@ -82,8 +82,6 @@ pub struct HttpStream {
     /// Request body bytes counted by a body that bypasses the filters
     /// ([`HttpStream::count_request_body`]).
     request_bytes: Option<Arc<AtomicU64>>,
-    /// Where the request metrics filters asked for are recorded.
-    rt: Option<Arc<WasmRuntime>>,
 }
 
 struct Slot {
@@ -241,7 +239,6 @@ impl WorkerChain {
             held: [Vec::new(), Vec::new()],
             tail: [None, None],
             request_bytes: None,
-            rt: None,
         };
         if self.plugins.is_empty() {
             stream.finished = true;
@@ -267,9 +264,6 @@ impl WorkerChain {
             };
             stream.filters.push(Slot { plugin: p.clone(), vm, ctx, skipped: false });
         }
-        // Also for a stream that has no request metrics yet: a filter may choose some
-        // from its HTTP context.
-        stream.rt = Some(self.pool.borrow().rt.clone());
         stream.shared = Some(shared);
         stream
     }
@@ -442,8 +436,8 @@ impl HttpStream {
         }
         // After `on_log`, where a filter reports its stream's gRPC message counts.
         let metrics = shared.borrow_mut().metrics.take();
-        if let (Some(m), Some(rt)) = (metrics, &self.rt) {
-            m.record(&rt.custom, &shared.borrow());
+        if let Some(m) = metrics {
+            m.record(&shared.borrow());
         }
     }
 

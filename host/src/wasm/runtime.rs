@@ -56,7 +56,7 @@ pub struct WasmRuntime {
     pub(crate) shared_data: SharedData,
     pub(crate) queues: SharedQueues,
     pub(crate) metrics: WasmMetrics,
-    pub(crate) custom: CustomMetrics,
+    pub(crate) custom: Arc<CustomMetrics>,
     /// Request-metric templates filters declared (`wasmesh.define_request_metrics`).
     pub(crate) request_metrics: RequestMetrics,
     ticker_stop: Arc<AtomicBool>,
@@ -92,6 +92,7 @@ impl WasmRuntime {
         let metrics = WasmMetrics::new(registry)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        let custom = Arc::new(CustomMetrics::new(registry.clone()));
         Ok(Arc::new(WasmRuntime {
             engine,
             engine_hash,
@@ -102,8 +103,8 @@ impl WasmRuntime {
             shared_data: SharedData::default(),
             queues: SharedQueues::default(),
             metrics,
-            custom: CustomMetrics::new(registry.clone()),
-            request_metrics: RequestMetrics::default(),
+            custom: custom.clone(),
+            request_metrics: RequestMetrics::new(custom),
             ticker_stop,
         }))
     }

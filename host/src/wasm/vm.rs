@@ -283,7 +283,7 @@ impl Vm {
         // metrics are the proxy's to record either way.
         let (interest, metrics) = self.root_settings(root);
         if let Some(template) = metrics {
-            stream.borrow_mut().metrics.get_or_insert_default().set(self.owner(root), template);
+            stream.borrow_mut().metrics.get_or_insert_default().set(Owner::new(self, root), template);
         }
         if interest.is_none() {
             return Ok(None);
@@ -397,7 +397,6 @@ impl Vm {
         }
     }
 
-    /// The callbacks context `ctx` wants (all when unknown).
     /// A root context's callbacks and request metrics for its streams.
     fn root_settings(&self, root: u32) -> (Interest, Option<Arc<Template>>) {
         let Ok(guard) = self.inner.try_borrow() else { return (Interest::ALL, None) };
@@ -407,10 +406,7 @@ impl Vm {
         }
     }
 
-    fn owner(&self, root: u32) -> Owner {
-        Owner::new(self, root)
-    }
-
+    /// The callbacks context `ctx` wants (all when unknown).
     fn interest(&self, ctx: u32) -> Interest {
         self.inner.try_borrow().ok().and_then(|g| g.as_ref().map(|i| ctx_interest(i, ctx))).unwrap_or(Interest::ALL)
     }

@@ -158,9 +158,9 @@ impl Workload {
 /// configured). What only the request knows (code, flags, protocol, service, the peer
 /// certificate's principal, mTLS) is left to the host as facts.
 pub fn template(reporter: Reporter, local: &Workload, peer: &Workload) -> Vec<(&'static str, LabelValue)> {
-    let u = |v: Option<&str>| LabelValue::Literal(v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_string());
-    let fact = |fact, default: &str| LabelValue::Fact { fact, default: default.to_string() };
     let or_unknown = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_string();
+    let u = |v: Option<&str>| LabelValue::Literal(or_unknown(v));
+    let fact = |fact, default: &str| LabelValue::Fact { fact, default: default.to_string() };
     let destination = reporter.local_is_destination();
     let (src, dst) = if destination { (peer, local) } else { (local, peer) };
     let (src_principal, dst_principal, policy) = if destination {

@@ -139,8 +139,8 @@ impl CustomMetrics {
     fn define_parsed(&self, kind: MetricKind, parsed: name::MetricName) -> u32 {
         let name = parsed.base.as_str();
         let mut catalog = lock(&self.catalog);
-        let base = catalog.by_name.get_key_value(parsed.base.as_str()).map(|(k, _)| k.clone());
-        let base = base.unwrap_or_else(|| Arc::from(parsed.base.as_str()));
+        let base = catalog.by_name.get_key_value(name).map(|(k, _)| k.clone());
+        let base = base.unwrap_or_else(|| Arc::from(name));
         let labels = catalog.label_sets.get(parsed.labels.as_str()).cloned();
         let labels = labels.unwrap_or_else(|| Arc::from(parsed.labels.as_str()));
         let key = Key { kind, base, labels };

@@ -56,32 +56,19 @@ pub(crate) struct HeadFacts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct FactSet(u16);
 
-/// A request's values of the facts a template uses, borrowed from the stream; the key
-/// of the template's series cache. Facts the template does not use are left empty, so
-/// they do not split its series.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// A request's values of the facts a template uses, borrowed from the stream (the series
+/// cache keeps them as `Facts<'static>`); the key of the template's series cache. Facts
+/// the template does not use are left empty, so they do not split its series.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Facts<'a> {
     pub code: Option<u16>,
     pub flags: Option<Cow<'a, str>>,
     pub grpc: bool,
     pub grpc_status: Option<u32>,
-    pub host: Option<&'a str>,
+    pub host: Option<Cow<'a, str>>,
     pub mtls: bool,
-    pub peer: Option<&'a str>,
-    pub local: Option<&'a str>,
-}
-
-/// [`Facts`] kept by the series cache.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct OwnedFacts {
-    code: Option<u16>,
-    flags: Option<Box<str>>,
-    grpc: bool,
-    grpc_status: Option<u32>,
-    host: Option<Box<str>>,
-    mtls: bool,
-    peer: Option<Box<str>>,
-    local: Option<Box<str>>,
+    pub peer: Option<Cow<'a, str>>,
+    pub local: Option<Cow<'a, str>>,
 }
 
 // === impl HeadFacts ===
@@ -126,12 +113,14 @@ impl Fact {
             Fact::ResponseFlags => f.flags.as_deref().map(Cow::Borrowed),
             Fact::RequestProtocol => Some(Cow::Borrowed(if f.grpc { "grpc" } else { "http" })),
             Fact::GrpcResponseStatus => f.grpc_status.filter(|_| f.grpc).map(|s| s.to_string().into()),
-            Fact::DestinationService => f.host.map(Cow::Borrowed),
-            Fact::DestinationServiceName => f.host.map(|h| Cow::Borrowed(service_name_namespace(h).0)),
-            Fact::DestinationServiceNamespace => f.host.and_then(|h| service_name_namespace(h).1).map(Cow::Borrowed),
+            Fact::DestinationService => f.host.as_deref().map(Cow::Borrowed),
+            Fact::DestinationServiceName => f.host.as_deref().map(|h| Cow::Borrowed(service_name_namespace(h).0)),
+            Fact::DestinationServiceNamespace => {
+                f.host.as_deref().and_then(|h| service_name_namespace(h).1).map(Cow::Borrowed)
+            }
             Fact::ConnectionSecurityPolicy => Some(Cow::Borrowed(if f.mtls { "mutual_tls" } else { "none" })),
-            Fact::PeerPrincipal => f.peer.map(Cow::Borrowed),
-            Fact::LocalPrincipal => f.local.map(Cow::Borrowed),
+            Fact::PeerPrincipal => f.peer.as_deref().map(Cow::Borrowed),
+            Fact::LocalPrincipal => f.local.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -173,16 +162,16 @@ impl FactSet {
                 Some(c) => Some(&**c),
                 None => s.filter_state.get("wasmesh.upstream.cluster").and_then(|b| std::str::from_utf8(b).ok()),
             };
-            f.host = service_host(cluster, head.authority.as_deref());
+            f.host = service_host(cluster, head.authority.as_deref()).map(Cow::Borrowed);
         }
         if self.has(Fact::ConnectionSecurityPolicy) {
             f.mtls = tls.is_some_and(|t| t.peer_certificate_presented);
         }
         if self.has(Fact::PeerPrincipal) {
-            f.peer = tls.and_then(|t| t.peer_uri_sans.first()).map(String::as_str);
+            f.peer = tls.and_then(|t| t.peer_uri_sans.first()).map(|p| Cow::Borrowed(p.as_str()));
         }
         if self.has(Fact::LocalPrincipal) {
-            f.local = tls.and_then(|t| t.local_uri_sans.first()).map(String::as_str);
+            f.local = tls.and_then(|t| t.local_uri_sans.first()).map(|l| Cow::Borrowed(l.as_str()));
         }
         f
     }
@@ -191,7 +180,7 @@ impl FactSet {
 // === impl Facts ===
 
 impl Facts<'_> {
-    /// A hash of these values (the cache's; [`OwnedFacts::matches`] decides).
+    /// A hash of these values (the cache's; equality decides).
     pub fn hash_value(&self) -> u64 {
         let mut h = rustc_hash::FxHasher::default();
         self.hash(&mut h);
@@ -199,45 +188,18 @@ impl Facts<'_> {
     }
 
     /// An owned copy, for the cache.
-    pub fn to_owned_facts(&self) -> OwnedFacts {
-        let boxed = |s: &str| Box::<str>::from(s);
-        OwnedFacts {
+    pub fn to_static(&self) -> Facts<'static> {
+        let owned = |s: &Option<Cow<'_, str>>| s.as_deref().map(|s| Cow::Owned(s.to_owned()));
+        Facts {
             code: self.code,
-            flags: self.flags.as_deref().map(boxed),
+            flags: owned(&self.flags),
             grpc: self.grpc,
             grpc_status: self.grpc_status,
-            host: self.host.map(boxed),
+            host: owned(&self.host),
             mtls: self.mtls,
-            peer: self.peer.map(boxed),
-            local: self.local.map(boxed),
+            peer: owned(&self.peer),
+            local: owned(&self.local),
         }
-    }
-}
-
-impl Hash for Facts<'_> {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.code.hash(h);
-        self.flags.as_deref().hash(h);
-        (self.grpc, self.grpc_status, self.mtls).hash(h);
-        self.host.hash(h);
-        self.peer.hash(h);
-        self.local.hash(h);
-    }
-}
-
-// === impl OwnedFacts ===
-
-impl OwnedFacts {
-    /// Whether `f` holds the same values.
-    pub fn matches(&self, f: &Facts<'_>) -> bool {
-        self.code == f.code
-            && self.grpc == f.grpc
-            && self.grpc_status == f.grpc_status
-            && self.mtls == f.mtls
-            && self.flags.as_deref() == f.flags.as_deref()
-            && self.host.as_deref() == f.host
-            && self.peer.as_deref() == f.peer
-            && self.local.as_deref() == f.local
     }
 }
 

@@ -25,7 +25,7 @@ use super::state::StreamShared;
 use super::vm::Vm;
 
 pub(crate) use facts::HeadFacts;
-use facts::{FactSet, Facts, OwnedFacts};
+use facts::{FactSet, Facts};
 pub(crate) use template::SpecError;
 
 use template::{Label, Spec};
@@ -40,9 +40,10 @@ const MAX_CACHED_SERIES: usize = 50_000;
 
 /// The templates of one runtime, by id (the same template gets the same id on every
 /// worker).
-#[derive(Default)]
 pub(crate) struct RequestMetrics {
     inner: Mutex<Templates>,
+    /// Where the templates' series live.
+    store: Arc<CustomMetrics>,
     /// Label sets cached by all templates.
     cached: Arc<AtomicUsize>,
 }
@@ -53,10 +54,12 @@ struct Templates {
     by_text: HashMap<Box<[u8]>, u32>,
 }
 
-/// A template in use: its spec, the facts it reads and the series of each label set seen.
+/// A template in use: its spec, the facts it reads, where its series live and the series
+/// of each label set seen.
 pub(crate) struct Template {
     spec: Spec,
     facts: FactSet,
+    store: Arc<CustomMetrics>,
     series: Mutex<SeriesCache>,
     /// The runtime's count of cached label sets.
     cached: Arc<AtomicUsize>,
@@ -65,8 +68,7 @@ pub(crate) struct Template {
 /// Series ids by label set: facts hashed, collisions told apart by comparing them.
 #[derive(Default)]
 struct SeriesCache {
-    map: FxHashMap<u64, Vec<(OwnedFacts, Arc<SeriesIds>)>>,
-    len: usize,
+    map: FxHashMap<u64, Vec<(Facts<'static>, Arc<SeriesIds>)>>,
 }
 
 /// Metric-store ids of one label set's series.
@@ -127,6 +129,11 @@ impl Owner {
 // === impl RequestMetrics ===
 
 impl RequestMetrics {
+    /// No templates yet; their series go to `store`.
+    pub fn new(store: Arc<CustomMetrics>) -> RequestMetrics {
+        RequestMetrics { inner: Mutex::default(), store, cached: Arc::default() }
+    }
+
     /// Defines (or finds) the template `json`; its id.
     pub fn define(&self, json: &[u8]) -> Result<u32, DefineError> {
         let mut t = lock(&self.inner);
@@ -144,7 +151,8 @@ impl RequestMetrics {
             }
         }
         let id = t.all.len() as u32;
-        t.all.push(Arc::new(Template { spec, facts, series: Mutex::default(), cached: self.cached.clone() }));
+        let (store, cached) = (self.store.clone(), self.cached.clone());
+        t.all.push(Arc::new(Template { spec, facts, store, series: Mutex::default(), cached }));
         t.by_text.insert(json.into(), id);
         Ok(id)
     }
@@ -158,10 +166,10 @@ impl RequestMetrics {
 // === impl StreamMetrics ===
 
 impl StreamMetrics {
-    /// Records every use into `store` for the finished stream `s`.
-    pub fn record(&self, store: &CustomMetrics, s: &StreamShared) {
+    /// Records every use for the finished stream `s`.
+    pub fn record(&self, s: &StreamShared) {
         for u in &self.uses {
-            u.template.record(store, s, &self.head, u.messages);
+            u.template.record(s, &self.head, u.messages);
         }
     }
 
@@ -189,13 +197,13 @@ impl StreamMetrics {
 
 impl Template {
     /// Records the finished stream `s` in the series of its label set.
-    fn record(&self, store: &CustomMetrics, s: &StreamShared, head: &HeadFacts, messages: Option<(u64, u64)>) {
+    fn record(&self, s: &StreamShared, head: &HeadFacts, messages: Option<(u64, u64)>) {
         let facts = self.facts.of(s, head);
-        let ids = self.series_of(store, &facts);
+        let ids = self.series_of(&facts);
         let up = &s.upstream;
         let count = |id: Option<u32>, v: u64| {
             if let Some(id) = id {
-                let _ = store.record(id, v);
+                let _ = self.store.record(id, v);
             }
         };
         count(ids.requests, 1);
@@ -213,23 +221,22 @@ impl Template {
     }
 
     /// The series of `facts`' label set, defined on first sight.
-    fn series_of(&self, store: &CustomMetrics, facts: &Facts<'_>) -> Arc<SeriesIds> {
+    fn series_of(&self, facts: &Facts<'_>) -> Arc<SeriesIds> {
         let hash = facts.hash_value();
         let mut cache = lock(&self.series);
-        if let Some((_, ids)) = cache.map.get(&hash).and_then(|b| b.iter().find(|(k, _)| k.matches(facts))) {
+        if let Some((_, ids)) = cache.map.get(&hash).and_then(|b| b.iter().find(|(k, _)| k == facts)) {
             return ids.clone();
         }
-        let ids = Arc::new(self.define_series(store, facts));
+        let ids = Arc::new(self.define_series(facts));
         if self.cached.fetch_add(1, Ordering::Relaxed) < MAX_CACHED_SERIES {
-            cache.map.entry(hash).or_default().push((facts.to_owned_facts(), ids.clone()));
-            cache.len += 1;
+            cache.map.entry(hash).or_default().push((facts.to_static(), ids.clone()));
         } else {
             self.cached.fetch_sub(1, Ordering::Relaxed);
         }
         ids
     }
 
-    fn define_series(&self, store: &CustomMetrics, facts: &Facts<'_>) -> SeriesIds {
+    fn define_series(&self, facts: &Facts<'_>) -> SeriesIds {
         let values: Vec<std::borrow::Cow<'_, str>> = self
             .spec
             .labels
@@ -241,7 +248,7 @@ impl Template {
             .collect();
         let pairs = || self.spec.labels.iter().map(|(n, _)| n.as_str()).zip(values.iter().map(|v| &**v));
         let m = &self.spec.metrics;
-        let define = |name: &Option<String>, kind| name.as_deref().map(|n| store.define_labeled(kind, n, pairs()));
+        let define = |name: &Option<String>, kind| name.as_deref().map(|n| self.store.define_labeled(kind, n, pairs()));
         // Message counters exist for gRPC label sets only, as in Istio.
         let grpc = |name: &Option<String>| if facts.grpc { define(name, MetricKind::Counter) } else { None };
         SeriesIds {
@@ -252,5 +259,13 @@ impl Template {
             request_messages: grpc(&m.request_messages),
             response_messages: grpc(&m.response_messages),
         }
+    }
+}
+
+#[cfg(test)]
+impl SeriesCache {
+    /// Label sets cached.
+    fn len(&self) -> usize {
+        self.map.values().map(Vec::len).sum()
     }
 }

@@ -39,15 +39,15 @@ fn finished(s: &mut StreamShared, cluster: &str, status: u16) -> HeadFacts {
     head
 }
 
-fn record(m: &RequestMetrics, store: &CustomMetrics, id: u32, s: &StreamShared, head: HeadFacts) {
+fn record(m: &RequestMetrics, id: u32, s: &StreamShared, head: HeadFacts) {
     let use_ = Use { owner: Owner::new(std::ptr::null(), 1), template: m.get(id).unwrap(), messages: None };
-    StreamMetrics { uses: vec![use_], head }.record(store, s);
+    StreamMetrics { uses: vec![use_], head }.record(s);
 }
 
 #[test]
 fn streams_with_the_same_facts_share_one_series_and_fill_every_label() {
-    let m = RequestMetrics::default();
-    let store = CustomMetrics::new(Registry::new());
+    let store = Arc::new(CustomMetrics::new(Registry::new()));
+    let m = RequestMetrics::new(store.clone());
     let id = m.define(TEMPLATE.as_bytes()).unwrap();
     assert_eq!(m.define(TEMPLATE.as_bytes()).unwrap(), id, "one id per template");
     let tls =
@@ -55,12 +55,12 @@ fn streams_with_the_same_facts_share_one_series_and_fill_every_label() {
     for _ in 0..2 {
         let mut s = stream(Some(tls.clone()));
         let head = finished(&mut s, "outbound|80||web.prod.svc.cluster.local", 200);
-        record(&m, &store, id, &s, head);
+        record(&m, id, &s, head);
     }
     let mut s = stream(None);
     let head = finished(&mut s, "plain", 503);
     s.upstream.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
-    record(&m, &store, id, &s, head);
+    record(&m, id, &s, head);
     let text = store.render_all();
     let want = r#"t_requests_total{reporter="destination",code="200",flags="-",service="web.prod.svc.cluster.local",service_ns="prod",peer="spiffe://a",policy="mutual_tls",protocol="http"} 2"#;
     assert!(text.contains(want), "{text}");
@@ -69,14 +69,14 @@ fn streams_with_the_same_facts_share_one_series_and_fill_every_label() {
     assert!(text.contains(r#"t_request_bytes_sum{reporter="destination",code="200""#), "{text}");
     assert!(text.contains(r#"t_duration_milliseconds_count{reporter="destination",code="503""#), "{text}");
     assert!(!text.contains("t_messages_total"), "message counters exist for gRPC label sets only: {text}");
-    let series = lock(&m.get(id).unwrap().series).len;
+    let series = lock(&m.get(id).unwrap().series).len();
     assert_eq!(series, 2, "cached once per label set");
 }
 
 #[test]
 fn grpc_streams_carry_their_status_and_message_counts() {
-    let m = RequestMetrics::default();
-    let store = CustomMetrics::new(Registry::new());
+    let store = Arc::new(CustomMetrics::new(Registry::new()));
+    let m = RequestMetrics::new(store.clone());
     let t = r#"{"metrics": {"requests": "g_total", "request_messages": "g_messages_total"},
                 "labels": [["protocol", {"fact": "request_protocol"}], ["grpc", {"fact": "grpc_response_status"}]]}"#;
     let id = m.define(t.as_bytes()).unwrap();
@@ -88,7 +88,7 @@ fn grpc_streams_carry_their_status_and_message_counts() {
     trailers.insert("grpc-status", "14".parse().unwrap());
     head.note_trailers(&trailers);
     let use_ = Use { owner: Owner::new(std::ptr::null(), 1), template: m.get(id).unwrap(), messages: Some((3, 5)) };
-    StreamMetrics { uses: vec![use_], head }.record(&store, &s);
+    StreamMetrics { uses: vec![use_], head }.record(&s);
     let text = store.render_all();
     assert!(text.contains(r#"g_total{protocol="grpc",grpc="14"} 1"#), "{text}");
     assert!(text.contains(r#"g_messages_total{protocol="grpc",grpc="14"} 3"#), "{text}");
@@ -96,7 +96,7 @@ fn grpc_streams_carry_their_status_and_message_counts() {
 
 #[test]
 fn a_later_template_of_the_same_owner_replaces_the_first() {
-    let m = RequestMetrics::default();
+    let m = RequestMetrics::new(Arc::new(CustomMetrics::new(Registry::new())));
     let a = m.get(m.define(br#"{"metrics": {"requests": "a_total"}, "labels": []}"#).unwrap()).unwrap();
     let b = m.get(m.define(br#"{"metrics": {"requests": "b_total"}, "labels": []}"#).unwrap()).unwrap();
     let mut sm = StreamMetrics::default();
@@ -112,7 +112,7 @@ fn a_later_template_of_the_same_owner_replaces_the_first() {
 
 #[test]
 fn templates_are_validated_with_the_reason() {
-    let m = RequestMetrics::default();
+    let m = RequestMetrics::new(Arc::new(CustomMetrics::new(Registry::new())));
     let err = |t: &str| m.define(t.as_bytes()).unwrap_err().to_string();
     assert!(err(r#"{"metrics": {"requests": "x"}, "labels": [["a", {"fact": "nope"}]]}"#)
         .contains("labels[0] \"a\": unknown variant `nope`"));
